@@ -1,0 +1,144 @@
+"""Chunk compression: the zstd shim, plus casync's xz and gzip.
+
+Only this module imports a zstd binding: ``compression.zstd`` (Python 3.14+),
+``zstandard`` or ``pyzstd``, whichever imports first. All of them read each
+other's frames, since a frame is a frame. casync can also store chunks xz- or
+gzip-compressed under the same ``.cacnk`` name; :func:`decompress` recognises
+the three by their magic bytes. Decompression is always bounded by a maximum
+size, so a hostile chunk cannot inflate without limit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import threading
+import zlib
+
+from .errors import FormatError, MissingDependency, ParameterError
+
+__all__ = ["COMPRESSIONS", "ZSTD_BACKEND", "compress", "decompress", "detect"]
+
+COMPRESSIONS = ("zstd", "xz", "gzip")
+ZSTD_LEVEL = 3  # casync's and desync's level
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_GZIP_MAGIC = b"\x1f\x8b"
+_STREAM_ABOVE = 16 * 1024 * 1024  # bigger bounds are decoded incrementally
+
+_local = threading.local()
+
+_czstd = _zstandard = _pyzstd = None
+ZSTD_BACKEND = ""
+try:  # Python 3.14+
+    from compression import zstd as _czstd  # type: ignore[import-not-found,no-redef]
+
+    ZSTD_BACKEND = "compression.zstd"
+except ImportError:
+    try:
+        import zstandard as _zstandard  # type: ignore[no-redef]
+
+        ZSTD_BACKEND = "zstandard"
+    except ImportError:
+        try:
+            import pyzstd as _pyzstd  # type: ignore[import-not-found,no-redef]
+
+            ZSTD_BACKEND = "pyzstd"
+        except ImportError:
+            pass
+
+
+def _no_zstd() -> MissingDependency:
+    return MissingDependency("zstd", "zstandard")
+
+
+def _zstd_compress(data: bytes | memoryview, level: int) -> bytes:
+    if _czstd is not None:
+        return _czstd.compress(data, level)
+    if _zstandard is not None:
+        cctx = getattr(_local, "cctx", None)
+        if cctx is None or _local.level != level:
+            # A compressor context is not thread-safe: one per thread, reused.
+            cctx = _local.cctx = _zstandard.ZstdCompressor(level=level)
+            _local.level = level
+        return cctx.compress(data)
+    if _pyzstd is not None:
+        return _pyzstd.compress(data, level)
+    raise _no_zstd()
+
+
+def _bounded(decomp: object, data: bytes | memoryview, max_size: int) -> bytes:
+    """Feed ``data`` to a decompressor with ``decompress(data, max_length)``."""
+    out = decomp.decompress(data, max_size + 1)  # type: ignore[attr-defined]
+    if len(out) > max_size:
+        raise FormatError(f"chunk decompresses to more than {max_size} bytes")
+    if not decomp.eof:  # type: ignore[attr-defined]
+        raise FormatError("truncated compressed chunk")
+    return out
+
+
+def _zstd_decompress(data: bytes | memoryview, max_size: int) -> bytes:
+    if _czstd is not None:
+        return _bounded(_czstd.ZstdDecompressor(), data, max_size)
+    if _pyzstd is not None:
+        return _bounded(_pyzstd.ZstdDecompressor(), data, max_size)
+    if _zstandard is None:
+        raise _no_zstd()
+    declared = _zstandard.get_frame_parameters(data).content_size
+    if declared != _zstandard.CONTENTSIZE_UNKNOWN and declared > max_size:
+        raise FormatError(f"chunk declares {declared} bytes, more than {max_size}")
+    dctx = _zstandard.ZstdDecompressor()
+    if max_size <= _STREAM_ABOVE:
+        return dctx.decompress(data, max_output_size=max_size)
+    with dctx.stream_reader(data, read_across_frames=False) as reader:
+        out = reader.read(max_size + 1)
+    if len(out) > max_size:
+        raise FormatError(f"chunk decompresses to more than {max_size} bytes")
+    return out
+
+
+def detect(blob: bytes | memoryview) -> str:
+    """Name the compression of an encoded chunk by its magic bytes."""
+    head = bytes(blob[:6])
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(_XZ_MAGIC):
+        return "xz"
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    raise FormatError("unknown chunk compression (not zstd, xz or gzip)")
+
+
+def compress(data: bytes | memoryview, method: str = "zstd", level: int | None = None) -> bytes:
+    """Compress chunk data as casync does (zstd level 3, xz preset 6, gzip level 6)."""
+    if method == "zstd":
+        return _zstd_compress(data, ZSTD_LEVEL if level is None else level)
+    if method == "xz":
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    if method == "gzip":
+        return gzip.compress(data, compresslevel=6 if level is None else level)
+    raise ParameterError(f"unknown compression {method!r}: use zstd, xz or gzip")
+
+
+def decompress(blob: bytes | memoryview, max_size: int) -> bytes:
+    """Decompress an encoded chunk of any supported kind, at most ``max_size`` bytes.
+
+    Raises :class:`FormatError` when the data is damaged, truncated, of an
+    unknown kind, or would inflate past ``max_size``.
+    """
+    method = detect(blob)
+    try:
+        if method == "zstd":
+            return _zstd_decompress(blob, max_size)
+        if method == "xz":
+            return _bounded(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), blob, max_size)
+        return _bounded(zlib.decompressobj(wbits=31), blob, max_size)
+    except (lzma.LZMAError, zlib.error, EOFError) as exc:
+        raise FormatError(f"damaged {method} chunk: {exc}") from None
+    except FormatError:
+        raise
+    except Exception as exc:  # the zstd bindings raise their own error classes
+        if type(exc).__module__.split(".")[0] in {"zstandard", "pyzstd", "compression", "_zstd"}:
+            raise FormatError(f"damaged zstd chunk: {exc}") from None
+        raise

@@ -1,0 +1,86 @@
+"""The one exception tree of pycasync.
+
+Everything pycasync raises on purpose derives from :class:`CasyncError`, so a
+caller (and the CLI, which maps classes to exit codes) can catch the whole
+family at once and branch on the precise kind when it matters: malformed bytes
+(:class:`FormatError`), bad arguments (:class:`ParameterError`), a chunk that a
+store does not hold (:class:`ChunkMissing`) or holds damaged
+(:class:`ChunkInvalid`), a store that cannot be reached or used
+(:class:`StoreError`), and an optional extra that is not installed
+(:class:`MissingDependency`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CasyncError",
+    "FormatError",
+    "ParameterError",
+    "ChunkMissing",
+    "ChunkInvalid",
+    "StoreError",
+    "MissingDependency",
+]
+
+
+class CasyncError(Exception):
+    """Root of every error pycasync raises deliberately."""
+
+
+class FormatError(CasyncError, ValueError):
+    """Bytes that do not follow casync's formats (index, chunk, archive)."""
+
+
+class ParameterError(CasyncError, ValueError):
+    """An argument or setting that cannot be used (bad chunk sizes, digest, flag)."""
+
+
+class StoreError(CasyncError):
+    """A store that cannot be reached, opened or written, or lacks a capability."""
+
+
+class ChunkMissing(CasyncError):
+    """The store does not hold the chunk.
+
+    ``chunk_id`` is the 32-byte id, ``store`` a printable name of the store.
+    """
+
+    def __init__(self, chunk_id: bytes, store: object = None) -> None:
+        self.chunk_id = chunk_id
+        self.store = store
+        where = f" in store {store}" if store is not None else ""
+        super().__init__(f"chunk {chunk_id.hex()} missing{where}")
+
+
+class ChunkInvalid(CasyncError):
+    """A chunk's content does not match its id, size or encoding.
+
+    ``actual`` is the id the data hashes to (``None`` when it could not even be
+    decoded), ``cause`` a short human reason.
+    """
+
+    def __init__(
+        self,
+        chunk_id: bytes,
+        actual: bytes | None = None,
+        cause: str = "",
+        store: object = None,
+    ) -> None:
+        self.chunk_id = chunk_id
+        self.actual = actual
+        self.cause = cause
+        self.store = store
+        where = f" in store {store}" if store is not None else ""
+        reason = cause or (f"content hashes to {actual.hex()}" if actual else "invalid")
+        super().__init__(f"chunk {chunk_id.hex()}{where} is invalid: {reason}")
+
+
+class MissingDependency(CasyncError):
+    """An optional extra is needed for this operation but is not installed."""
+
+    def __init__(self, extra: str, module: str) -> None:
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"this needs the Python package {module!r}: pip install 'pycasync[{extra}]'"
+        )

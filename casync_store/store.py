@@ -1,0 +1,150 @@
+"""The Store interfaces: what every chunk store can do, layered by capability.
+
+A :class:`Store` reads chunks; a :class:`WriteStore` also stores them; a
+:class:`PruneStore` can also list and remove them. Stores persist opaque
+bytes (the ``.cacnk`` blobs) through :meth:`Store.get_raw` and
+:meth:`WriteStore.put_raw`; the chunk codec (:mod:`casync_format.chunk`) gives
+those bytes meaning, so decompression and verification are written once here
+and every backend, wrapper and operation gets them. A capability is a
+subclass, never a flag: an operation that needs to write asks for a
+:class:`WriteStore` and fails with :class:`StoreError` otherwise.
+
+Contracts every implementation keeps:
+
+- ``get_raw`` returns the stored bytes or raises :class:`ChunkMissing` when the
+  store does not hold the chunk, and :class:`StoreError` when it cannot tell
+  (unreachable, permission denied). It does not verify.
+- ``get_chunk`` returns decompressed data verified against the id (unless the
+  store was opened with ``verify=False``) and raises :class:`ChunkInvalid`
+  for damaged chunks, naming the store.
+- ``put_raw`` is atomic: a reader sees the whole chunk under its final name
+  or nothing; concurrent writers of the same chunk are safe.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from casync_format import chunk as chunk_codec
+from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from casync_format.digest import Digest
+from casync_format.errors import StoreError
+
+__all__ = ["Store", "WriteStore", "PruneStore", "require_writable", "require_prunable"]
+
+
+class Store(ABC):
+    """A place chunks can be read from."""
+
+    #: When False, chunk data is not hashed on read (the store is trusted).
+    verify: bool = True
+
+    @abstractmethod
+    def get_raw(self, chunk_id: bytes) -> bytes:
+        """The stored (normally compressed) bytes of a chunk."""
+
+    @abstractmethod
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """Whether the store holds the chunk (not checked for damage)."""
+
+    def get_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> bytes:
+        """The chunk's data, decompressed and verified.
+
+        ``size`` (when known from an index) must match exactly and bounds
+        decompression. Raises ChunkMissing, ChunkInvalid or StoreError.
+        """
+        return self.decode(chunk_id, self.get_raw(chunk_id), digest, size, max_size)
+
+    def decode(
+        self,
+        chunk_id: bytes,
+        blob: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> bytes:
+        """Decode a blob read from this store, verifying per the store's setting."""
+        return chunk_codec.decode(
+            blob,
+            chunk_id,
+            digest if self.verify else None,
+            size=size,
+            max_size=max_size,
+            store=self,
+        )
+
+    def close(self) -> None:
+        """Release connections and files; the store is unusable afterwards."""
+        return None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def __str__(self) -> str:
+        """The store's location, for messages."""
+
+
+class WriteStore(Store):
+    """A store that can also take new chunks."""
+
+    #: Compression for chunks this store encodes itself.
+    compression: str = "zstd"
+
+    @abstractmethod
+    def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
+        """Store encoded bytes under the chunk's id, atomically."""
+
+    def store_chunk(self, chunk_id: bytes, data: bytes | memoryview, blob: bytes | None = None) -> None:
+        """Store a chunk; ``blob`` is its encoded form if the caller has it."""
+        if blob is None:
+            blob = chunk_codec.encode(data, self.compression)
+        self.put_raw(chunk_id, blob)
+
+
+class PruneStore(WriteStore):
+    """A writable store that can also enumerate and delete chunks."""
+
+    @abstractmethod
+    def iter_chunk_ids(self) -> Iterator[bytes]:
+        """Every chunk id the store holds, streamed (never all in memory).
+
+        Removing the chunk just yielded while iterating must be safe.
+        """
+
+    @abstractmethod
+    def remove_chunk(self, chunk_id: bytes) -> None:
+        """Delete a chunk; a chunk that is already gone is not an error."""
+
+    def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
+        """Remove every chunk whose id is not in ``keep``; returns how many."""
+        count = 0
+        for cid in self.iter_chunk_ids():
+            if cid not in keep:
+                self.remove_chunk(cid)
+                count += 1
+        return count
+
+
+def require_writable(store: Store) -> WriteStore:
+    """Return ``store`` as a WriteStore or raise a StoreError naming it."""
+    if not isinstance(store, WriteStore):
+        raise StoreError(f"store {store} is read-only")
+    return store
+
+
+def require_prunable(store: Store) -> PruneStore:
+    """Return ``store`` as a PruneStore or raise a StoreError naming it."""
+    if not isinstance(store, PruneStore):
+        raise StoreError(f"store {store} does not support listing and removing chunks")
+    return store
