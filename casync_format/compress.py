@@ -91,11 +91,27 @@ def _zstd_decompress(data: bytes | memoryview, max_size: int) -> bytes:
     dctx = _zstandard.ZstdDecompressor()
     if max_size <= _STREAM_ABOVE:
         return dctx.decompress(data, max_output_size=max_size)
-    with dctx.stream_reader(data, read_across_frames=False) as reader:
-        out = reader.read(max_size + 1)
-    if len(out) > max_size:
-        raise FormatError(f"chunk decompresses to more than {max_size} bytes")
-    return out
+    return _zstandard_stream(dctx, data, max_size)
+
+
+def _zstandard_stream(dctx: object, data: bytes | memoryview, max_size: int) -> bytes:
+    """Decode one frame in small input steps, so a bomb stops near ``max_size``."""
+    dobj = dctx.decompressobj()  # type: ignore[attr-defined]
+    view = memoryview(data)
+    parts: list[bytes] = []
+    produced = pos = 0
+    while not dobj.eof and pos < len(view):
+        # A zstd block inflates at most ~32768 times its input (an RLE block).
+        step = max(64, (max_size - produced) // 32768)
+        part = dobj.decompress(view[pos : pos + step])
+        pos += step
+        produced += len(part)
+        if produced > max_size:
+            raise FormatError(f"chunk decompresses to more than {max_size} bytes")
+        parts.append(part)
+    if not dobj.eof:  # stream_reader would return a truncated frame's data silently
+        raise FormatError("truncated compressed chunk")
+    return b"".join(parts)
 
 
 def detect(blob: bytes | memoryview) -> str:

@@ -65,7 +65,8 @@ def digest_by_name(name: str) -> Digest:
 def parse_id(text: str) -> bytes:
     """Parse a chunk id from its 64-character hex form."""
     try:
-        raw = bytes.fromhex(text)
+        # fromhex skips whitespace between bytes; an id is exactly 64 digits.
+        raw = bytes.fromhex(text) if len(text) == 2 * CA_CHUNK_ID_SIZE else b""
     except ValueError:
         raw = b""
     if len(raw) != CA_CHUNK_ID_SIZE:

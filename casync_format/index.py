@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 from .constants import (
+    CA_CHUNK_ID_SIZE,
     CA_CHUNK_SIZE_LIMIT_MAX,
+    CA_FORMAT_FEATURE_FLAGS_MAX,
     CA_FORMAT_INDEX,
     CA_FORMAT_TABLE,
     CA_FORMAT_TABLE_TAIL_MARKER,
@@ -78,6 +80,8 @@ class IndexHeader:
         size, kind, flags, cmin, cavg, cmax = HEADER.unpack_from(raw)
         if size != HEADER.size or kind != CA_FORMAT_INDEX:
             raise FormatError("not a casync index (bad header magic)")
+        if flags & ~CA_FORMAT_FEATURE_FLAGS_MAX:
+            raise FormatError(f"index has unknown feature flags {flags:#x}")
         if not 1 <= cmin <= cavg <= cmax <= CA_CHUNK_SIZE_LIMIT_MAX:
             raise FormatError(f"index has invalid chunk sizes {cmin}:{cavg}:{cmax}")
         return cls(flags, cmin, cavg, cmax)
@@ -160,6 +164,8 @@ class Index:
 
     def iter_from(self, first: int) -> Iterator[IndexChunk]:
         """Iterate items from number ``first`` on, checking each as it goes."""
+        if not 0 <= first <= self.count:
+            raise IndexError(first)
         start = self._end(first - 1)
         limit = self.header.chunk_size_max
         i = first
@@ -215,12 +221,15 @@ class IndexWriter:
         self.count = 0
         self.blob_size = 0
         self._buf: list[bytes] = []
+        IndexHeader.unpack(header.pack())  # never write a header no reader accepts
         fileobj.write(header.pack() + TABLE_HEADER.pack(_TABLE_SIZE_UNKNOWN, CA_FORMAT_TABLE))
 
     def add(self, chunk_id: bytes, size: int) -> None:
         """Append the next chunk of the blob."""
         if not 0 < size <= self.header.chunk_size_max:
             raise FormatError(f"chunk of {size} bytes does not fit the index's size limits")
+        if len(chunk_id) != CA_CHUNK_ID_SIZE:  # struct would pad or cut it silently
+            raise FormatError(f"chunk id of {len(chunk_id)} bytes, expected {CA_CHUNK_ID_SIZE}")
         self.blob_size += size
         self.count += 1
         self._buf.append(TABLE_ITEM.pack(self.blob_size, chunk_id))

@@ -52,7 +52,7 @@ def atomic_write(
             f.flush()
             if sync:
                 os.fsync(f.fileno())
-        os.chmod(tmp, mode & ~_umask())
+        os.chmod(tmp, mode & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -70,13 +70,18 @@ def write_file_atomic(
         f.write(data)
 
 
-_UMASK: int | None = None
+def _read_umask() -> int:
+    """The process umask, read once at import (before worker threads exist)."""
+    try:  # Linux: read it without changing it
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
-def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:
-        current = os.umask(0)
-        os.umask(current)
-        _UMASK = current
-    return _UMASK
+_UMASK = _read_umask()

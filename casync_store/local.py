@@ -81,7 +81,12 @@ class LocalStore(PruneStore):
             raise StoreError(f"store {self}: cannot list: {exc.strerror}") from None
         for prefix in top:
             # One sub-directory at a time: at most ~1/65536 of the store in memory.
-            names = sorted(e.name for e in os.scandir(os.path.join(self.path, prefix)))
+            try:
+                names = sorted(e.name for e in os.scandir(os.path.join(self.path, prefix)))
+            except FileNotFoundError:  # removed since the top level was listed
+                continue
+            except OSError as exc:
+                raise StoreError(f"store {self}: cannot list {prefix}: {exc.strerror}") from None
             for name in names:
                 m = _NAME.match(name)
                 if m and m.group(1).startswith(prefix):

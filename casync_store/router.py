@@ -5,7 +5,8 @@ moves on only when one does not hold a chunk; any other failure is final, so a
 broken store is reported rather than hidden. :class:`CachedStore` puts a
 writable local store in front of another store: hits are served (and their
 mtime refreshed) from the cache, misses are fetched, verified, and written back
-in the exact bytes the remote holds. Both implement the Store interface, so an
+in the exact bytes the remote holds (raw reads, which cannot verify, are
+served but not cached). Both implement the Store interface, so an
 operation never knows what it talks to.
 """
 
@@ -74,12 +75,11 @@ class CachedStore(Store):
         return f"{self.remote} (cache {self.cache})"
 
     def get_raw(self, chunk_id: bytes) -> bytes:
+        # Raw reads cannot verify (no digest here), so only get_chunk fills the cache.
         try:
             blob = self.cache.get_raw(chunk_id)
         except ChunkMissing:
-            blob = self.remote.get_raw(chunk_id)
-            self.cache.put_raw(chunk_id, blob)
-            return blob
+            return self.remote.get_raw(chunk_id)
         self._touch(chunk_id)
         return blob
 
