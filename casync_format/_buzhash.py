@@ -25,6 +25,7 @@ WINDOW_SIZE = CA_CHUNKER_WINDOW_SIZE
 MAX_DISCRIMINATOR = 1 << 31  # the C backend's fast modulo test is exact up to here
 
 # casync's buzhash table (src/cachunker.c), one 32-bit value per byte value.
+# fmt: off
 TABLE: tuple[int, ...] = (
     0x458BE752, 0xC10748CC, 0xFBBCDBB8, 0x6DED5B68, 0xB10A82B5, 0x20D75648,
     0xDFC5665F, 0xA8428801, 0x7EBF5191, 0x841135C7, 0x65CC53B3, 0x280A597C,
@@ -70,6 +71,7 @@ TABLE: tuple[int, ...] = (
     0x05B21843, 0x37B45964, 0x5EFF22F4, 0x6027F4CC, 0x77178B3C, 0xAE507131,
     0x7BF7CABC, 0xF9C18D66, 0x593ADE65, 0xD95DDF11,
 )
+# fmt: on
 
 _MASK = 0xFFFFFFFF
 
@@ -125,9 +127,7 @@ def _scan(view: memoryview, start: int, end: int, min_size: int, max_size: int, 
     return limit if stop == limit else -1
 
 
-def find_cut(
-    buf: Buffer, start: int, end: int, min_size: int, max_size: int, discriminator: int
-) -> int:
+def find_cut(buf: Buffer, start: int, end: int, min_size: int, max_size: int, discriminator: int) -> int:
     """Return the end offset of the chunk that starts at ``start``.
 
     Only ``buf[start:end]`` is looked at. The result is absolute (an offset
@@ -156,9 +156,7 @@ def find_cuts(
     it returns, collecting the results; the list stops after the first cut
     ``>= limit``, or before the first -1 (no further cut before ``end``).
     """
-    view, start, end, min_size, max_size, d = _checked(
-        buf, start, end, min_size, max_size, discriminator
-    )
+    view, start, end, min_size, max_size, d = _checked(buf, start, end, min_size, max_size, discriminator)
     limit = _index(limit)
     cuts: list[int] = []
     pos = start

@@ -1,0 +1,342 @@
+/* casync_format._chunker: the C backend of pycasync's chunker.
+ *
+ * This module owns the fast cut search. It exports exactly the functions of
+ * the pure-Python reference casync_format/_buzhash.py, with the same
+ * signatures, argument checks and results:
+ *
+ *   find_cut(buf, start, end, min_size, max_size, discriminator) -> int
+ *   find_cuts(buf, start, end, min_size, max_size, discriminator, limit) -> list
+ *
+ * The rolling hash is casync's buzhash over a 48-byte window. A chunk that
+ * starts at `start` is cut after the first byte where its size is >= max_size,
+ * or where the hash h satisfies h % d == d - 1; the first candidate is the
+ * chunk size min_size (hash of the 48 bytes ending there). The hash restarts
+ * from zero at every cut, so the search is stateless. Buffers are taken with
+ * the buffer protocol (bytes, bytearray, memoryview, mmap) and the GIL is
+ * released while scanning.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#if defined(_MSC_VER)
+#include <stdlib.h>
+#define ROTL32(x, r) _rotl((x), (r))
+#define ALWAYS_INLINE __forceinline
+#else
+#define ROTL32(x, r) (((x) << (r)) | ((x) >> ((32 - (r)) & 31)))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
+/* On x86 with GCC or Clang the rolling loop is compiled twice, once for any
+ * CPU and once with BMI2 (rorx rotates into a new register), picked at import. */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(_MSC_VER)
+#define HAVE_BMI2_VARIANT 1
+#endif
+
+#define WINDOW 48
+/* The divisibility test below is exact for divisors up to 2^31. */
+#define MAX_DISCRIMINATOR ((Py_ssize_t)1 << 31)
+
+/* casync's buzhash table (src/cachunker.c). */
+static const uint32_t table[256] = {
+    0x458BE752u, 0xC10748CCu, 0xFBBCDBB8u, 0x6DED5B68u, 0xB10A82B5u, 0x20D75648u,
+    0xDFC5665Fu, 0xA8428801u, 0x7EBF5191u, 0x841135C7u, 0x65CC53B3u, 0x280A597Cu,
+    0x16F60255u, 0xC78CBC3Eu, 0x294415F5u, 0xB938D494u, 0xEC85C4E6u, 0xB7D33EDCu,
+    0xE549B544u, 0xFDEDA5AAu, 0x882BF287u, 0x3116737Cu, 0x05569956u, 0xE8CC1F68u,
+    0x0806AC5Eu, 0x22A14443u, 0x15297E10u, 0x50D090E7u, 0x4BA60F6Fu, 0xEFD9F1A7u,
+    0x5C5C885Cu, 0x82482F93u, 0x9BFD7C64u, 0x0B3E7276u, 0xF2688E77u, 0x8FAD8ABCu,
+    0xB0509568u, 0xF1ADA29Fu, 0xA53EFDFEu, 0xCB2B1D00u, 0xF2A9E986u, 0x6463432Bu,
+    0x95094051u, 0x5A223AD2u, 0x9BE8401Bu, 0x61E579CBu, 0x1A556A14u, 0x5840FDC2u,
+    0x9261DDF6u, 0xCDE002BBu, 0x52432BB0u, 0xBF17373Eu, 0x7B7C222Fu, 0x2955ED16u,
+    0x9F10CA59u, 0xE840C4C9u, 0xCCABD806u, 0x14543F34u, 0x1462417Au, 0x0D4A1F9Cu,
+    0x087ED925u, 0xD7F8F24Cu, 0x7338C425u, 0xCF86C8F5u, 0xB19165CDu, 0x9891C393u,
+    0x325384ACu, 0x0308459Du, 0x86141D7Eu, 0xC922116Au, 0xE2FFA6B6u, 0x53F52AEDu,
+    0x2CD86197u, 0xF5B9F498u, 0xBF319C8Fu, 0xE0411FAEu, 0x977EB18Cu, 0xD8770976u,
+    0x9833466Au, 0xC674DF7Fu, 0x8C297D45u, 0x8CA48D26u, 0xC49ED8E2u, 0x7344F874u,
+    0x556F79C7u, 0x6B25EAEDu, 0xA03E2B42u, 0xF68F66A4u, 0x8E8B09A2u, 0xF2E0E62Au,
+    0x0D3A9806u, 0x9729E493u, 0x8C72B0FCu, 0x160B94F6u, 0x450E4D3Du, 0x7A320E85u,
+    0xBEF8F0E1u, 0x21D73653u, 0x4E3D977Au, 0x1E7B3929u, 0x1CC6C719u, 0xBE478D53u,
+    0x8D752809u, 0xE6D8C2C6u, 0x275F0892u, 0xC8ACC273u, 0x4CC21580u, 0xECC4A617u,
+    0xF5F7BE70u, 0xE795248Au, 0x375A2FE9u, 0x425570B6u, 0x8898DCF8u, 0xDC2D97C4u,
+    0x0106114Bu, 0x364DC22Fu, 0x1E0CAD1Fu, 0xBE63803Cu, 0x5F69FAC2u, 0x4D5AFA6Fu,
+    0x1BC0DFB5u, 0xFB273589u, 0x0EA47F7Bu, 0x3C1C2B50u, 0x21B2A932u, 0x6B1223FDu,
+    0x2FE706A8u, 0xF9BD6CE2u, 0xA268E64Eu, 0xE987F486u, 0x3EACF563u, 0x1CA2018Cu,
+    0x65E18228u, 0x2207360Au, 0x57CF1715u, 0x34C37D2Bu, 0x1F8F3CDEu, 0x93B657CFu,
+    0x31A019FDu, 0xE69EB729u, 0x8BCA7B9Bu, 0x4C9D5BEDu, 0x277EBEAFu, 0xE0D8F8AEu,
+    0xD150821Cu, 0x31381871u, 0xAFC3F1B0u, 0x927DB328u, 0xE95EFFACu, 0x305A47BDu,
+    0x426BA35Bu, 0x1233AF3Fu, 0x686A5B83u, 0x50E072E5u, 0xD9D3BB2Au, 0x8BEFC475u,
+    0x487F0DE6u, 0xC88DFF89u, 0xBD664D5Eu, 0x971B5D18u, 0x63B14847u, 0xD7D3C1CEu,
+    0x7F583CF3u, 0x72CBCB09u, 0xC0D0A81Cu, 0x7FA3429Bu, 0xE9158A1Bu, 0x225EA19Au,
+    0xD8CA9EA3u, 0xC763B282u, 0xBB0C6341u, 0x020B8293u, 0xD4CD299Du, 0x58CFA7F8u,
+    0x91B4EE53u, 0x37E4D140u, 0x95EC764Cu, 0x30F76B06u, 0x5EE68D24u, 0x679C8661u,
+    0xA41979C2u, 0xF2B61284u, 0x4FAC1475u, 0x0ADB49F9u, 0x19727A23u, 0x15A7E374u,
+    0xC43A18D5u, 0x3FB1AA73u, 0x342FC615u, 0x924C0793u, 0xBEE2D7F0u, 0x8A279DE9u,
+    0x4AA2D70Cu, 0xE24DD37Fu, 0xBE862C0Bu, 0x177C22C2u, 0x5388E5EEu, 0xCD8A7510u,
+    0xF901B4FDu, 0xDBC13DBCu, 0x6C0BAE5Bu, 0x64EFE8C7u, 0x48B02079u, 0x80331A49u,
+    0xCA3D8AE6u, 0xF3546190u, 0xFED7108Bu, 0xC49B941Bu, 0x32BAF4A9u, 0xEB833A4Au,
+    0x88A3F1A5u, 0x3A91CE0Au, 0x3CC27DA1u, 0x7112E684u, 0x4A3096B1u, 0x3794574Cu,
+    0xA3C8B6F3u, 0x1D213941u, 0x6E0A2E00u, 0x233479F1u, 0x0F4CD82Fu, 0x6093EDD2u,
+    0x5D7D209Eu, 0x464FE319u, 0xD4DCAC9Eu, 0x0DB845CBu, 0xFB5E4BC3u, 0xE0256CE1u,
+    0x09FB4ED1u, 0x0914BE1Eu, 0xA5BDB2C3u, 0xC6EB57BBu, 0x30320350u, 0x3F397E91u,
+    0xA67791BCu, 0x86BC0E2Cu, 0xEFA0A7E2u, 0xE9FF7543u, 0xE733612Cu, 0xD185897Bu,
+    0x329E5388u, 0x91DD236Bu, 0x2ECB0D93u, 0xF4D82A3Du, 0x35B5C03Fu, 0xE4E606F0u,
+    0x05B21843u, 0x37B45964u, 0x5EFF22F4u, 0x6027F4CCu, 0x77178B3Cu, 0xAE507131u,
+    0x7BF7CABCu, 0xF9C18D66u, 0x593ADE65u, 0xD95DDF11u,
+};
+
+/* rot[k][b] = table[b] rotated left by k. rot[0] is the table itself and
+ * rot[WINDOW % 32] is what a byte contributes when it leaves the window.
+ * 32 KiB, filled once at module initialisation. */
+static uint32_t rot[32][256];
+
+/* Is h a cut, i.e. h % d == d - 1, i.e. d divides n = h + 1?
+ * With magic = ceil(2^64 / d), d divides n iff n * magic mod 2^64 < magic
+ * (Lemire, Kaser & Kurz, "Faster remainder by direct computation", 2019),
+ * exact while n * d < 2^64, which n <= 2^32 and d <= 2^31 guarantee.
+ * Since n * magic = h * magic + magic, that sum wraps past 2^64 exactly
+ * when h * magic >= 2^64 - magic: one multiply and one compare. magic is 0
+ * for d == 1, where every position is a cut. */
+#define IS_CUT(h, magic) ((uint64_t)(h) * (magic) >= (uint64_t)0 - (magic))
+
+/* One step of the plain rolling hash. */
+#define ROLL(h, leave, enter) (ROTL32((h), 1) ^ rot[WINDOW % 32][(leave)] ^ rot[0][(enter)])
+
+/* Roll the hash h (of the window ending at `pos`) over bytes pos..stop-1,
+ * testing after each one. Returns the end offset of the first cut, or -1.
+ *
+ * The main loop handles 32 bytes per round without the one-cycle rotate on
+ * the critical path: it keeps g = h rotated right by the number of bytes
+ * rolled so far in the round, so each step only XORs two pre-rotated table
+ * entries into g; the true hash rol(g, k) is formed off the chain for the
+ * test. After 32 steps the rotation is a full turn and g == h again. */
+static ALWAYS_INLINE Py_ssize_t roll_body(const uint8_t *b, size_t pos, size_t stop,
+                                          uint32_t h, uint64_t magic)
+{
+    uint32_t t;
+#define STEP(k)                                                                     \
+    h ^= rot[(WINDOW - (k) - 1) & 31][b[pos + (k) - WINDOW]] ^                       \
+         rot[(32 - (k) - 1) & 31][b[pos + (k)]];                                     \
+    t = ROTL32(h, ((k) + 1) & 31);                                                  \
+    if (IS_CUT(t, magic))                                                           \
+        return (Py_ssize_t)(pos + (k) + 1);
+    for (; pos + 32 <= stop; pos += 32) {
+        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
+        STEP(8) STEP(9) STEP(10) STEP(11) STEP(12) STEP(13) STEP(14) STEP(15)
+        STEP(16) STEP(17) STEP(18) STEP(19) STEP(20) STEP(21) STEP(22) STEP(23)
+        STEP(24) STEP(25) STEP(26) STEP(27) STEP(28) STEP(29) STEP(30) STEP(31)
+    }
+#undef STEP
+    for (; pos < stop; pos++) {
+        h = ROLL(h, b[pos - WINDOW], b[pos]);
+        if (IS_CUT(h, magic))
+            return (Py_ssize_t)(pos + 1);
+    }
+    return -1;
+}
+
+typedef Py_ssize_t (*roll_func)(const uint8_t *, size_t, size_t, uint32_t, uint64_t);
+
+static Py_ssize_t roll_generic(const uint8_t *b, size_t pos, size_t stop, uint32_t h,
+                               uint64_t magic)
+{
+    return roll_body(b, pos, stop, h, magic);
+}
+
+#ifdef HAVE_BMI2_VARIANT
+__attribute__((target("bmi2")))
+static Py_ssize_t roll_bmi2(const uint8_t *b, size_t pos, size_t stop, uint32_t h,
+                            uint64_t magic)
+{
+    return roll_body(b, pos, stop, h, magic);
+}
+#endif
+
+static roll_func roll = roll_generic;
+
+typedef struct {
+    size_t min_size;
+    size_t max_size;
+    uint64_t magic; /* ceil(2^64 / d) */
+} Params;
+
+/* Absolute end of the chunk starting at `start`, or -1 if it does not end
+ * before `end`. Arguments are already validated. Runs without the GIL. */
+static Py_ssize_t scan(const uint8_t *base, size_t start, size_t end, const Params *p)
+{
+    size_t first = start + p->min_size, limit = start + p->max_size, stop, i;
+    const uint8_t *w;
+    Py_ssize_t cut;
+    uint32_t h = 0;
+
+    if (first > end)
+        return -1;
+    if (first == limit) /* min == max: fixed-size chunks */
+        return (Py_ssize_t)limit;
+    w = base + first - WINDOW; /* the window ending at the earliest cut */
+    for (i = 0; i < WINDOW; i++)
+        h = ROTL32(h, 1) ^ rot[0][w[i]];
+    if (IS_CUT(h, p->magic))
+        return (Py_ssize_t)first;
+    stop = end < limit ? end : limit;
+    cut = roll(base, first, stop, h, p->magic);
+    if (cut < 0 && stop == limit)
+        return (Py_ssize_t)limit;
+    return cut;
+}
+
+/* Check the arguments shared by both functions; fills *p on success. */
+static int check_args(const Py_buffer *view, Py_ssize_t start, Py_ssize_t end,
+                      Py_ssize_t min_size, Py_ssize_t max_size, Py_ssize_t discriminator,
+                      Params *p)
+{
+    if (start < 0 || start > end || end > view->len) {
+        PyErr_Format(PyExc_ValueError,
+                     "need 0 <= start <= end <= len(buf), got %zd, %zd, %zd",
+                     start, end, view->len);
+        return -1;
+    }
+    if (min_size < WINDOW || min_size > max_size) {
+        PyErr_Format(PyExc_ValueError,
+                     "need %d <= min_size <= max_size, got %zd, %zd",
+                     WINDOW, min_size, max_size);
+        return -1;
+    }
+    if (discriminator < 1 || discriminator > MAX_DISCRIMINATOR) {
+        PyErr_Format(PyExc_ValueError, "discriminator %zd out of range 1..%zd",
+                     discriminator, MAX_DISCRIMINATOR);
+        return -1;
+    }
+    p->min_size = (size_t)min_size;
+    p->max_size = (size_t)max_size;
+    p->magic = UINT64_MAX / (uint64_t)discriminator + 1; /* 0 for d == 1: always a cut */
+    return 0;
+}
+
+static PyObject *find_cut(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"buf", "start", "end", "min_size", "max_size",
+                             "discriminator", NULL};
+    Py_buffer view;
+    Py_ssize_t start, end, min_size, max_size, discriminator, cut;
+    Params p;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnnnn:find_cut", kwlist, &view,
+                                     &start, &end, &min_size, &max_size, &discriminator))
+        return NULL;
+    if (check_args(&view, start, end, min_size, max_size, discriminator, &p) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    cut = scan((const uint8_t *)view.buf, (size_t)start, (size_t)end, &p);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(cut);
+}
+
+/* Follow the chain of cuts from `start` into a growing array; -1 on OOM. */
+static int chain(const uint8_t *base, size_t start, size_t end, Py_ssize_t limit,
+                 const Params *p, Py_ssize_t **out, size_t *count)
+{
+    size_t cap = 0, n = 0;
+    Py_ssize_t *cuts = NULL, pos = (Py_ssize_t)start;
+
+    for (;;) {
+        pos = scan(base, (size_t)pos, end, p);
+        if (pos < 0)
+            break;
+        if (n == cap) {
+            size_t new_cap = cap ? cap * 2 : 64;
+            Py_ssize_t *grown = PyMem_RawRealloc(cuts, new_cap * sizeof(*cuts));
+            if (grown == NULL) {
+                PyMem_RawFree(cuts);
+                return -1;
+            }
+            cuts = grown;
+            cap = new_cap;
+        }
+        cuts[n++] = pos;
+        if (pos >= limit)
+            break;
+    }
+    *out = cuts;
+    *count = n;
+    return 0;
+}
+
+static PyObject *find_cuts(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"buf", "start", "end", "min_size", "max_size",
+                             "discriminator", "limit", NULL};
+    Py_buffer view;
+    Py_ssize_t start, end, min_size, max_size, discriminator, limit, *cuts = NULL;
+    size_t count = 0, i;
+    PyObject *result;
+    Params p;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnnnnn:find_cuts", kwlist, &view,
+                                     &start, &end, &min_size, &max_size, &discriminator,
+                                     &limit))
+        return NULL;
+    if (check_args(&view, start, end, min_size, max_size, discriminator, &p) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = chain((const uint8_t *)view.buf, (size_t)start, (size_t)end, limit, &p, &cuts, &count);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return PyErr_NoMemory();
+    result = PyList_New((Py_ssize_t)count);
+    for (i = 0; result != NULL && i < count; i++) {
+        PyObject *item = PyLong_FromSsize_t(cuts[i]);
+        if (item == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, (Py_ssize_t)i, item);
+    }
+    PyMem_RawFree(cuts);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"find_cut", (PyCFunction)(void (*)(void))find_cut, METH_VARARGS | METH_KEYWORDS,
+     "find_cut(buf, start, end, min_size, max_size, discriminator) -> int\n\n"
+     "End offset of the chunk starting at start, or -1 if it does not end before end."},
+    {"find_cuts", (PyCFunction)(void (*)(void))find_cuts, METH_VARARGS | METH_KEYWORDS,
+     "find_cuts(buf, start, end, min_size, max_size, discriminator, limit) -> list\n\n"
+     "Successive cuts of the chain from start, up to and including the first >= limit."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "casync_format._chunker",
+    "C backend of casync's buzhash chunker (see casync_format._buzhash).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__chunker(void)
+{
+    PyObject *m;
+    uint32_t i, k;
+
+    for (k = 0; k < 32; k++)
+        for (i = 0; i < 256; i++)
+            rot[k][i] = ROTL32(table[i], k);
+#ifdef HAVE_BMI2_VARIANT
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("bmi2"))
+        roll = roll_bmi2;
+#endif
+    m = PyModule_Create(&module);
+#ifdef Py_GIL_DISABLED
+    if (m != NULL)
+        PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED);
+#endif
+    return m;
+}

@@ -1,0 +1,312 @@
+"""casync's content-defined chunker: where a blob is cut into chunks.
+
+This module owns the chunking API of pycasync: the chunk-size parameters
+(:class:`ChunkerParams`, parsed from desync's ``MIN:AVG:MAX`` KiB notation),
+chunking an in-memory or memory-mapped buffer (:func:`iter_chunks`, optionally
+searching for cuts in several threads) and chunking a non-seekable stream
+(:func:`chunk_stream`). The cut search itself lives in one of two backends
+with identical functions and results: the C extension
+``casync_format._chunker`` (fast, releases the GIL) or the pure-Python
+reference :mod:`casync_format._buzhash`. Which one is live is chosen at
+import and named by :data:`BACKEND`; ``PYCASYNC_PUREPYTHON=1`` forces the
+pure-Python one, ``PYCASYNC_REQUIRE_C=1`` makes a missing C module an error.
+Cuts are identical to casync's for every parameter set accepted here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import mmap
+import os
+from collections import deque
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from types import ModuleType
+from typing import Protocol, Union
+
+from . import _buzhash
+from .constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNKER_WINDOW_SIZE
+from .errors import ParameterError
+
+__all__ = ["BACKEND", "ChunkerParams", "DEFAULT_PARAMS", "iter_chunks", "chunk_stream"]
+
+Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
+
+
+class _Readable(Protocol):
+    """What :func:`chunk_stream` reads from: a binary file object (``read(n)``)."""
+
+    def read(self, size: int = ..., /) -> bytes | None: ...
+
+
+_KIB = 1024
+_SERIAL_STEP = 8 * 1024 * 1024  # bytes scanned per call to the backend when serial
+_SEGMENT = 16 * 1024 * 1024  # default size of a parallel worker's segment
+_IN_FLIGHT_PER_WORKER = 2  # segments queued per worker: bounds memory
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "")
+    if value not in ("", "1"):
+        raise ParameterError(f"environment variable {name}={value!r}: use 1 or leave it unset")
+    return value == "1"
+
+
+def _load_backends() -> tuple[ModuleType | None, ModuleType, str]:
+    """Return (the C module or None, the live backend, its name)."""
+    force_python = _env_flag("PYCASYNC_PUREPYTHON")
+    require_c = _env_flag("PYCASYNC_REQUIRE_C")
+    c_module: ModuleType | None
+    try:
+        c_module = importlib.import_module("._chunker", __package__)
+    except ImportError as exc:
+        if require_c:
+            raise ImportError(
+                f"PYCASYNC_REQUIRE_C=1 but the C chunker casync_format._chunker does not import: {exc}"
+            ) from exc
+        c_module = None
+    if force_python or c_module is None:
+        return c_module, _buzhash, "python"
+    return c_module, c_module, "c"
+
+
+_C_MODULE, _LIVE, BACKEND = _load_backends()
+
+
+def _backends() -> dict[str, ModuleType]:
+    """The importable backends by name (``"python"`` always, ``"c"`` if built)."""
+    found = {"python": _buzhash}
+    if _C_MODULE is not None:
+        found["c"] = _C_MODULE
+    return found
+
+
+def _discriminator(min_size: int, avg_size: int, max_size: int) -> int:
+    """casync's cut discriminator for an average size, clamped to [min, max].
+
+    The formula is casync's CA_CHUNKER_DISCRIMINATOR_FROM_AVG in double
+    arithmetic, truncated like C's conversion to size_t. Above an average of
+    about 9.3 MiB its denominator turns negative; casync on x86-64 then gets
+    a wrapped, huge value, which the clamp turns into max_size; we do the same.
+    """
+    value = int(avg_size / (-1.42888852e-7 * avg_size + 1.33237515))
+    if value < 0:
+        value += 1 << 64
+    return max(min_size, min(value, max_size))
+
+
+@dataclass(frozen=True)
+class ChunkerParams:
+    """Chunk size limits in bytes: min_size <= avg_size <= max_size.
+
+    min_size must exceed casync's 48-byte hash window and max_size must not
+    exceed casync's limit of 128 MiB; anything else raises ParameterError.
+    """
+
+    min_size: int
+    avg_size: int
+    max_size: int
+
+    def __post_init__(self) -> None:
+        sizes = (self.min_size, self.avg_size, self.max_size)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+            raise ParameterError(f"chunk sizes must be integers, got {sizes!r}")
+        if self.min_size <= CA_CHUNKER_WINDOW_SIZE:
+            raise ParameterError(
+                f"minimum chunk size {self.min_size} must be larger than "
+                f"the {CA_CHUNKER_WINDOW_SIZE}-byte hash window"
+            )
+        if self.min_size > self.avg_size:
+            raise ParameterError(
+                f"minimum chunk size {self.min_size} is larger than the average {self.avg_size}"
+            )
+        if self.avg_size > self.max_size:
+            raise ParameterError(
+                f"average chunk size {self.avg_size} is larger than the maximum {self.max_size}"
+            )
+        if self.max_size > CA_CHUNK_SIZE_LIMIT_MAX:
+            raise ParameterError(
+                f"maximum chunk size {self.max_size} exceeds casync's limit "
+                f"of {CA_CHUNK_SIZE_LIMIT_MAX} bytes"
+            )
+
+    @property
+    def discriminator(self) -> int:
+        """The divisor of casync's cut test ``h % d == d - 1``."""
+        return _discriminator(self.min_size, self.avg_size, self.max_size)
+
+    @classmethod
+    def from_string(cls, s: str) -> ChunkerParams:
+        """Parse desync's ``MIN:AVG:MAX`` notation in KiB, e.g. ``"16:64:256"``."""
+        fields = [f.strip() for f in str(s).split(":")]
+        if len(fields) != 3 or not all(f.isascii() and f.isdigit() for f in fields):
+            raise ParameterError(f"invalid chunk size {s!r}: expected MIN:AVG:MAX in KiB, e.g. 16:64:256")
+        try:
+            return cls(*(int(f) * _KIB for f in fields))
+        except ParameterError as exc:
+            raise ParameterError(f"invalid chunk size {s!r}: {exc}") from None
+
+
+DEFAULT_PARAMS = ChunkerParams(16 * _KIB, 64 * _KIB, 256 * _KIB)
+
+
+def _byte_views(data: Buffer) -> tuple[memoryview, memoryview]:
+    """A flat unsigned-byte view of ``data`` (and the view it was cast from)."""
+    base = memoryview(data)
+    if not base.c_contiguous:
+        base.release()
+        raise ParameterError("the data to chunk must be a contiguous buffer")
+    if base.ndim == 1 and base.format in ("B", "b", "c"):
+        return base, base
+    return base, base.cast("B")
+
+
+def _check_workers(workers: int) -> None:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ParameterError(f"workers must be a positive integer, got {workers!r}")
+
+
+def iter_chunks(
+    data: Buffer,
+    params: ChunkerParams,
+    workers: int = 1,
+    *,
+    backend: ModuleType | None = None,
+    segment_size: int | None = None,
+) -> Iterator[tuple[int, int]]:
+    """Yield ``(start, size)`` of each chunk of ``data``, in order.
+
+    The chunks cover ``data`` exactly; empty data has none. With
+    ``workers > 1`` the cut search runs in that many threads over segments of
+    ``segment_size`` bytes (default: 16 MiB rounded up to a multiple of
+    ``max_size``), a bounded number of segments at a time, so memory stays
+    flat even for a huge mmap; the result is identical to ``workers=1``.
+    ``backend`` overrides the live backend module (for tests). The buffer is
+    held (not copied) until the iterator is exhausted or closed.
+    """
+    _check_workers(workers)
+    if segment_size is not None and (not isinstance(segment_size, int) or segment_size < 1):
+        raise ParameterError(f"segment_size must be a positive integer, got {segment_size!r}")
+    base, view = _byte_views(data)
+    module = backend if backend is not None else _LIVE
+    if workers == 1:
+        return _held(base, view, _iter_serial(view, params, module))
+    seg = segment_size or -(-_SEGMENT // params.max_size) * params.max_size
+    return _held(base, view, _iter_parallel(view, params, module, workers, seg))
+
+
+_Chunks = Generator[tuple[int, int], None, None]
+
+
+def _held(base: memoryview, view: memoryview, chunks: _Chunks) -> _Chunks:
+    """Run ``chunks``, then release the views it reads from."""
+    try:
+        yield from chunks
+    finally:
+        chunks.close()
+        view.release()
+        base.release()
+
+
+def _iter_serial(view: memoryview, params: ChunkerParams, module: ModuleType) -> _Chunks:
+    size = view.nbytes
+    args = (params.min_size, params.max_size, params.discriminator)
+    pos = 0
+    while pos < size:
+        limit = pos + _SERIAL_STEP
+        cuts = module.find_cuts(view, pos, size, *args, limit)
+        for cut in cuts:
+            yield pos, cut - pos
+            pos = cut
+        if not cuts or cuts[-1] < limit:  # no further cut before the end
+            if pos < size:
+                yield pos, size - pos
+            return
+
+
+def _iter_parallel(
+    view: memoryview, params: ChunkerParams, module: ModuleType, workers: int, seg: int
+) -> _Chunks:
+    """Search segments in threads, then stitch their cut chains together.
+
+    Each worker follows the chain of cuts that would begin if a chunk started
+    at its segment's first byte, up to its first cut at or past the segment's
+    end. A chunk's end depends only on its start, so any chain's successor of
+    a true chunk start is the true next cut: the true chain is walked through
+    the workers' chains, computing (in this thread) only the few cuts before
+    it lands on a start that a worker's chain already contains.
+    """
+    size = view.nbytes
+    args = (params.min_size, params.max_size, params.discriminator)
+
+    def search(start: int) -> list[int]:
+        return module.find_cuts(view, start, size, *args, min(start + seg, size))  # type: ignore[no-any-return]
+
+    starts = iter(range(0, size, seg))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[int, Future[list[int]]]] = deque(
+            (s, pool.submit(search, s)) for s in islice(starts, workers * _IN_FLIGHT_PER_WORKER)
+        )
+        pos = 0
+        try:
+            while pending:
+                seg_start, future = pending.popleft()
+                cuts = future.result()
+                following = next(starts, None)
+                if following is not None:
+                    pending.append((following, pool.submit(search, following)))
+                successor = dict(zip([seg_start, *cuts], cuts))
+                seg_end = min(seg_start + seg, size)
+                while pos < seg_end:
+                    end = successor.get(pos)
+                    if end is None:
+                        end = module.find_cut(view, pos, size, *args)
+                        if end < 0:  # the rest is the last chunk
+                            end = size
+                    yield pos, end - pos
+                    pos = end
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def chunk_stream(
+    fileobj: _Readable, params: ChunkerParams, *, backend: ModuleType | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(start, chunk_bytes)`` for each chunk read from a binary stream.
+
+    For input that cannot be mapped or seeked (a pipe, stdin). Reads in
+    blocks of max(max_size, 1 MiB) and keeps at most one block plus one
+    maximum chunk buffered; cuts are identical to :func:`iter_chunks`.
+    """
+    module = backend if backend is not None else _LIVE
+    return _stream(fileobj, params, module)
+
+
+def _stream(fileobj: _Readable, params: ChunkerParams, module: ModuleType) -> Iterator[tuple[int, bytes]]:
+    args = (params.min_size, params.max_size, params.discriminator)
+    read_size = max(params.max_size, 1024 * _KIB)
+    buf = bytearray()
+    offset = 0  # stream offset of buf[0]
+    pos = 0  # start of the current chunk in buf
+    eof = False
+    while True:
+        if not eof and len(buf) - pos < params.max_size:
+            del buf[:pos]
+            offset += pos
+            pos = 0
+            block = fileobj.read(read_size)
+            if block is None:
+                raise ParameterError("chunk_stream needs a blocking file (read() returned None)")
+            eof = not block
+            buf += block
+            continue
+        if pos == len(buf):
+            return
+        cut = module.find_cut(buf, pos, len(buf), *args)
+        if cut < 0:  # only at the end of the stream: the rest is the last chunk
+            cut = len(buf)
+        yield offset + pos, bytes(buf[pos:cut])
+        pos = cut
