@@ -1,0 +1,180 @@
+"""Store maintenance: verify (and repair), prune, and fill a cache.
+
+:func:`verify_store` reads every chunk of a store, decompresses it and checks
+it against its id, whatever the store's own verify setting; with ``repair``
+it removes the damaged ones. :func:`prune_store` removes every chunk no given
+index references (asking for confirmation is the CLI's job).
+:func:`fill_cache` copies the chunks a set of indexes needs from a source
+store into a cache store, verified and in the exact bytes the source holds,
+skipping those the cache has. All run on the shared worker pool and stream
+store listings and indexes instead of loading them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from casync_format import chunk as chunk_codec
+from casync_format.digest import Digest
+from casync_format.errors import ChunkInvalid, ChunkMissing
+from casync_format.index import Index, IndexChunk
+
+from ._pool import Claims, ThreadMap, default_workers
+from .extract import naming_chunk
+from .progress import Progress, phase
+from .store import PruneStore, Store, WriteStore, require_prunable, require_writable
+
+__all__ = ["VerifyStats", "CacheStats", "verify_store", "prune_store", "fill_cache", "referenced_ids"]
+
+
+@dataclass
+class VerifyStats:
+    """What ``verify`` found: how many chunks it checked, which were invalid."""
+
+    checked: int = 0
+    invalid: list[bytes] = field(default_factory=list)  # ids of damaged chunks
+    removed: int = 0  # damaged chunks deleted (repair)
+
+    def to_dict(self) -> dict[str, object]:
+        """The stats for --print-stats (ids in hex)."""
+        return {
+            "checked": self.checked,
+            "invalid": [cid.hex() for cid in self.invalid],
+            "removed": self.removed,
+        }
+
+
+@dataclass
+class CacheStats:
+    """What ``cache`` did with the chunks the indexes reference."""
+
+    chunks_total: int = 0  # index items over all indexes
+    chunks_copied: int = 0  # fetched from the source into the cache
+    chunks_in_cache: int = 0  # the cache held them already
+    chunks_duplicate: int = 0  # repeats of a chunk met earlier in this run
+    bytes_copied: int = 0  # stored (compressed) bytes written to the cache
+
+    def to_dict(self) -> dict[str, int]:
+        """The stats with desync-style dashed keys, for --print-stats."""
+        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+
+
+def _workers(concurrency: int | None) -> int:
+    # Store I/O (reads, fsyncs, remote round trips) wants more threads than CPUs.
+    return 2 * (concurrency or default_workers())
+
+
+def verify_store(
+    store: PruneStore,
+    digest: Digest,
+    repair: bool = False,
+    concurrency: int | None = None,
+    progress: Progress | None = None,
+) -> VerifyStats:
+    """Check every chunk of ``store``; with ``repair`` remove the invalid ones."""
+    store = require_prunable(store)
+
+    def check(chunk_id: bytes) -> tuple[bytes, bool | None]:
+        with naming_chunk(store, chunk_id):
+            try:
+                blob = store.get_raw(chunk_id)
+            except ChunkMissing:  # removed while we listed: nothing to check
+                return chunk_id, None
+            try:
+                chunk_codec.decode(blob, chunk_id, digest, store=store)
+            except ChunkInvalid:
+                if repair:
+                    store.remove_chunk(chunk_id)
+                return chunk_id, False
+            return chunk_id, True
+
+    stats = VerifyStats()
+    threads = _workers(concurrency)
+    with phase(progress, "Verifying", 0), ThreadMap(
+        check, store.iter_chunk_ids(), threads, 4 * threads, ordered=False
+    ) as results:
+        for chunk_id, valid in results:
+            if valid is None:
+                continue
+            stats.checked += 1
+            if not valid:
+                stats.invalid.append(chunk_id)
+                stats.removed += repair
+            if progress is not None:
+                progress.add(1)
+    stats.invalid.sort()
+    return stats
+
+
+def referenced_ids(indexes: Iterable[Index]) -> set[bytes]:
+    """The set of chunk ids the indexes reference."""
+    keep: set[bytes] = set()
+    for index in indexes:
+        keep.update(item.id for item in index)
+    return keep
+
+
+def prune_store(store: PruneStore, indexes: Sequence[Index]) -> int:
+    """Remove every chunk of ``store`` no index in ``indexes`` references; returns how many."""
+    store = require_prunable(store)
+    return store.prune(frozenset(referenced_ids(indexes)))
+
+
+def _items(indexes: Sequence[Index]) -> Iterator[tuple[IndexChunk, Digest]]:
+    for index in indexes:
+        digest = index.digest
+        for item in index:
+            yield item, digest
+
+
+def fill_cache(
+    indexes: Sequence[Index],
+    source: Store,
+    cache: WriteStore,
+    concurrency: int | None = None,
+    progress: Progress | None = None,
+) -> CacheStats:
+    """Copy the chunks ``indexes`` reference from ``source`` into ``cache``.
+
+    Chunks already in the cache are skipped; fetched ones are verified (per
+    the source's verify setting) and stored in the source's exact bytes.
+    Raises ChunkMissing, ChunkInvalid or StoreError naming chunk and store.
+    """
+    cache = require_writable(cache)
+    claims = Claims()
+
+    def copy(job: tuple[IndexChunk, Digest]) -> tuple[str, int]:
+        item, digest = job
+        if not claims.claim(item.id):
+            return "duplicate", 0
+        try:
+            if cache.has_chunk(item.id):
+                return "present", 0
+            with naming_chunk(source, item.id):
+                blob = source.get_raw(item.id)
+                source.decode(item.id, blob, digest, item.size)
+            with naming_chunk(cache, item.id):
+                cache.put_raw(item.id, blob)
+            return "copied", len(blob)
+        finally:
+            claims.done(item.id)
+
+    stats = CacheStats()
+    threads = _workers(concurrency)
+    total = sum(len(index) for index in indexes)
+    with phase(progress, "Caching", total), ThreadMap(
+        copy, _items(indexes), threads, 4 * threads, ordered=False
+    ) as results:
+        for fate, nbytes in results:
+            stats.chunks_total += 1
+            if fate == "copied":
+                stats.chunks_copied += 1
+                stats.bytes_copied += nbytes
+            elif fate == "present":
+                stats.chunks_in_cache += 1
+            else:
+                stats.chunks_duplicate += 1
+            if progress is not None:
+                progress.add(1)
+    return stats
