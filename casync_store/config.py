@@ -1,0 +1,408 @@
+"""desync's configuration file: loading, validating, matching store options.
+
+The file is JSON at ``$HOME/.config/desync/config.json`` (or a path given with
+``--config``) and uses desync's keys, so one file serves both tools:
+``http-timeout`` and ``http-error-retry`` (older desync's global HTTP
+defaults), ``s3-credentials`` keyed by ``scheme://host``, and
+``store-options`` keyed by a store location or a glob pattern over locations.
+Durations are nanoseconds as desync writes them (strings such as ``"30s"``
+are accepted too) and are seconds (floats) in Python. Every type error is
+reported as one :class:`ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from casync_format.errors import ParameterError
+
+__all__ = [
+    "ConfigError",
+    "StoreOptions",
+    "S3Credentials",
+    "Config",
+    "default_config_path",
+    "load_config",
+    "location_match",
+    "parse_duration",
+    "DEFAULT_ERROR_RETRY",
+    "DEFAULT_ERROR_RETRY_BASE_INTERVAL",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ERROR_RETRY = 3
+DEFAULT_ERROR_RETRY_BASE_INTERVAL = 0.5  # seconds
+_NS = 1_000_000_000
+
+
+class ConfigError(ParameterError):
+    """The config file cannot be read or holds a value of the wrong type."""
+
+
+# --------------------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go-style duration (``"500ms"``, ``"1m30s"``, ``"-1s"``, ``"0"``) into seconds."""
+    s = text.strip()
+    sign = -1.0 if s.startswith("-") else 1.0
+    s = s.lstrip("+-")
+    if s == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            raise ParameterError(f"invalid duration {text!r}: use e.g. 500ms, 30s, 1m30s")
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not s:
+        raise ParameterError(f"invalid duration {text!r}: use e.g. 500ms, 30s, 1m30s")
+    return sign * total
+
+
+def _seconds_to_ns(seconds: float) -> int:
+    return round(seconds * _NS)
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+class _Reader:
+    """Type-checks values of one JSON object, naming the file and key on error."""
+
+    def __init__(self, path: str, where: str, obj: object) -> None:
+        self.path = path
+        self.where = where
+        if not isinstance(obj, dict):
+            self.fail("", "a JSON object", obj)
+        self.obj: dict[str, Any] = obj  # type: ignore[assignment]
+
+    def fail(self, key: str, expected: str, value: object) -> NoReturn:
+        name = f"{self.where}.{key}" if self.where and key else (self.where or key or "top level")
+        raise ConfigError(
+            f"config file {self.path}: {name} must be {expected}, not {json.dumps(value)}"
+        )
+
+    def has(self, key: str) -> bool:
+        return key in self.obj and self.obj[key] is not None
+
+    def string(self, key: str) -> str:
+        value = self.obj[key]
+        if not isinstance(value, str):
+            self.fail(key, "a string", value)
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self.obj[key]
+        if not isinstance(value, bool):
+            self.fail(key, "true or false", value)
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self.obj[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, "an integer", value)
+        return value
+
+    def duration(self, key: str) -> float:
+        """A duration in nanoseconds (desync's form) or a string like "30s"; seconds."""
+        value = self.obj[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            self.fail(key, "a duration (nanoseconds or a string like \"30s\")", value)
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ParameterError:
+                self.fail(key, "a duration (nanoseconds or a string like \"30s\")", value)
+        return float(value) / _NS
+
+    def unknown(self, known: set[str]) -> None:
+        for key in self.obj:
+            if key not in known:
+                log.debug("config file %s: ignoring unknown key %s", self.path, f"{self.where}.{key}")
+
+
+# --------------------------------------------------------------------------- store options
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Settings for one store; durations are seconds, ``timeout=None`` = the backend's default."""
+
+    timeout: float | None = None
+    error_retry: int = DEFAULT_ERROR_RETRY
+    error_retry_base_interval: float = DEFAULT_ERROR_RETRY_BASE_INTERVAL
+    trust_insecure: bool = False
+    ca_cert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    skip_verify: bool = False
+    uncompressed: bool = False
+    http_auth: str = ""
+    http_cookie: str = ""
+    #: desync's chunk encryption; pycasync refuses such a store rather than write plaintext.
+    encryption: bool = False
+
+    def replace(self, **changes: Any) -> StoreOptions:
+        """A copy with some fields changed (command-line flags over the config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The options under desync's JSON keys (durations in nanoseconds)."""
+        out: dict[str, Any] = {}
+        if self.timeout is not None:
+            out["timeout"] = _seconds_to_ns(self.timeout)
+        out["error-retry"] = self.error_retry
+        out["error-retry-base-interval"] = _seconds_to_ns(self.error_retry_base_interval)
+        for name in ("trust_insecure", "ca_cert", "client_cert", "client_key", "skip_verify",
+                     "http_auth", "http_cookie", "encryption"):
+            value = getattr(self, name)
+            if value:
+                out[name.replace("_", "-")] = value
+        out["uncompressed"] = self.uncompressed
+        return out
+
+    @classmethod
+    def from_json(cls, reader: _Reader, base: StoreOptions) -> StoreOptions:
+        """Parse one ``store-options`` entry over ``base`` (the defaults)."""
+        values: dict[str, Any] = {}
+        if reader.has("timeout"):
+            values["timeout"] = reader.duration("timeout")
+        if reader.has("error-retry"):
+            values["error_retry"] = reader.integer("error-retry")
+        if reader.has("error-retry-base-interval"):
+            values["error_retry_base_interval"] = reader.duration("error-retry-base-interval")
+        for key in ("trust-insecure", "skip-verify", "uncompressed", "encryption"):
+            if reader.has(key):
+                values[key.replace("-", "_")] = reader.boolean(key)
+        for key in ("ca-cert", "client-cert", "client-key", "http-auth", "http-cookie"):
+            if reader.has(key):
+                values[key.replace("-", "_")] = reader.string(key)
+        reader.unknown(_STORE_KEYS)
+        return base.replace(**values)
+
+
+_STORE_KEYS = {
+    "timeout", "error-retry", "error-retry-base-interval", "trust-insecure", "ca-cert",
+    "client-cert", "client-key", "skip-verify", "uncompressed", "http-auth", "http-cookie",
+    "encryption", "n",
+}
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """Credentials for one S3 endpoint (``s3-credentials`` entry, keyed by scheme://host)."""
+
+    access_key: str = ""
+    secret_key: str = ""
+    aws_credentials_file: str = ""
+    aws_profile: str = ""
+    aws_region: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """The non-empty fields under desync's JSON keys."""
+        return {
+            f.name.replace("_", "-"): getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name)
+        }
+
+    @classmethod
+    def from_json(cls, reader: _Reader) -> S3Credentials:
+        """Parse one ``s3-credentials`` entry."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            key = f.name.replace("_", "-")
+            if reader.has(key):
+                values[f.name] = reader.string(key)
+        reader.unknown({f.name.replace("_", "-") for f in dataclasses.fields(cls)})
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- location matching
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a Go ``path.Match`` pattern: ``*`` and ``?`` never match ``/``."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("^"):
+                    body = "^" + body[1:].replace("\\", "\\\\")
+                else:
+                    body = body.replace("\\", "\\\\").replace("^", "\\^")
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _is_url(location: str) -> bool:
+    scheme = urllib.parse.urlsplit(location).scheme
+    return len(scheme) > 1 and "://" in location
+
+
+def location_match(pattern: str, location: str) -> bool:
+    """Whether a ``store-options`` key matches a store location, as desync decides.
+
+    URLs are compared as strings without a trailing ``/``; paths are made
+    absolute first. ``*`` and ``?`` match within one path component.
+    """
+    if _is_url(location):
+        pat, loc = pattern.rstrip("/") or pattern, location.rstrip("/") or location
+    else:
+        pat, loc = os.path.abspath(pattern), os.path.abspath(location)
+    try:
+        return _glob_regex(pat).match(loc) is not None
+    except re.error:
+        return False
+
+
+# --------------------------------------------------------------------------- the config
+
+
+def default_config_path() -> str:
+    """``$HOME/.config/desync/config.json``."""
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".config", "desync", "config.json")
+
+
+@dataclass
+class Config:
+    """The effective configuration: file values over defaults."""
+
+    path: str = field(default_factory=default_config_path)
+    http_timeout: float | None = None
+    http_error_retry: int | None = None
+    s3_credentials: dict[str, S3Credentials] = field(default_factory=dict)
+    store_options: dict[str, StoreOptions] = field(default_factory=dict)
+
+    def default_store_options(self) -> StoreOptions:
+        """Options for a store no ``store-options`` entry matches."""
+        base = StoreOptions(timeout=self.http_timeout)
+        if self.http_error_retry is not None:
+            base = base.replace(error_retry=self.http_error_retry)
+        return base
+
+    def store_options_for(self, location: str) -> StoreOptions:
+        """The options of the one entry matching ``location`` (or the defaults).
+
+        More than one matching entry is an error, as in desync.
+        """
+        found = [key for key in self.store_options if location_match(key, location)]
+        if len(found) > 1:
+            raise ConfigError(
+                f"config file {self.path}: several store-options entries match {location!r}: "
+                + ", ".join(repr(k) for k in found)
+            )
+        return self.store_options[found[0]] if found else self.default_store_options()
+
+    def s3_credentials_for(self, location: str) -> S3Credentials | None:
+        """The ``s3-credentials`` entry for an ``s3+http(s)://host/...`` location, if any."""
+        parts = urllib.parse.urlsplit(location)
+        key = f"{parts.scheme.removeprefix('s3+')}://{parts.netloc}"
+        return self.s3_credentials.get(key)
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration under desync's JSON keys."""
+        out: dict[str, Any] = {}
+        if self.http_timeout is not None:
+            out["http-timeout"] = _seconds_to_ns(self.http_timeout)
+        if self.http_error_retry is not None:
+            out["http-error-retry"] = self.http_error_retry
+        out["s3-credentials"] = {k: v.to_json() for k, v in self.s3_credentials.items()}
+        out["store-options"] = {k: v.to_json() for k, v in self.store_options.items()}
+        return out
+
+    def dumps(self) -> str:
+        """The configuration as indented JSON text (with a final newline)."""
+        return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
+
+
+def _parse(path: str, data: object) -> Config:
+    top = _Reader(path, "", data)
+    config = Config(path=path)
+    if top.has("http-timeout"):
+        config.http_timeout = top.duration("http-timeout")
+    if top.has("http-error-retry"):
+        config.http_error_retry = top.integer("http-error-retry")
+    if top.has("s3-credentials"):
+        creds = _Reader(path, "s3-credentials", top.obj["s3-credentials"])
+        for key, entry in creds.obj.items():
+            config.s3_credentials[key] = S3Credentials.from_json(
+                _Reader(path, f"s3-credentials[{key!r}]", entry)
+            )
+    if top.has("store-options"):
+        stores = _Reader(path, "store-options", top.obj["store-options"])
+        base = config.default_store_options()
+        for key, entry in stores.obj.items():
+            config.store_options[key] = StoreOptions.from_json(
+                _Reader(path, f"store-options[{key!r}]", entry), base
+            )
+    top.unknown({"http-timeout", "http-error-retry", "s3-credentials", "store-options", "oci-credentials"})
+    return config
+
+
+def load_config(path: str | None = None, missing_ok: bool = False) -> Config:
+    """Read the config file; ``None`` = the default file, which may be absent.
+
+    An explicitly named file must exist unless ``missing_ok`` (then the
+    defaults are returned, e.g. to write a new file). Raises :class:`ConfigError`.
+    """
+    explicit = path is not None and not missing_ok
+    if path is None:
+        path = default_config_path()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if not explicit:
+            return Config(path=path)
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    return _parse(path, data)

@@ -1,0 +1,743 @@
+#!/usr/bin/env python3
+"""pycasync's command line: desync-compatible subcommands over casync_store.
+
+This module only turns ``argv`` into a call: it parses the arguments (with
+desync's command and flag names, and the old single-dash spellings of
+pre-2018 desync rewritten to the GNU form first), reads the config file,
+opens the stores, calls exactly one operation from :mod:`casync_store`, prints
+its result, and maps exceptions to one line on stderr and an exit status:
+0 success, 1 failure, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from casync_format import __version__
+from casync_format.compress import COMPRESSIONS
+from casync_format.digest import Digest, digest_by_name
+from casync_format.errors import CasyncError, ParameterError
+from casync_store.config import Config, StoreOptions, load_config, parse_duration
+from casync_store.location import open_store
+
+__all__ = ["main", "build_parser", "rewrite_argv", "UsageError", "EXIT_FAILURE", "EXIT_USAGE"]
+
+PROG = "pycasync"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger(PROG)
+
+
+class UsageError(Exception):
+    """The command line cannot be parsed (exit status 2)."""
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing usage, and remembers its options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: option string -> whether it takes a separate value (for argv rewriting)
+        self.option_arity: dict[str, bool] = {}
+        #: command name -> its parser (on the top-level parser)
+        self.commands: dict[str, _Parser] = {}
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return self._record(super().add_argument(*args, **kwargs))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *a, **k: self._record(add(*a, **k))  # type: ignore[method-assign]
+        return group
+
+    def _record(self, action: argparse.Action) -> argparse.Action:
+        for opt in action.option_strings:
+            self.option_arity[opt] = action.nargs not in (0, "?")
+        return action
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version and which chunker and zstd backends are in use."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        from casync_format.chunker import BACKEND
+        from casync_format.compress import ZSTD_BACKEND
+
+        print(f"{PROG} {__version__} (chunker: {BACKEND}, zstd: {ZSTD_BACKEND or 'none'})")
+        parser.exit()
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+_positive_int, _nonnegative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, examples)
+    "make": (
+        "Chunk a file and write its index (and the chunks to a store)",
+        "Splits FILE into content-defined chunks like 'casync make' does and writes a\n"
+        "blob index (.caibx) naming them. With -s, the chunks are stored there too,\n"
+        "compressed; chunks the store already holds are not written again. The index\n"
+        "is byte-for-byte what casync writes for the same settings. INDEX may be '-'\n"
+        "(standard output) and FILE may be '-' (standard input).",
+        "pycasync make -s /srv/store image.caibx image.raw\n"
+        "pycasync make -m 8:32:128 - image.raw > image.caibx",
+    ),
+    "extract": (
+        "Rebuild a blob from its index and chunk stores",
+        "Reads INDEX and writes the blob it describes to OUTPUT, fetching the chunks\n"
+        "from the stores given with -s (tried in order) through an optional local\n"
+        "cache (-c). Every chunk is verified. OUTPUT is written to a temporary file\n"
+        "and renamed when complete, so a failure never leaves a partial file. With\n"
+        "-k it is written in place instead: data already correct is kept, so an\n"
+        "interrupted extract can be resumed, and block devices can be targets.\n"
+        "INDEX may be '-' (standard input), OUTPUT may be '-' (standard output).",
+        "pycasync extract -s /mnt/store -c /var/cache/store image.caibx image.raw\n"
+        "pycasync extract -s /mnt/a -s /mnt/b -k image.caibx /dev/sdb",
+    ),
+    "list-chunks": (
+        "Print the chunk ids of an index",
+        "Prints the id of every chunk in INDEX, one per line, in blob order.\n"
+        "INDEX may be '-' (standard input).",
+        "pycasync list-chunks image.caibx",
+    ),
+    "info": (
+        "Show facts about an index",
+        "Prints the number of chunks (total and unique), the blob size and the chunk\n"
+        "size limits; with -s, how many of the unique chunks the stores hold; with -c,\n"
+        "how many the cache holds; with --seed, how many other indexes share. The\n"
+        "output is JSON unless -f plain. INDEX may be '-' (standard input).",
+        "pycasync info -s /srv/store image.caibx\n"
+        "pycasync info -f plain image.caibx",
+    ),
+    "chunk": (
+        "Print the chunks a file would be split into",
+        "Chunks FILE without storing anything and prints one line per chunk: its\n"
+        "start offset, its size and its id, separated by tabs. Useful to try chunk\n"
+        "sizes before running 'make'.",
+        "pycasync chunk -m 16:64:256 image.raw",
+    ),
+    "verify": (
+        "Check every chunk in a local store",
+        "Reads every chunk in the store, decompresses it and checks that it hashes to\n"
+        "its name (with --digest). Damaged chunks are listed on stderr and make the\n"
+        "command fail; with -r they are deleted instead, so that the next 'make',\n"
+        "'chop' or 'cache' writes them again.",
+        "pycasync verify -s /srv/store\n"
+        "pycasync verify -r -s /srv/store",
+    ),
+    "chop": (
+        "Store the chunks of a file as an existing index cuts it",
+        "Reads FILE at the offsets INDEX gives, checks that each piece hashes to its\n"
+        "chunk id, and writes the chunks the store (-s) lacks. Neither FILE nor INDEX\n"
+        "is changed. INDEX may be '-' (standard input).",
+        "pycasync chop -s /srv/store image.caibx image.raw",
+    ),
+    "cache": (
+        "Copy the chunks of indexes from stores into another store",
+        "Collects the chunk ids of every INDEX and copies the chunks the target store\n"
+        "(-c) lacks from the source stores (-s, tried in order), without assembling\n"
+        "any blob. Use it to fill a cache or to replicate a store. One INDEX may be\n"
+        "'-' (standard input).",
+        "pycasync cache -s /mnt/store -c /var/cache/store a.caibx b.caibx",
+    ),
+    "prune": (
+        "Delete the chunks of a store that no index references",
+        "Collects the chunk ids of every INDEX and deletes every other chunk from the\n"
+        "store (-s). This cannot be undone, so it asks first unless -y is given. One\n"
+        "INDEX may be '-' (standard input), with -y.",
+        "pycasync prune -s /srv/store -y current.caibx previous.caibx",
+    ),
+    "config": (
+        "Show or write the configuration",
+        "Prints the effective configuration (defaults, and the values of the config\n"
+        "file) as JSON. With -w it is written to the config file instead: --config\n"
+        "FILE, or $HOME/.config/desync/config.json.",
+        "pycasync config\n"
+        "pycasync --config ./desync.json config -w",
+    ),
+}
+
+
+def _add_global_flags(p: _Parser, top: bool) -> None:
+    """Flags accepted before and after the command (defaults live on the top parser only)."""
+
+    def dflt(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    g = p.add_argument_group("global options")
+    g.add_argument("--config", metavar="FILE", default=dflt(None),
+                   help="config file (default $HOME/.config/desync/config.json)")
+    g.add_argument("--digest", metavar="ALG", default=dflt("sha512-256"),
+                   help="digest for new chunk ids: sha512-256 (default) or sha256")
+    g.add_argument("-v", "--verbose", action="store_true", default=dflt(False),
+                   help="log what happens, and show tracebacks of errors")
+
+
+def _add_store_flags(p: _Parser, cache_repair: bool = False) -> None:
+    """desync's common store options (command-line values override the config file)."""
+    g = p.add_argument_group("store options")
+    _add_concurrency(g)
+    g.add_argument("--client-cert", metavar="FILE", help="client certificate for TLS authentication")
+    g.add_argument("--client-key", metavar="FILE", help="client key for TLS authentication")
+    g.add_argument("--ca-cert", metavar="FILE", help="trust the authorities in FILE instead of the system's")
+    g.add_argument("-t", "--trust-insecure", action="store_true", default=None,
+                   help="trust invalid TLS certificates")
+    g.add_argument("-e", "--error-retry", type=_nonnegative_int, metavar="N",
+                   help="how often to retry a failed network request (default 3)")
+    g.add_argument("-b", "--error-retry-base-interval", type=_duration, metavar="DURATION",
+                   help="delay before the first retry, growing with each (default 500ms)")
+    if cache_repair:
+        g.add_argument("-r", "--cache-repair", action="store_true",
+                       help="replace damaged chunks in the cache from the store (always on)")
+
+
+def _add_concurrency(p: Any) -> None:
+    p.add_argument("-n", "--concurrency", type=_positive_int, metavar="N",
+                   help="number of worker threads (default: a few per CPU)")
+
+
+def _add_stores(p: _Parser, many: bool, text: str) -> None:
+    if many:  # -s a -s b, or -s a,b as in desync
+        p.add_argument("-s", "--store", action="extend", type=_store_list, default=[], metavar="LOCATION",
+                       help=text + " (repeatable; tried in order)")
+    else:
+        p.add_argument("-s", "--store", metavar="LOCATION", help=text)
+
+
+def _add_chunking(p: _Parser, compression: bool) -> None:
+    p.add_argument("-m", "--chunk-size", default="16:64:256", metavar="MIN:AVG:MAX",
+                   help="chunk sizes in KiB (default 16:64:256)")
+    if compression:
+        _add_compression(p)
+
+
+def _add_compression(p: _Parser) -> None:
+    p.add_argument("--compression", choices=COMPRESSIONS, default="zstd",
+                   help="compression of chunks written to the store (default zstd)")
+
+
+def _store_list(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
+def _command(sub: Any, name: str, *positionals: tuple[str, str]) -> _Parser:
+    summary, text, examples = _DOCS[name]
+    p: _Parser = sub.add_parser(name, help=summary, description=f"{summary}.\n\n{text}",
+                                epilog="examples:\n  " + examples.replace("\n", "\n  "))
+    for arg, arg_help in positionals:
+        if arg.endswith("..."):
+            p.add_argument(arg[:-3], nargs="+", help=arg_help)
+        else:
+            p.add_argument(arg, help=arg_help)
+    _add_global_flags(p, top=False)
+    return p
+
+
+def _build_commands(sub: Any) -> None:
+    index_in = ("index", "index file ('-' for stdin)")
+    index_out = ("index", "index file to write ('-' for stdout)")
+    p = _command(sub, "make", index_out, ("file", "input file ('-' for stdin)"))
+    _add_stores(p, False, "store to write the chunks to")
+    _add_chunking(p, compression=True)
+    p.add_argument("--print-stats", action="store_true", help="print statistics as JSON to stderr")
+    _add_store_flags(p)
+
+    p = _command(sub, "extract", index_in, ("output", "file or block device to write ('-' for stdout)"))
+    _add_stores(p, True, "store to read chunks from")
+    p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache")
+    p.add_argument("-k", "--in-place", action="store_true", help="write OUTPUT in place, keep it on error")
+    p.add_argument("--print-stats", action="store_true", help="print statistics as JSON to stdout")
+    _add_store_flags(p, cache_repair=True)
+
+    _add_store_flags(_command(sub, "list-chunks", index_in))
+
+    p = _command(sub, "info", index_in)
+    _add_stores(p, True, "store to count chunks in")
+    p.add_argument("-c", "--cache", metavar="LOCATION", help="cache store to count chunks in")
+    p.add_argument("--seed", action="append", default=[], metavar="INDEX", help="seed index (repeatable)")
+    p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
+    p.add_argument("-j", "--json", dest="format", action="store_const", const="json", help="same as -f json")
+    _add_store_flags(p)
+
+    p = _command(sub, "chunk", ("file", "input file"))
+    p.add_argument("-S", "--start", type=_nonnegative_int, default=0, metavar="OFFSET",
+                   help="start chunking at this byte offset")
+    _add_chunking(p, compression=False)
+    _add_concurrency(p)
+
+    p = _command(sub, "verify")
+    _add_stores(p, False, "store to verify")
+    _add_concurrency(p)
+    p.add_argument("-r", "--repair", action="store_true", help="delete damaged chunks")
+
+    p = _command(sub, "chop", index_in, ("file", "the blob the index describes"))
+    _add_stores(p, False, "store to write the chunks to")
+    _add_compression(p)
+    _add_store_flags(p)
+
+    p = _command(sub, "cache", ("index...", "index files ('-' for stdin)"))
+    _add_stores(p, True, "source store")
+    p.add_argument("-c", "--cache", metavar="LOCATION", help="target store")
+    _add_compression(p)
+    _add_store_flags(p, cache_repair=True)
+
+    p = _command(sub, "prune", ("index...", "index files whose chunks are kept"))
+    _add_stores(p, False, "store to prune")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _add_store_flags(p)
+
+    p = _command(sub, "config")
+    p.add_argument("-w", "--write", action="store_true", help="write the configuration to the config file")
+
+
+def build_parser() -> _Parser:
+    """The complete argument parser."""
+    parser = _Parser(
+        prog=PROG,
+        description="Chunk files into content-addressed stores and rebuild them from indexes,\n"
+        "compatible with casync and desync (blob indexes .caibx and chunk stores).\n\n"
+        "Store locations (-s, -c) are local directories (or file:// URLs).",
+        epilog="Run 'pycasync COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print version and backends, then exit")
+    _add_global_flags(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub.required = True
+    _build_commands(sub)
+    parser.commands = dict(sub.choices)
+    return parser
+
+
+# --------------------------------------------------------------------------- argv rewriting
+
+#: Old (Go ``flag`` package) names that are not just camelCase spellings of the new ones.
+_RENAMED = {"stats": "print-stats"}
+#: Old long flags that this version has no equivalent for (reported, not misparsed as -s eed).
+_OLD_UNSUPPORTED = {"seed", "seed-dir", "cert", "key", "ignore", "ignore-chunks", "chunks-info"}
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def _modern(token: str, parser: _Parser, everywhere: set[str]) -> list[str]:
+    """The GNU form of one option token, for ``parser`` (the command's)."""
+    body = token[2:] if token.startswith("--") else token[1:]
+    name, eq, value = body.partition("=")
+    if not token.startswith("--") and len(name) == 1:
+        if eq and parser.option_arity.get("-" + name):  # Go style -s=value
+            return ["-" + name, value]
+        return [token]
+    if token.startswith("--") and token.split("=", 1)[0] in parser.option_arity:
+        return [token]
+    candidates = [_RENAMED.get(name, ""), _CAMEL.sub(lambda m: "-" + m.group(1).lower(), name), name]
+    for cand in candidates:
+        if cand and "--" + cand in parser.option_arity:
+            return ["--" + cand + eq + value]
+    if not token.startswith("--") and any(
+        c in _OLD_UNSUPPORTED or "--" + c in everywhere for c in candidates if c
+    ):
+        raise UsageError(f"option {token.split('=', 1)[0]} is not supported (see '{parser.prog} --help')")
+    return [token]
+
+
+def rewrite_argv(argv: Sequence[str], parser: _Parser | None = None) -> list[str]:
+    """Rewrite old desync spellings (``-clientCert x``, ``-stats``, ``-s=x``) to GNU ones.
+
+    Values of options are never rewritten, and nothing after ``--`` is.
+    """
+    parser = parser or build_parser()
+    everywhere = set(parser.option_arity).union(*(p.option_arity for p in parser.commands.values()))
+    current, out, i = parser, [], 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            out.extend(argv[i - 1 :])
+            break
+        if current is parser and token in parser.commands:
+            current = parser.commands[token]
+            out.append(token)
+            continue
+        if not token.startswith("-") or token == "-":
+            out.append(token)
+            continue
+        new = _modern(token, current, everywhere)
+        out.extend(new)
+        if len(new) == 1 and "=" not in new[0] and current.option_arity.get(new[0]) and i < len(argv):
+            out.append(argv[i])  # the option's value, verbatim
+            i += 1
+    return out
+
+
+# --------------------------------------------------------------------------- running
+
+
+class _Failure(CasyncError):
+    """A command that ran but did not succeed (exit status 1)."""
+
+
+class _Context:
+    """What every command needs: the arguments, the config, the digest, a progress bar."""
+
+    def __init__(self, args: argparse.Namespace, config: Config) -> None:
+        from casync_store.progress import make_progress
+
+        self.args = args
+        self.config = config
+        self.digest: Digest = digest_by_name(args.digest)
+        self.progress = make_progress(True)
+        self.concurrency: int | None = getattr(args, "concurrency", None)
+        if (getattr(args, "client_cert", None) is None) != (getattr(args, "client_key", None) is None):
+            raise ParameterError("--client-cert and --client-key must be given together")
+
+    def options_for(self, location: str) -> StoreOptions:
+        """The config file's options for ``location`` with command-line flags on top."""
+        changes = {
+            name: getattr(self.args, name)
+            for name in ("client_cert", "client_key", "ca_cert", "error_retry", "error_retry_base_interval")
+            if getattr(self.args, name, None) is not None
+        }
+        if getattr(self.args, "trust_insecure", None):
+            changes["trust_insecure"] = True
+        return self.config.store_options_for(location).replace(**changes)
+
+    def open(self, stack: contextlib.ExitStack, location: str, writable: bool = False) -> Any:
+        """Open a store (closed when ``stack`` unwinds); writable ones get --compression."""
+        store = stack.enter_context(open_store(location, writable=writable, options_for=self.options_for))
+        if writable and getattr(self.args, "compression", None):
+            store.compression = self.args.compression
+        return store
+
+    def indexes(self, stack: contextlib.ExitStack, paths: Sequence[str]) -> list[Any]:
+        """Open index files (``-`` = stdin, at most once), closed when ``stack`` unwinds."""
+        from casync_store.indexio import open_index
+
+        if list(paths).count("-") > 1:
+            raise ParameterError("standard input ('-') can be only one of the indexes")
+        return [stack.enter_context(open_index(p)) for p in paths]
+
+
+def _print_json(data: object, stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    stream.write(json.dumps(data, indent=2) + "\n")
+    stream.flush()
+
+
+def _require(value: object, message: str) -> None:
+    if not value:
+        raise ParameterError(message)
+
+
+def cmd_make(ctx: _Context) -> int:
+    """``make``: chunk a file, write the index, store the chunks."""
+    from casync_format.chunker import ChunkerParams
+    from casync_store.make import make
+
+    a = ctx.args
+    params = ChunkerParams.from_string(a.chunk_size)
+    with contextlib.ExitStack() as stack:
+        store = ctx.open(stack, a.store, writable=True) if a.store else None
+        stats = make(a.index, a.file, store, params=params, digest=ctx.digest, concurrency=ctx.concurrency,
+                     compression=a.compression, progress=ctx.progress)
+    if a.print_stats:  # stderr: stdout may be carrying the index
+        _print_json(stats.to_dict(), sys.stderr)
+    return 0
+
+
+def cmd_extract(ctx: _Context) -> int:
+    """``extract``: rebuild a blob from an index and stores."""
+    from casync_store.extract import extract
+    from casync_store.router import combine
+
+    a = ctx.args
+    if a.index != "-" and os.path.abspath(a.index) == os.path.abspath(a.output):
+        raise ParameterError("the index and the output are the same file")
+    _require(a.store, "no store given (use -s)")
+    with contextlib.ExitStack() as stack:
+        stores = [ctx.open(stack, loc) for loc in a.store]
+        store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
+        (index,) = ctx.indexes(stack, [a.index])
+        stats = extract(index, a.output, store, concurrency=ctx.concurrency, in_place=a.in_place,
+                        progress=ctx.progress)
+    if a.print_stats:
+        _print_json(stats.to_dict(), sys.stderr if a.output == "-" else sys.stdout)
+    return 0
+
+
+def cmd_list_chunks(ctx: _Context) -> int:
+    """``list-chunks``: one chunk id per line."""
+    from casync_store.info import list_chunks
+
+    with contextlib.ExitStack() as stack:
+        (index,) = ctx.indexes(stack, [ctx.args.index])
+        write = sys.stdout.write
+        for hex_id in list_chunks(index):
+            write(hex_id + "\n")
+    return 0
+
+
+_PLAIN_INFO = [
+    ("size", "Blob size"),
+    ("total", "Chunks"),
+    ("unique", "Unique chunks"),
+    ("in-store", "Unique chunks in the stores"),
+    ("in-seed", "Unique chunks in the seeds"),
+    ("in-cache", "Unique chunks in the cache"),
+    ("not-in-seed-nor-cache", "Unique chunks in neither seeds nor cache"),
+    ("dedup-size-not-in-seed", "Bytes of unique chunks not in the seeds"),
+    ("dedup-size-not-in-seed-nor-cache", "Bytes of unique chunks in neither seeds nor cache"),
+    ("chunk-size-min", "Minimum chunk size"),
+    ("chunk-size-avg", "Average chunk size"),
+    ("chunk-size-max", "Maximum chunk size"),
+]
+
+
+def cmd_info(ctx: _Context) -> int:
+    """``info``: facts about an index, as JSON or plain text."""
+    from casync_store.info import index_info
+
+    a = ctx.args
+    with contextlib.ExitStack() as stack:
+        stores = [ctx.open(stack, loc) for loc in a.store]
+        cache = ctx.open(stack, a.cache) if a.cache else None
+        (index,) = ctx.indexes(stack, [a.index])
+        seeds = ctx.indexes(stack, a.seed)
+        stats = index_info(index, stores=stores, concurrency=ctx.concurrency, seeds=seeds, cache=cache)
+    data = stats.to_dict()
+    if a.format == "json":
+        _print_json(data)
+    else:
+        sys.stdout.write("".join(f"{label}: {data[key]}\n" for key, label in _PLAIN_INFO if key in data))
+    return 0
+
+
+def cmd_chunk(ctx: _Context) -> int:
+    """``chunk``: print start, size and id of every chunk of a file."""
+    from casync_format.chunker import ChunkerParams
+    from casync_store.info import chunk_file
+
+    a = ctx.args
+    params = ChunkerParams.from_string(a.chunk_size)
+    write = sys.stdout.write
+    for start, size, chunk_id in chunk_file(a.file, params, ctx.digest, ctx.concurrency, start=a.start):
+        write(f"{start}\t{size}\t{chunk_id.hex()}\n")
+    return 0
+
+
+def cmd_verify(ctx: _Context) -> int:
+    """``verify``: check every chunk of a store; 1 when damaged chunks remain."""
+    from casync_store.maintain import verify_store
+
+    a = ctx.args
+    _require(a.store, "no store given (use -s)")
+    with contextlib.ExitStack() as stack:
+        stats = verify_store(ctx.open(stack, a.store), ctx.digest, repair=a.repair,
+                             concurrency=ctx.concurrency, progress=ctx.progress)
+    for chunk_id in stats.invalid:
+        print(f"chunk {chunk_id.hex()} is invalid" + (": removed" if a.repair else ""), file=sys.stderr)
+    log.info("checked %d chunk(s)", stats.checked)
+    if stats.invalid and not a.repair:
+        raise _Failure(f"{len(stats.invalid)} invalid chunk(s) in store {a.store} (-r removes them)")
+    return 0
+
+
+def cmd_chop(ctx: _Context) -> int:
+    """``chop``: store a file's chunks as cut by an existing index."""
+    from casync_store.chop import chop
+
+    a = ctx.args
+    _require(a.store, "no target store given (use -s)")
+    with contextlib.ExitStack() as stack:
+        store = ctx.open(stack, a.store, writable=True)
+        (index,) = ctx.indexes(stack, [a.index])
+        chop(index, a.file, store, concurrency=ctx.concurrency, progress=ctx.progress)
+    return 0
+
+
+def cmd_cache(ctx: _Context) -> int:
+    """``cache``: copy the chunks of indexes into a target store."""
+    from casync_store.maintain import fill_cache
+    from casync_store.router import combine
+
+    a = ctx.args
+    _require(a.store, "no source store given (use -s)")
+    _require(a.cache, "no target store given (use -c)")
+    with contextlib.ExitStack() as stack:
+        source = combine([ctx.open(stack, loc) for loc in a.store])
+        target = ctx.open(stack, a.cache, writable=True)
+        indexes = ctx.indexes(stack, a.index)
+        fill_cache(indexes, source, target, concurrency=ctx.concurrency, progress=ctx.progress)
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    """Ask on stderr and read y/N from stdin; end of input is an error."""
+    while True:
+        sys.stderr.write(question + " [y/N]: ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            sys.stderr.write("\n")
+            raise _Failure("no answer on standard input (-y skips the question)")
+        if line.strip() in ("y", "Y", "yes"):
+            return True
+        if line.strip() in ("", "n", "N", "no"):
+            return False
+
+
+def cmd_prune(ctx: _Context) -> int:
+    """``prune``: delete the chunks of a store no given index references."""
+    from casync_store.maintain import prune_store
+    from casync_store.store import require_prunable
+
+    a = ctx.args
+    _require(a.store, "no store given (use -s)")
+    if "-" in a.index and not a.yes:
+        raise ParameterError("an index on standard input needs -y (stdin cannot also answer the question)")
+    with contextlib.ExitStack() as stack:
+        store = require_prunable(ctx.open(stack, a.store))
+        indexes = ctx.indexes(stack, a.index)
+        question = f"Delete every chunk of store {a.store} that the {len(indexes)} index(es) do not use?"
+        if not a.yes and not _confirm(question):
+            sys.stderr.write("Nothing deleted.\n")
+            return 0
+        removed = prune_store(store, indexes)
+    log.info("removed %d chunk(s)", removed)
+    return 0
+
+
+def cmd_config(ctx: _Context) -> int:
+    """``config``: print or write the effective configuration."""
+    from casync_store._atomic import write_file_atomic
+
+    text = ctx.config.dumps()
+    if not ctx.args.write:
+        sys.stdout.write(text)
+        return 0
+    path = ctx.config.path
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_file_atomic(path, text.encode("utf-8"), mode=0o600)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+    print(f"Wrote the configuration to {path}")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[_Context], int]] = {
+    "make": cmd_make,
+    "extract": cmd_extract,
+    "list-chunks": cmd_list_chunks,
+    "info": cmd_info,
+    "chunk": cmd_chunk,
+    "verify": cmd_verify,
+    "chop": cmd_chop,
+    "cache": cmd_cache,
+    "prune": cmd_prune,
+    "config": cmd_config,
+}
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [n for n in (exc.filename, exc.filename2) if n is not None]
+        return ": ".join([*map(str, names), exc.strerror]) if names else exc.strerror
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split("\n"))
+
+
+def _report(exc: BaseException, status: int, verbose: bool, internal: bool = False) -> int:
+    if verbose:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    prefix = f"internal error ({type(exc).__name__}): " if internal else ""
+    hint = " (run with --verbose for details)" if internal and not verbose else ""
+    sys.stderr.write(f"{PROG}: error: {prefix}{_message(exc)}{hint}\n")
+    return status
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format=f"{PROG}: %(levelname)s: %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(rewrite_argv(argv, parser))
+    if extra:  # reported by the command's parser, so the hint names its --help
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    _setup_logging(args.verbose)
+    # `config -w` may create the file --config names; every other command needs it to exist.
+    config = load_config(args.config, missing_ok=args.command == "config" and args.write)
+    status = _COMMANDS[args.command](_Context(args, config))
+    sys.stdout.flush()
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run pycasync with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        return _run(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `pycasync list-chunks x | head`
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except ParameterError as exc:
+        return _report(exc, EXIT_USAGE, verbose)
+    except (CasyncError, OSError) as exc:
+        return _report(exc, EXIT_FAILURE, verbose)
+    except Exception as exc:  # a bug: still one line, the traceback with --verbose
+        return _report(exc, EXIT_FAILURE, verbose, internal=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
