@@ -88,7 +88,9 @@ def _zstd_decompress(data: bytes | memoryview, max_size: int) -> bytes:
     declared = _zstandard.get_frame_parameters(data).content_size
     if declared != _zstandard.CONTENTSIZE_UNKNOWN and declared > max_size:
         raise FormatError(f"chunk declares {declared} bytes, more than {max_size}")
-    dctx = _zstandard.ZstdDecompressor()
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:  # like compressor contexts: one per thread, reused
+        dctx = _local.dctx = _zstandard.ZstdDecompressor()
     if max_size <= _STREAM_ABOVE:
         return dctx.decompress(data, max_output_size=max_size)
     return _zstandard_stream(dctx, data, max_size)

@@ -10,8 +10,8 @@ temporary file is removed on error.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -33,6 +33,27 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+_counter = itertools.count()
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS and Windows lack fdatasync
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def _create_temp(directory: str, mode: int) -> tuple[int, str]:
+    """Create a new, exclusive temporary file in ``directory``.
+
+    The name is unique per process and call (pid + counter), so concurrent
+    writers never share one, and ``mode`` goes through the umask as for any
+    new file; cheaper than :func:`tempfile.mkstemp` plus a chmod.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY
+    while True:
+        tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{next(_counter)}")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:  # left over by a crashed process with our pid
+            continue
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str, mode: int = 0o644, sync: bool = True, sync_dir: bool = True
@@ -40,19 +61,18 @@ def atomic_write(
     """Yield a binary file that replaces ``path`` when the block ends cleanly.
 
     On an exception the temporary file is deleted and ``path`` is untouched.
-    ``sync`` fsyncs the data before the rename (so the name never points at
-    garbage after a crash); ``sync_dir`` also fsyncs the directory after it
-    (so the rename itself survives a crash).
+    ``sync`` flushes the data to disk before the rename (so the name never
+    points at garbage after a crash); ``sync_dir`` also fsyncs the directory
+    after it (so the rename itself survives a crash).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    fd, tmp = _create_temp(directory, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             if sync:
-                os.fsync(f.fileno())
-        os.chmod(tmp, mode & ~_UMASK)
+                _fdatasync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -65,23 +85,26 @@ def atomic_write(
 def write_file_atomic(
     path: str, data: bytes, mode: int = 0o644, sync: bool = True, sync_dir: bool = True
 ) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
-    with atomic_write(path, mode, sync, sync_dir) as f:
-        f.write(data)
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`).
 
-
-def _read_umask() -> int:
-    """The process umask, read once at import (before worker threads exist)."""
-    try:  # Linux: read it without changing it
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-_UMASK = _read_umask()
+    The lean path for small files such as chunks: no file object, one write
+    call in the common case.
+    """
+    directory = os.path.dirname(path) or "."
+    fd, tmp = _create_temp(directory, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                _fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sync and sync_dir:
+        _fsync_dir(directory)

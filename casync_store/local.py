@@ -48,8 +48,8 @@ class LocalStore(PruneStore):
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         try:
-            with open(self.chunk_path(chunk_id), "rb") as f:
-                return f.read()
+            with open(self.chunk_path(chunk_id), "rb", buffering=0) as f:
+                return f.readall()
         except FileNotFoundError:
             raise ChunkMissing(chunk_id, self) from None
         except OSError as exc:
@@ -66,9 +66,12 @@ class LocalStore(PruneStore):
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
         path = self.chunk_path(chunk_id)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            # No directory fsync: a lost rename loses the chunk, never shows garbage.
-            write_file_atomic(path, blob, sync=self.sync, sync_dir=False)
+            try:
+                # No directory fsync: a lost rename loses the chunk, never shows garbage.
+                write_file_atomic(path, blob, sync=self.sync, sync_dir=False)
+            except FileNotFoundError:  # the first chunk of its prefix directory
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                write_file_atomic(path, blob, sync=self.sync, sync_dir=False)
         except OSError as exc:
             raise StoreError(f"store {self}: cannot write chunk {chunk_id.hex()}: {exc.strerror}") from None
 

@@ -8,6 +8,7 @@ import lzma
 import os
 import shutil
 import subprocess
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -284,3 +285,22 @@ def test_cross_binding_frames() -> None:
     for comp, decomp in bindings.values():
         assert compress.decompress(comp(data), len(data)) == data  # type: ignore[operator]
         assert decomp(ours) == data  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("binding", ["zstandard", "pyzstd"])
+def test_shim_with_each_binding(binding: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compress.py's code path for each binding round-trips and stays bounded."""
+    mod = pytest.importorskip(binding)
+    monkeypatch.setattr(compress, "_czstd", None)
+    monkeypatch.setattr(compress, "_zstandard", mod if binding == "zstandard" else None)
+    monkeypatch.setattr(compress, "_pyzstd", mod if binding == "pyzstd" else None)
+    monkeypatch.setattr(compress, "_local", threading.local())
+    data = os.urandom(5000) + bytes(200_000)
+    blob = compress.compress(data, "zstd")
+    assert compress.decompress(blob, len(data)) == data
+    with pytest.raises(FormatError):
+        compress.decompress(blob, len(data) - 1)
+    with pytest.raises(FormatError):
+        compress.decompress(blob[:-7], len(data))
+    for _name, (comp, _decomp) in _bindings().items():  # frames from every binding
+        assert compress.decompress(comp(data), len(data)) == data  # type: ignore[operator]
