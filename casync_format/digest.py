@@ -11,7 +11,6 @@ hash chunks in parallel.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
 
 from .constants import CA_CHUNK_ID_SIZE, CA_FORMAT_SHA512_256
 from .errors import FormatError, ParameterError
@@ -22,14 +21,15 @@ __all__ = ["Digest", "SHA512_256", "SHA256", "digest_from_flags", "digest_by_nam
 class Digest:
     """A named hash function producing 32-byte chunk ids."""
 
-    def __init__(self, name: str, factory: Callable[[], hashlib._Hash], flag: int) -> None:
+    def __init__(self, name: str, hashlib_name: str, flag: int) -> None:
         self.name = name
-        self._factory = factory
+        # Copying a prepared hash object skips hashlib.new's lookup by name.
+        self._proto = hashlib.new(hashlib_name)
         self.flag = flag  # the bit this digest contributes to an index's feature flags
 
     def __call__(self, data: bytes | memoryview) -> bytes:
-        """Return the 32-byte id of ``data``."""
-        h = self._factory()
+        """Return the 32-byte id of ``data`` (hashlib releases the GIL meanwhile)."""
+        h = self._proto.copy()
         h.update(data)
         return h.digest()
 
@@ -37,12 +37,8 @@ class Digest:
         return f"Digest({self.name!r})"
 
 
-def _sha512_256() -> hashlib._Hash:
-    return hashlib.new("sha512_256")
-
-
-SHA512_256 = Digest("sha512-256", _sha512_256, CA_FORMAT_SHA512_256)
-SHA256 = Digest("sha256", hashlib.sha256, 0)
+SHA512_256 = Digest("sha512-256", "sha512_256", CA_FORMAT_SHA512_256)
+SHA256 = Digest("sha256", "sha256", 0)
 
 _BY_NAME = {"sha512-256": SHA512_256, "sha512/256": SHA512_256, "sha256": SHA256}
 
