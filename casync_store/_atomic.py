@@ -55,48 +55,13 @@ def _create_temp(directory: str, mode: int) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def atomic_write(
-    path: str, mode: int = 0o644, sync: bool = True, sync_dir: bool = True
-) -> Iterator[BinaryIO]:
-    """Yield a binary file that replaces ``path`` when the block ends cleanly.
-
-    On an exception the temporary file is deleted and ``path`` is untouched.
-    ``sync`` flushes the data to disk before the rename (so the name never
-    points at garbage after a crash); ``sync_dir`` also fsyncs the directory
-    after it (so the rename itself survives a crash).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _create_temp(directory, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            if sync:
-                _fdatasync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if sync and sync_dir:
-        _fsync_dir(directory)
-
-
-def write_file_atomic(
-    path: str, data: bytes, mode: int = 0o644, sync: bool = True, sync_dir: bool = True
-) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`).
-
-    The lean path for small files such as chunks: no file object, one write
-    call in the common case.
-    """
+def _temp_fd(path: str, mode: int, sync: bool, sync_dir: bool) -> Iterator[int]:
+    """Yield a raw fd of a new temp file that replaces ``path`` on success."""
     directory = os.path.dirname(path) or "."
     fd, tmp = _create_temp(directory, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            yield fd
             if sync:
                 _fdatasync(fd)
         finally:
@@ -108,3 +73,32 @@ def write_file_atomic(
         raise
     if sync and sync_dir:
         _fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str, mode: int = 0o644, sync: bool = True, sync_dir: bool = True
+) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` when the block ends cleanly.
+
+    On an exception the temporary file is deleted and ``path`` is untouched.
+    ``sync`` flushes the data to disk before the rename (so the name never
+    points at garbage after a crash); ``sync_dir`` also fsyncs the directory
+    after it (so the rename itself survives a crash).
+    """
+    with _temp_fd(os.path.abspath(path), mode, sync, sync_dir) as fd, open(fd, "wb", closefd=False) as f:
+        yield f
+
+
+def write_file_atomic(
+    path: str, data: bytes, mode: int = 0o644, sync: bool = True, sync_dir: bool = True
+) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`).
+
+    The lean path for small files such as chunks: no file object, one write
+    call in the common case.
+    """
+    with _temp_fd(path, mode, sync, sync_dir) as fd:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
