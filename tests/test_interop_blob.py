@@ -154,6 +154,29 @@ def test_read_casync_compressed_store(
     assert listed and all(len(x) == 64 for x in listed)
 
 
+@pytest.mark.parametrize("compression", ["xz", "gzip"])
+def test_casync_reads_our_compressed_store(
+    compression: str,
+    tmp_path: os.PathLike[str],
+    run_casync: Callable[..., subprocess.CompletedProcess[bytes]],
+) -> None:
+    data = rng_bytes(400 * KIB, 13) + _repeated(200 * KIB)
+    blob, index = os.path.join(tmp_path, "blob"), os.path.join(tmp_path, "x.caibx")
+    store = os.path.join(tmp_path, "store")
+    with open(blob, "wb") as f:
+        f.write(data)
+    pycasync("make", "--compression", compression, "-s", store, index, blob)
+    first = sorted(os.listdir(store))[0]
+    chunk_file = os.path.join(store, first, os.listdir(os.path.join(store, first))[0])
+    with open(chunk_file, "rb") as f:
+        magic = f.read(6)
+    assert magic.startswith(b"\xfd7zXZ" if compression == "xz" else b"\x1f\x8b")
+    out = os.path.join(tmp_path, "out")
+    run_casync("extract", f"--store={store}", index, out)
+    with open(out, "rb") as f:
+        assert f.read() == data
+
+
 def test_casync_reads_index_from_our_stdout(
     tmp_path: os.PathLike[str], run_casync: Callable[..., subprocess.CompletedProcess[bytes]]
 ) -> None:
