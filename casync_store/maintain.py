@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from casync_format import chunk as chunk_codec
-from casync_format.digest import Digest
+from casync_format.digest import SHA256, SHA512_256, Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing
 from casync_format.index import Index, IndexChunk
 
@@ -65,6 +65,10 @@ def _workers(concurrency: int | None) -> int:
     return 2 * (concurrency or default_workers())
 
 
+def _other(digest: Digest) -> Digest:
+    return SHA256 if digest is SHA512_256 else SHA512_256
+
+
 def verify_store(
     store: PruneStore,
     digest: Digest,
@@ -72,7 +76,12 @@ def verify_store(
     concurrency: int | None = None,
     progress: Progress | None = None,
 ) -> VerifyStats:
-    """Check every chunk of ``store``; with ``repair`` remove the invalid ones."""
+    """Check every chunk of ``store``; with ``repair`` remove the invalid ones.
+
+    A chunk is valid when it decodes and hashes to its id with ``digest`` or,
+    since one store can hold chunks of indexes made with either digest, with
+    the other one: ``--repair`` on a store of SHA256 chunks must not wipe it.
+    """
     store = require_prunable(store)
 
     def check(chunk_id: bytes) -> tuple[bytes, bool | None]:
@@ -82,12 +91,13 @@ def verify_store(
             except ChunkMissing:  # removed while we listed: nothing to check
                 return chunk_id, None
             try:
-                chunk_codec.decode(blob, chunk_id, digest, store=store)
+                data = chunk_codec.decode(blob, chunk_id, None, store=store)
+                valid = digest(data) == chunk_id or _other(digest)(data) == chunk_id
             except ChunkInvalid:
-                if repair:
-                    store.remove_chunk(chunk_id)
-                return chunk_id, False
-            return chunk_id, True
+                valid = False
+            if not valid and repair:
+                store.remove_chunk(chunk_id)
+            return chunk_id, valid
 
     stats = VerifyStats()
     threads = _workers(concurrency)

@@ -62,10 +62,12 @@ def test_verify_finds_and_repairs_damaged_chunks(tmp_path, rng_bytes, local_stor
     assert verify_store(local_store, SHA512_256).invalid == []
 
 
-def test_verify_uses_the_given_digest(tmp_path, rng_bytes, local_store):
+def test_verify_accepts_chunks_of_either_digest(tmp_path, rng_bytes, local_store):
     _make(tmp_path, "a", rng_bytes(200_000, 2), local_store, digest=SHA256)
+    ids = _store_ids(local_store)
     assert verify_store(local_store, SHA256).invalid == []
-    assert len(verify_store(local_store, SHA512_256).invalid) == len(_store_ids(local_store))
+    assert verify_store(local_store, SHA512_256, repair=True).invalid == []
+    assert _store_ids(local_store) == ids
 
 
 def test_verify_checks_even_when_the_store_does_not(tmp_path, rng_bytes, store_dir):
@@ -157,3 +159,22 @@ def test_chop_rejects_a_changed_blob(tmp_path, rng_bytes, local_store):
     (tmp_path / "a").write_bytes(data[:400_000])
     with open_index(caibx) as index, pytest.raises((FormatError, ChunkInvalid)):
         chop(index, str(tmp_path / "a"), local_store)
+
+
+def test_verify_repair_keeps_chunks_of_the_other_digest(tmp_path) -> None:
+    """A store holding SHA256 chunks is not wiped by a SHA512/256 verify -r."""
+    from casync_format import chunk as chunk_codec
+    from casync_format.digest import SHA256, SHA512_256
+    from casync_store.local import LocalStore
+    from casync_store.maintain import verify_store
+
+    store = LocalStore(str(tmp_path / "store"), sync=False)
+    good256 = b"sha256 chunk" * 1000
+    good512 = b"sha512/256 chunk" * 1000
+    store.put_raw(SHA256(good256), chunk_codec.encode(good256))
+    store.put_raw(SHA512_256(good512), chunk_codec.encode(good512))
+    bad_id = SHA512_256(b"something else")
+    store.put_raw(bad_id, chunk_codec.encode(b"not the data of this id"))
+    stats = verify_store(store, SHA512_256, repair=True)
+    assert stats.checked == 3 and stats.invalid == [bad_id] and stats.removed == 1
+    assert sorted(store.iter_chunk_ids()) == sorted([SHA256(good256), SHA512_256(good512)])
