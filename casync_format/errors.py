@@ -42,14 +42,16 @@ class StoreError(CasyncError):
 class ChunkMissing(CasyncError):
     """The store does not hold the chunk.
 
-    ``chunk_id`` is the 32-byte id, ``store`` a printable name of the store.
+    ``chunk_id`` is the 32-byte id, ``store`` the store (printable), ``detail``
+    an optional hint for the message.
     """
 
-    def __init__(self, chunk_id: bytes, store: object = None) -> None:
+    def __init__(self, chunk_id: bytes, store: object = None, detail: str = "") -> None:
         self.chunk_id = chunk_id
         self.store = store
         where = f" in store {store}" if store is not None else ""
-        super().__init__(f"chunk {chunk_id.hex()} missing{where}")
+        why = f" ({detail})" if detail else ""
+        super().__init__(f"chunk {chunk_id.hex()} missing{where}{why}")
 
 
 class ChunkInvalid(CasyncError):

@@ -51,7 +51,9 @@ class LocalStore(PruneStore):
             with open(self.chunk_path(chunk_id), "rb", buffering=0) as f:
                 return f.readall()
         except FileNotFoundError:
-            raise ChunkMissing(chunk_id, self) from None
+            # A miss in a directory that is not there is most likely a typo: say so.
+            detail = "" if os.path.isdir(self.path) else "no such directory"
+            raise ChunkMissing(chunk_id, self, detail) from None
         except OSError as exc:
             raise StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
 

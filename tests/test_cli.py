@@ -178,6 +178,7 @@ def test_corrupt_index(env: dict[str, str], tmp_path: os.PathLike[str], command:
     with open(bad, "wb") as f:
         f.write(b"this is not an index" * 10)
     store, out = os.path.join(tmp_path, "store"), os.path.join(tmp_path, "out")
+    os.mkdir(store)
     args = {
         "extract": ["extract", "-s", store, bad, out],
         "info": ["info", bad],
@@ -187,6 +188,20 @@ def test_corrupt_index(env: dict[str, str], tmp_path: os.PathLike[str], command:
         "prune": ["prune", "-y", "-s", store, bad],
     }[command]
     one_error(run(env, *args), 1, bad)
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("command", ["extract", "cache"])
+def test_missing_read_store_is_named(
+    env: dict[str, str], made: tuple[str, str, bytes], tmp_path: os.PathLike[str], command: str
+) -> None:
+    _, index, _ = made
+    missing, out = os.path.join(tmp_path, "no-such-store"), os.path.join(tmp_path, "out")
+    args = {
+        "extract": ["extract", "-s", missing, index, out],
+        "cache": ["cache", "-s", missing, "-c", out, index],
+    }[command]
+    one_error(run(env, *args), 1, f"{missing} (no such directory)")
     assert not os.path.exists(out)
 
 
