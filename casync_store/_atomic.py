@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ._fileio import fdatasync
+
 __all__ = ["atomic_write", "write_file_atomic", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".pycasync-tmp-"
@@ -34,7 +36,6 @@ def _fsync_dir(directory: str) -> None:
 
 
 _counter = itertools.count()
-_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS and Windows lack fdatasync
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
@@ -63,7 +64,7 @@ def _temp_fd(path: str, mode: int, sync: bool, sync_dir: bool) -> Iterator[int]:
         try:
             yield fd
             if sync:
-                _fdatasync(fd)
+                fdatasync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

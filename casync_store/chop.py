@@ -17,6 +17,7 @@ from casync_format import chunk as chunk_codec
 from casync_format.errors import ChunkInvalid, FormatError
 from casync_format.index import Index, IndexChunk
 
+from ._fileio import pread
 from ._pool import Claims, ThreadMap, default_workers
 from .progress import Progress, phase
 from .store import WriteStore, require_writable
@@ -53,7 +54,7 @@ class _Chopper:
         self.claims = Claims()
 
     def __call__(self, item: IndexChunk) -> tuple[int, int]:
-        data = os.pread(self.fd, item.size, item.start)
+        data = pread(self.fd, item.size, item.start)
         if len(data) != item.size:
             raise FormatError(
                 f"{self.path} ends at {item.start + len(data)}, the index has chunk "

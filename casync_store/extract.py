@@ -1,7 +1,7 @@
 """The ``extract`` operation: rebuild a blob from its index and a store.
 
 Worker threads (:class:`~casync_store._pool.ThreadMap`) fetch, decompress and
-verify chunks in parallel and write each with ``os.pwrite`` at its offset, so
+verify chunks in parallel and write each with positional writes (``pwrite``) at its offset, so
 no buffer is shared between threads and only a bounded number of chunks is in
 memory. By default the blob is assembled in a temporary file next to the
 output (sized first, so all-zero chunks are never written and stay holes;
@@ -33,6 +33,7 @@ from casync_format.errors import StoreError
 from casync_format.index import Index, IndexChunk
 
 from ._atomic import atomic_write
+from ._fileio import fdatasync, pread, pwrite_all
 from ._pool import ThreadMap, default_workers
 from .indexio import STDIO
 from .progress import Progress, phase
@@ -104,20 +105,6 @@ def is_zero(data: bytes) -> bool:
     return not data or (not data[0] and not data[-1] and data == bytes(len(data)))
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    n = os.pwrite(fd, data, offset)
-    if n == len(data):
-        return
-    view = memoryview(data)[n:]
-    offset += n
-    while view:
-        n = os.pwrite(fd, view, offset)
-        if n <= 0:
-            raise OSError(errno.EIO, "short write")
-        view = view[n:]
-        offset += n
-
-
 def _workers(concurrency: int | None) -> int:
     return concurrency or default_workers()
 
@@ -136,7 +123,7 @@ class _Flusher:
         self._wake = threading.Event()
         self._stop = False
         self._error: OSError | None = None
-        self._sync = getattr(os, "fdatasync", os.fsync)
+        self._sync = fdatasync
         self._thread: threading.Thread | None = None
         if total > _FLUSH_EVERY:
             self._thread = threading.Thread(target=self._loop, name="pycasync-flusher", daemon=True)
@@ -247,7 +234,7 @@ class _FileWriter:
     def __call__(self, item: IndexChunk) -> tuple[int, int, int]:
         """``(fate, size, bytes written)`` for one index item."""
         if self.check and item.start < self.old_size:
-            old = os.pread(self.fd, item.size, item.start)
+            old = pread(self.fd, item.size, item.start)
             if len(old) == item.size and self.digest(old) == item.id:
                 return _IN_PLACE, item.size, 0
         if item.size == self.zero_size and item.id == self.zero_id:
@@ -257,7 +244,7 @@ class _FileWriter:
         # Past the old end a zero chunk reads as zero from the hole truncate makes.
         if item.start >= self.old_size and is_zero(data):
             return fate, item.size, 0
-        _pwrite_all(self.fd, data, item.start)
+        pwrite_all(self.fd, data, item.start)
         return fate, item.size, item.size
 
 
