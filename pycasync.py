@@ -26,6 +26,7 @@ from casync_format import __version__
 from casync_format.compress import COMPRESSIONS
 from casync_format.digest import Digest, digest_by_name
 from casync_format.errors import CasyncError, ParameterError
+from casync_store._fileio import same_file
 from casync_store.config import Config, StoreOptions, load_config, parse_duration
 from casync_store.location import open_store
 
@@ -490,7 +491,7 @@ def cmd_extract(ctx: _Context) -> int:
     from casync_store.router import combine
 
     a = ctx.args
-    if a.index != "-" and os.path.abspath(a.index) == os.path.abspath(a.output):
+    if same_file(a.index, a.output):
         raise ParameterError("the index and the output are the same file")
     _require(a.store, "no store given (use -s)")
     with contextlib.ExitStack() as stack:

@@ -10,8 +10,10 @@ temporary file is removed on error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
+import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -59,7 +61,10 @@ def _create_temp(directory: str, mode: int) -> tuple[int, str]:
 def _temp_fd(path: str, mode: int, sync: bool, sync_dir: bool) -> Iterator[int]:
     """Yield a raw fd of a new temp file that replaces ``path`` on success."""
     directory = os.path.dirname(path) or "."
-    fd, tmp = _create_temp(directory, mode)
+    try:
+        fd, tmp = _create_temp(directory, mode)
+    except OSError as exc:  # name the file the caller asked for, not our temp name
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     try:
         try:
             yield fd
@@ -67,13 +72,27 @@ def _temp_fd(path: str, mode: int, sync: bool, sync_dir: bool) -> Iterator[int]:
                 fdatasync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, path) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     if sync and sync_dir:
         _fsync_dir(directory)
+
+
+def _existing_mode(path: str) -> int | None:
+    """The permission bits of the regular file at ``path`` (None: there is none)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
 
 
 @contextlib.contextmanager
@@ -85,9 +104,15 @@ def atomic_write(
     On an exception the temporary file is deleted and ``path`` is untouched.
     ``sync`` flushes the data to disk before the rename (so the name never
     points at garbage after a crash); ``sync_dir`` also fsyncs the directory
-    after it (so the rename itself survives a crash).
+    after it (so the rename itself survives a crash). An existing file's
+    permission bits are kept; an existing directory at ``path`` is refused
+    before anything is written.
     """
-    with _temp_fd(os.path.abspath(path), mode, sync, sync_dir) as fd, open(fd, "wb", closefd=False) as f:
+    path = os.path.abspath(path)
+    keep_mode = _existing_mode(path)
+    with _temp_fd(path, mode, sync, sync_dir) as fd, open(fd, "wb", closefd=False) as f:
+        if keep_mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, keep_mode)  # replacing a file keeps its permissions
         yield f
 
 

@@ -14,7 +14,7 @@ import errno
 import os
 import threading
 
-__all__ = ["pread", "pwrite_all", "fdatasync"]
+__all__ = ["pread", "pwrite_all", "fdatasync", "same_file"]
 
 fdatasync = getattr(os, "fdatasync", os.fsync)
 
@@ -73,3 +73,13 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
             raise OSError(errno.EIO, "short write")
         view = view[n:]
         offset += n
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (through links too); ``-`` is never a file."""
+    if "-" in (a, b):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where they would be
+        return os.path.realpath(a) == os.path.realpath(b)

@@ -12,6 +12,7 @@ reported as one :class:`ConfigError` naming the file and the key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -312,6 +313,9 @@ class Config:
     http_error_retry: int | None = None
     s3_credentials: dict[str, S3Credentials] = field(default_factory=dict)
     store_options: dict[str, StoreOptions] = field(default_factory=dict)
+    #: The file's JSON as read: keys pycasync does not model (desync's
+    #: oci-credentials, encryption keys, ...) are written back unchanged.
+    raw: dict[str, Any] = field(default_factory=dict)
 
     def default_store_options(self) -> StoreOptions:
         """Options for a store no ``store-options`` entry matches."""
@@ -340,14 +344,14 @@ class Config:
         return self.s3_credentials.get(key)
 
     def to_json(self) -> dict[str, Any]:
-        """The configuration under desync's JSON keys."""
-        out: dict[str, Any] = {}
+        """The configuration under desync's JSON keys, unknown keys of the file kept."""
+        out: dict[str, Any] = copy.deepcopy(self.raw)
         if self.http_timeout is not None:
             out["http-timeout"] = _seconds_to_ns(self.http_timeout)
         if self.http_error_retry is not None:
             out["http-error-retry"] = self.http_error_retry
-        out["s3-credentials"] = {k: v.to_json() for k, v in self.s3_credentials.items()}
-        out["store-options"] = {k: v.to_json() for k, v in self.store_options.items()}
+        out["s3-credentials"] = _merged(out.get("s3-credentials"), self.s3_credentials)
+        out["store-options"] = _merged(out.get("store-options"), self.store_options)
         return out
 
     def dumps(self) -> str:
@@ -355,9 +359,19 @@ class Config:
         return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
 
 
+def _merged(raw: object, entries: dict[str, Any]) -> dict[str, Any]:
+    """Each entry's JSON over the file's own entry, so keys we do not model survive."""
+    raw_entries = raw if isinstance(raw, dict) else {}
+    out: dict[str, Any] = {}
+    for key, value in entries.items():
+        old = raw_entries.get(key)
+        out[key] = {**(old if isinstance(old, dict) else {}), **value.to_json()}
+    return out
+
+
 def _parse(path: str, data: object) -> Config:
     top = _Reader(path, "", data)
-    config = Config(path=path)
+    config = Config(path=path, raw=copy.deepcopy(data) if isinstance(data, dict) else {})
     if top.has("http-timeout"):
         config.http_timeout = top.duration("http-timeout")
     if top.has("http-error-retry"):

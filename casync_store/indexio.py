@@ -67,14 +67,18 @@ def index_writer(path: str, header: IndexHeader) -> Iterator[IndexWriter]:
     The table is streamed to a temporary file in the same directory, finished,
     fsynced and renamed over ``path`` when the block ends cleanly; on an
     exception the temporary file is removed and ``path`` is untouched. ``-``
-    streams to stdout instead.
+    spools the index (in memory up to a limit, then in a temporary file) and
+    copies it to stdout only once complete, so a failure writes nothing there.
     """
     if path == STDIO:
-        out = _stdout()
-        writer = IndexWriter(out, header)
-        yield writer
-        writer.finish()
-        out.flush()
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
+            writer = IndexWriter(spool, header)  # type: ignore[arg-type]
+            yield writer
+            writer.finish()
+            spool.seek(0)
+            out = _stdout()
+            shutil.copyfileobj(spool, out)
+            out.flush()
         return
     with atomic_write(path) as f:
         writer = IndexWriter(f, header)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import ParameterError
 from casync_format.index import IndexHeader
 
+from ._fileio import same_file
 from ._pool import Claims, ThreadMap, default_workers
 from .indexio import STDIO, index_writer
 from .progress import Progress, phase
@@ -123,6 +125,8 @@ def make(
     """
     if store is not None:
         store = require_writable(store)
+    if same_file(index_path, input_path):
+        raise ParameterError(f"the index {index_path} and the input are the same file")
     if compression not in COMPRESSIONS:
         raise ParameterError(f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     workers = concurrency or default_workers()
@@ -197,6 +201,7 @@ class _Input:
         self._whole = self.view
         self._done = 0
         self._dropped = 0
+        self._spans: list[Iterator[Span]] = []
 
     def skip(self, offset: int) -> None:
         """Start the input at byte ``offset`` (chunk positions count from there)."""
@@ -217,7 +222,9 @@ class _Input:
         """The chunks: ``(start, size)`` over the map, ``(start, data)`` from a stream."""
         if self.view is not None:
             segment = -(-_SEGMENT // params.max_size) * params.max_size
-            return iter_chunks(self.view, params, workers=workers, segment_size=segment)
+            spans = iter_chunks(self.view, params, workers=workers, segment_size=segment)
+            self._spans.append(spans)
+            return spans
         if self.size == 0 and self.file is None:
             return iter(())
         return chunk_stream(self.file, params)
@@ -234,6 +241,11 @@ class _Input:
 
     def close(self) -> None:
         """Release the view and the map (no chunk view may outlive them)."""
+        for spans in self._spans:
+            # A chunker that never ran still holds a view of the map: drop it.
+            close = getattr(spans, "close", None)
+            if close is not None:
+                close()
         if self.view is not None:
             self.view.release()
         if self._whole is not None:
@@ -258,10 +270,13 @@ def _open_input(path: str) -> Iterator[_Input]:
 
 def _map_or_stream(f: BinaryIO) -> _Input:
     """Map a regular file or block device; read anything else as a stream."""
+    mode = os.fstat(f.fileno()).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        return _Input(f, 0, None)  # pipes, sockets, character devices: a stream
     try:
         size = os.lseek(f.fileno(), 0, os.SEEK_END)
         os.lseek(f.fileno(), 0, os.SEEK_SET)
-    except OSError:  # a pipe or character device: not seekable
+    except OSError:
         return _Input(f, 0, None)
     if size == 0:
         return _Input(None, 0, None)  # type: ignore[arg-type]

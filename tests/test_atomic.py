@@ -65,3 +65,29 @@ def test_stale_temp_name_is_skipped(tmp_path) -> None:
     write_file_atomic(str(tmp_path / "out"), b"fresh")
     assert (tmp_path / "out").read_bytes() == b"fresh"
     assert len(_leftovers(str(tmp_path))) == 50  # the stale files were not touched
+
+
+def test_errors_name_the_requested_path(tmp_path) -> None:
+    target = str(tmp_path / "missing-dir" / "out")
+    with pytest.raises(FileNotFoundError) as info:
+        write_file_atomic(target, b"x")
+    assert info.value.filename == target and TEMP_PREFIX not in str(info.value)
+    with pytest.raises(FileNotFoundError) as info2, atomic_write(target) as f:
+        f.write(b"x")
+    assert info2.value.filename == target
+
+
+def test_directory_target_refused_up_front(tmp_path) -> None:
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError), atomic_write(str(tmp_path / "adir")) as f:
+        f.write(b"never")
+    assert _leftovers(str(tmp_path)) == []
+
+
+def test_replacing_keeps_permissions(tmp_path) -> None:
+    target = tmp_path / "private"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)
+    with atomic_write(str(target)) as f:
+        f.write(b"new")
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600 and target.read_bytes() == b"new"

@@ -528,3 +528,73 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert '"$PYTHON" -m pytest -q' in ci and 'PYTHON="${PYTHON:-python3}"' in ci
     quick = readme.split("## Quick start", 1)[1].split("## Commands", 1)[0]
     assert quick.count("```sh") == 2 and "```sh\nbash .ci/run\n```" in quick
+
+
+def test_make_refuses_index_over_its_input(env: dict[str, str], blob: tuple[str, bytes], tmp_path) -> None:
+    path, content = blob
+    link = os.path.join(tmp_path, "link")
+    os.symlink(path, link)
+    for index in (path, link):
+        one_error(run(env, "make", index, path), 2, "same file")
+        with open(path, "rb") as f:
+            assert f.read() == content
+
+
+def test_extract_refuses_output_over_its_index_through_a_link(
+    env: dict[str, str], made: tuple[str, str, bytes], tmp_path
+) -> None:
+    store, index, _ = made
+    link = os.path.join(tmp_path, "link.caibx")
+    os.symlink(index, link)
+    with open(index, "rb") as f:
+        before = f.read()
+    one_error(run(env, "extract", "-s", store, link, index), 2, "same file")
+    with open(index, "rb") as f:
+        assert f.read() == before
+
+
+def test_failed_make_to_stdout_writes_nothing(env: dict[str, str], blob: tuple[str, bytes], tmp_path) -> None:
+    bad_store = os.path.join(tmp_path, "file-not-dir")
+    with open(bad_store, "wb") as f:
+        f.write(b"x")
+    proc = run(env, "make", "-s", os.path.join(bad_store, "sub"), "-", blob[0])
+    assert proc.returncode == 1 and proc.stdout == b""
+
+
+def test_extract_into_directory_fails_at_once_and_keeps_mode(
+    env: dict[str, str], made: tuple[str, str, bytes], tmp_path
+) -> None:
+    store, index, content = made
+    adir = os.path.join(tmp_path, "adir")
+    os.mkdir(adir)
+    one_error(run(env, "extract", "-s", store, index, adir), 1, adir, "directory")
+    assert os.listdir(adir) == [] and not [n for n in os.listdir(tmp_path) if n.startswith(".pycasync-tmp")]
+    out = os.path.join(tmp_path, "private.img")
+    with open(out, "wb") as f:
+        f.write(b"old")
+    os.chmod(out, 0o600)
+    ok(env, "extract", "-s", store, index, out)
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    with open(out, "rb") as f:
+        assert f.read() == content
+
+
+def test_make_into_missing_directory_names_the_index(
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path
+) -> None:
+    index = os.path.join(tmp_path, "no-such-dir", "x.caibx")
+    err = one_error(run(env, "make", index, blob[0]), 1, index)
+    assert "internal error" not in err and ".pycasync-tmp" not in err
+
+
+def test_make_from_a_pipe_of_zeros(env: dict[str, str], tmp_path) -> None:
+    index = os.path.join(tmp_path, "z.caibx")
+    proc = subprocess.run(
+        f"head -c 1000000 /dev/zero | {sys.executable} {CLI} make {index} -",
+        shell=True, env=env, capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    from casync_format.index import read_index
+
+    with open(index, "rb") as f:
+        assert read_index(f).blob_size == 1_000_000

@@ -301,3 +301,23 @@ def test_config_dataclass_defaults() -> None:
     config = Config(path="/x")
     assert config.to_json() == {"s3-credentials": {}, "store-options": {}}
     assert config.default_store_options() == StoreOptions()
+
+
+def test_write_keeps_keys_pycasync_does_not_model(tmp_path) -> None:
+    """config -w must not drop desync's secrets or settings it does not know."""
+    import json as _json
+
+    from casync_store.config import load_config as _load
+
+    path = tmp_path / "config.json"
+    original = {
+        "oci-credentials": {"r.example.com": {"username": "u", "secret": "p"}},
+        "store-options": {"/srv/enc": {"encryption-key": "K", "n": 8, "skip-verify": True}},
+        "future-key": [1, 2, 3],
+    }
+    path.write_text(_json.dumps(original))
+    written = _json.loads(_load(str(path)).dumps())
+    assert written["oci-credentials"] == original["oci-credentials"]
+    assert written["future-key"] == [1, 2, 3]
+    entry = written["store-options"]["/srv/enc"]
+    assert entry["encryption-key"] == "K" and entry["n"] == 8 and entry["skip-verify"] is True
