@@ -681,8 +681,8 @@ _COMMANDS: dict[str, Callable[[_Context], int]] = {
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
-        names = [n for n in (exc.filename, exc.filename2) if n is not None]
-        return ": ".join([*map(str, names), exc.strerror]) if names else exc.strerror
+        names = [str(n) or "'' (empty path)" for n in (exc.filename, exc.filename2) if n is not None]
+        return ": ".join([*names, exc.strerror]) if names else exc.strerror
     text = str(exc) or type(exc).__name__
     return " ".join(text.split("\n"))
 

@@ -13,16 +13,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import Iterator
 
 from casync_format.errors import ChunkMissing, StoreError
 
-from ._atomic import write_file_atomic
+from ._atomic import TEMP_PREFIX, write_file_atomic
 from .store import PruneStore
 
 __all__ = ["LocalStore", "CHUNK_SUFFIX"]
 
 CHUNK_SUFFIX = ".cacnk"
+STALE_TEMP_AGE = 3600.0  # seconds after which an unfinished chunk write is abandoned
 _NAME = re.compile(r"^([0-9a-f]{64})\.cacnk$")
 _PREFIX = re.compile(r"^[0-9a-f]{4}$")
 
@@ -96,6 +98,37 @@ class LocalStore(PruneStore):
                 m = _NAME.match(name)
                 if m and m.group(1).startswith(prefix):
                     yield bytes.fromhex(m.group(1))
+
+    def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
+        """Remove unreferenced chunks, and temp files that crashed writers left behind."""
+        count = super().prune(keep)
+        self.remove_stale_temps()
+        return count
+
+    def remove_stale_temps(self, max_age: float = STALE_TEMP_AGE) -> int:
+        """Delete our temp files older than ``max_age`` seconds; returns how many.
+
+        A writer killed mid-chunk (power cut, SIGKILL, an input file that
+        shrank under its mmap) leaves ``.pycasync-tmp-*`` files that no chunk
+        listing shows; anything that old is no write still in progress.
+        """
+        removed = 0
+        cutoff = time.time() - max_age
+        for directory in self._prefix_dirs():
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(directory):
+                    if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < cutoff:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                            removed += 1
+        return removed
+
+    def _prefix_dirs(self) -> list[str]:
+        try:
+            names = [e.name for e in os.scandir(self.path) if _PREFIX.match(e.name) and e.is_dir()]
+        except OSError:
+            return []
+        return [os.path.join(self.path, name) for name in sorted(names)]
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         try:

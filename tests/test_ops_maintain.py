@@ -178,3 +178,30 @@ def test_verify_repair_keeps_chunks_of_the_other_digest(tmp_path) -> None:
     stats = verify_store(store, SHA512_256, repair=True)
     assert stats.checked == 3 and stats.invalid == [bad_id] and stats.removed == 1
     assert sorted(store.iter_chunk_ids()) == sorted([SHA256(good256), SHA512_256(good512)])
+
+
+def test_prune_removes_only_stale_temp_files(tmp_path) -> None:
+    """Temp files of crashed writers go once they are old; a write in progress stays."""
+    import os
+    import time
+
+    from casync_format import chunk as chunk_codec
+    from casync_format.digest import SHA512_256
+    from casync_store._atomic import TEMP_PREFIX
+    from casync_store.local import STALE_TEMP_AGE, LocalStore
+
+    store = LocalStore(str(tmp_path / "store"), sync=False)
+    data = b"kept chunk" * 100
+    cid = SHA512_256(data)
+    store.put_raw(cid, chunk_codec.encode(data))
+    prefix_dir = os.path.dirname(store.chunk_path(cid))
+    stale = os.path.join(prefix_dir, f"{TEMP_PREFIX}999-1")
+    fresh = os.path.join(prefix_dir, f"{TEMP_PREFIX}999-2")
+    for path in (stale, fresh):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+    old = time.time() - STALE_TEMP_AGE - 60
+    os.utime(stale, (old, old))
+    assert store.prune({cid}) == 0
+    assert not os.path.exists(stale) and os.path.exists(fresh)
+    assert list(store.iter_chunk_ids()) == [cid]
