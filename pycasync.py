@@ -442,9 +442,13 @@ class _Context:
             changes["trust_insecure"] = True
         return self.config.store_options_for(location).replace(**changes)
 
-    def open(self, stack: contextlib.ExitStack, location: str, writable: bool = False) -> Any:
+    def open(
+        self, stack: contextlib.ExitStack, location: str, writable: bool = False, must_exist: bool = False
+    ) -> Any:
         """Open a store (closed when ``stack`` unwinds); writable ones get --compression."""
-        store = stack.enter_context(open_store(location, writable=writable, options_for=self.options_for))
+        store = stack.enter_context(
+            open_store(location, writable=writable, options_for=self.options_for, must_exist=must_exist)
+        )
         if writable and getattr(self.args, "compression", None):
             store.compression = self.args.compression
         return store
@@ -539,8 +543,8 @@ def cmd_info(ctx: _Context) -> int:
 
     a = ctx.args
     with contextlib.ExitStack() as stack:
-        stores = [ctx.open(stack, loc) for loc in a.store]
-        cache = ctx.open(stack, a.cache) if a.cache else None
+        stores = [ctx.open(stack, loc, must_exist=True) for loc in a.store]
+        cache = ctx.open(stack, a.cache, must_exist=True) if a.cache else None
         (index,) = ctx.indexes(stack, [a.index])
         seeds = ctx.indexes(stack, a.seed)
         stats = index_info(index, stores=stores, concurrency=ctx.concurrency, seeds=seeds, cache=cache)

@@ -14,6 +14,7 @@ is called with the list of member stores.
 from __future__ import annotations
 
 import importlib
+import os
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -76,14 +77,18 @@ def open_local(location: str, options: StoreOptions) -> Store:
     return LocalStore(path, verify=not options.skip_verify)
 
 
-def _open_one(location: str, options: StoreOptions) -> Store:
+def _open_one(location: str, options: StoreOptions, must_exist: bool = False) -> Store:
     scheme, _ = split_location(location)
     if scheme and scheme not in BACKENDS and scheme not in KNOWN_SCHEMES:
         raise StoreError(f"store {location}: unknown location scheme {scheme!r}")
     factory = _factory(scheme, f"store {location}: scheme {scheme!r}")
     if options.encryption:
         raise StoreError(f"store {location}: encrypted stores are not supported in this version")
-    return factory(location, options)
+    store = factory(location, options)
+    if must_exist and isinstance(store, LocalStore) and not os.path.isdir(store.path):
+        store.close()
+        raise StoreError(f"store {location} does not exist")
+    return store
 
 
 def open_store(
@@ -91,13 +96,17 @@ def open_store(
     options: StoreOptions | None = None,
     writable: bool = False,
     options_for: Callable[[str], StoreOptions] | None = None,
+    must_exist: bool = False,
 ) -> Store:
     """Open the store at ``location``.
 
     ``options`` apply to every member of a ``a|b`` failover group unless
     ``options_for(member)`` is given, which then supplies each member's own
     options (e.g. :meth:`Config.store_options_for` merged with flags).
-    ``writable`` requires a WriteStore. Raises :class:`StoreError` for a
+    ``writable`` requires a WriteStore. ``must_exist`` refuses a local store
+    whose directory is missing (for reports such as ``info``, where an empty
+    answer would hide a typo; extract needs no such check, since an index of
+    zero chunks needs no store at all). Raises :class:`StoreError` for a
     scheme that is unknown or not supported yet, :class:`ParameterError`
     for an empty location or ``-``.
     """
@@ -109,7 +118,7 @@ def open_store(
         options = StoreOptions()
     members = location.split("|")
     if len(members) == 1:
-        store = _open_one(location, options_for(location) if options_for else options)
+        store = _open_one(location, options_for(location) if options_for else options, must_exist)
     else:
         store = _open_group(location, members, options, options_for)
     if writable:

@@ -598,3 +598,13 @@ def test_make_from_a_pipe_of_zeros(env: dict[str, str], tmp_path) -> None:
 
     with open(index, "rb") as f:
         assert read_index(f).blob_size == 1_000_000
+
+
+def test_info_with_missing_store_or_cache_fails(
+    env: dict[str, str], made: tuple[str, str, bytes], tmp_path
+) -> None:
+    store, index, _ = made
+    missing = os.path.join(tmp_path, "typo-store")
+    one_error(run(env, "info", "-s", missing, index), 1, f"store {missing} does not exist")
+    one_error(run(env, "info", "-s", store, "-c", missing, index), 1, f"store {missing} does not exist")
+    assert '"in-store"' in ok(env, "info", "-s", store, index).stdout.decode()
