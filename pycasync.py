@@ -724,7 +724,8 @@ def _run(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run pycasync with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in argv or "--verbose" in argv
+    # Before the command (old single-dash spellings included) or after it.
+    verbose = any(arg in ("-v", "--verbose", "-verbose") for arg in argv)
     try:
         return _run(argv)
     except UsageError as exc:
