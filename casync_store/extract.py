@@ -39,7 +39,7 @@ from .indexio import STDIO
 from .progress import Progress, phase
 from .store import Store
 
-__all__ = ["ExtractStats", "extract", "fetch_chunk", "naming_chunk", "is_zero"]
+__all__ = ["ExtractStats", "extract", "fetch_chunk", "naming_chunk", "is_zero", "zero_chunk"]
 
 _FETCHED, _ZERO, _IN_PLACE = range(3)
 _BATCH = 4  # chunks a worker takes at a time
@@ -72,7 +72,7 @@ class ExtractStats:
 def _named(exc: StoreError, store: Store, chunk_id: bytes) -> StoreError | None:
     """A StoreError like ``exc`` that names the chunk and the store (None: it does)."""
     text = str(exc)
-    if chunk_id.hex() in text and str(store) in text:
+    if chunk_id.hex() in text and f"store {store}" in text:
         return None
     return StoreError(f"chunk {chunk_id.hex()} from store {store}: {text}")
 
@@ -91,13 +91,19 @@ def naming_chunk(store: Store, chunk_id: bytes) -> Iterator[None]:
 
 def fetch_chunk(store: Store, item: IndexChunk, digest: Digest) -> bytes:
     """The verified data of an index item; every error names the chunk and the store."""
-    try:
+    with naming_chunk(store, item.id):
         return store.get_chunk(item.id, digest, item.size)
-    except StoreError as exc:
-        named = _named(exc, store, item.id)
-        if named is None:
-            raise
-        raise named from exc
+
+
+def zero_chunk(index: Index) -> tuple[int, bytes]:
+    """``(size, id)`` of the index's all-zero chunk of maximum size.
+
+    A run of zeros is cut into chunks of the maximum size (the chunker never
+    cuts inside one), so this one chunk stands for nearly every zero range; it
+    is recognised by its id and never fetched, as with desync's null-chunk seed.
+    """
+    size = index.header.chunk_size_max
+    return size, index.digest(bytes(size)) if index.count else b""
 
 
 def is_zero(data: bytes) -> bool:
@@ -123,7 +129,6 @@ class _Flusher:
         self._wake = threading.Event()
         self._stop = False
         self._error: OSError | None = None
-        self._sync = fdatasync
         self._thread: threading.Thread | None = None
         if total > _FLUSH_EVERY:
             self._thread = threading.Thread(target=self._loop, name="pycasync-flusher", daemon=True)
@@ -154,7 +159,7 @@ class _Flusher:
             if self._stop:
                 return
             try:
-                self._sync(self._fd)
+                fdatasync(self._fd)
             except OSError as exc:  # raised by __exit__ (the final fsync would fail too)
                 self._error = exc
                 return
@@ -228,8 +233,7 @@ class _FileWriter:
         self.digest = index.digest
         self.old_size = old_size  # bytes of the output that existed before
         self.check = check  # compare existing bytes to the chunk first (in place)
-        self.zero_size = index.header.chunk_size_max
-        self.zero_id = index.digest(bytes(self.zero_size)) if index.count else b""
+        self.zero_size, self.zero_id = zero_chunk(index)
 
     def __call__(self, item: IndexChunk) -> tuple[int, int, int]:
         """``(fate, size, bytes written)`` for one index item."""
@@ -290,8 +294,7 @@ def _to_stream(
 ) -> None:
     digest = index.digest
     threads = _workers(concurrency)
-    zero_size = index.header.chunk_size_max
-    zero_id = digest(bytes(zero_size)) if index.count else b""
+    zero_size, zero_id = zero_chunk(index)
 
     def fetch(item: IndexChunk) -> tuple[int, bytes]:
         if item.size == zero_size and item.id == zero_id:
@@ -313,13 +316,8 @@ def _to_stream(
 
 
 def _data_ranges(index: Index) -> Iterator[tuple[int, int]]:
-    """Merged ``(offset, length)`` ranges of the chunks that are not all zero.
-
-    Zero chunks are recognised by id, for the one size they almost always
-    have (the maximum: the chunker never cuts inside a run of zeros).
-    """
-    size = index.header.chunk_size_max
-    zero_id = index.digest(bytes(size))
+    """Merged ``(offset, length)`` ranges of the chunks that are not all zero."""
+    size, zero_id = zero_chunk(index)
     start = end = 0
     for item in index:
         if item.size == size and item.id == zero_id:
