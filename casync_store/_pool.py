@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Callable, Generic, TypeVar
 
-__all__ = ["ThreadMap", "Claims", "default_workers"]
+__all__ = ["ThreadMap", "Claims", "default_workers", "io_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,9 +32,14 @@ _DONE = object()  # a worker has exited
 _ERROR = object()  # a worker caught an exception
 
 
-def default_workers() -> int:
-    """The default number of worker threads: the number of CPUs (at least 1)."""
-    return max(1, os.cpu_count() or 1)
+def default_workers(concurrency: int | None = None) -> int:
+    """Worker threads for CPU-bound work: ``concurrency`` if given, else the number of CPUs."""
+    return concurrency or max(1, os.cpu_count() or 1)
+
+
+def io_workers(concurrency: int | None = None) -> int:
+    """Worker threads for work that waits on storage (fsyncs, reads): twice the CPU workers, plus two."""
+    return 2 * default_workers(concurrency) + 2
 
 
 class Claims:

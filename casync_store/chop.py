@@ -18,7 +18,7 @@ from casync_format.errors import ChunkInvalid, FormatError
 from casync_format.index import Index, IndexChunk
 
 from ._fileio import pread
-from ._pool import Claims, ThreadMap, default_workers
+from ._pool import Claims, ThreadMap, io_workers
 from .progress import Progress, phase
 from .store import WriteStore, require_writable
 
@@ -90,7 +90,7 @@ def chop(
     """
     store = require_writable(store)
     stats = ChopStats()
-    threads = 2 * (concurrency or default_workers()) + 2  # per-chunk fsyncs want extra threads
+    threads = io_workers(concurrency)  # per-chunk fsyncs want extra threads
     fd = os.open(input_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         work = _Chopper(fd, input_path, store, index)

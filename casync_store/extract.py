@@ -111,10 +111,6 @@ def is_zero(data: bytes) -> bool:
     return not data or (not data[0] and not data[-1] and data == bytes(len(data)))
 
 
-def _workers(concurrency: int | None) -> int:
-    return concurrency or default_workers()
-
-
 class _Flusher:
     """Writes the output back to disk in the background while it is assembled.
 
@@ -202,7 +198,7 @@ def _run(
     progress: Progress | None,
     fd: int,
 ) -> None:
-    threads = _workers(concurrency)
+    threads = default_workers(concurrency)
     with _Flusher(fd, index.blob_size) as flusher, ThreadMap(
         work, iter(index), threads, in_flight=4 * _BATCH * threads, ordered=False, batch=_BATCH
     ) as results:
@@ -293,7 +289,7 @@ def _to_stream(
     progress: Progress | None,
 ) -> None:
     digest = index.digest
-    threads = _workers(concurrency)
+    threads = default_workers(concurrency)
     zero_size, zero_id = zero_chunk(index)
 
     def fetch(item: IndexChunk) -> tuple[int, bytes]:

@@ -105,8 +105,7 @@ def index_info(
         def held(chunk_id: bytes) -> bool:
             return any(store.has_chunk(chunk_id) for store in stores)
 
-        workers = concurrency or default_workers()
-        with ThreadMap(held, iter(unique), workers, ordered=False) as results:
+        with ThreadMap(held, iter(unique), default_workers(concurrency), ordered=False) as results:
             info.in_store = sum(results)
     return info
 

@@ -20,7 +20,7 @@ from casync_format.digest import SHA256, SHA512_256, Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing
 from casync_format.index import Index, IndexChunk
 
-from ._pool import Claims, ThreadMap, default_workers
+from ._pool import Claims, ThreadMap, io_workers
 from .extract import naming_chunk
 from .progress import Progress, phase
 from .store import PruneStore, Store, WriteStore, require_prunable, require_writable
@@ -60,11 +60,6 @@ class CacheStats:
         return {key.replace("_", "-"): value for key, value in asdict(self).items()}
 
 
-def _workers(concurrency: int | None) -> int:
-    # Store I/O (reads, fsyncs, remote round trips) wants more threads than CPUs.
-    return 2 * (concurrency or default_workers())
-
-
 def _other(digest: Digest) -> Digest:
     return SHA256 if digest is SHA512_256 else SHA512_256
 
@@ -100,7 +95,7 @@ def verify_store(
             return chunk_id, valid
 
     stats = VerifyStats()
-    threads = _workers(concurrency)
+    threads = io_workers(concurrency)
     with phase(progress, "Verifying", 0), ThreadMap(
         check, store.iter_chunk_ids(), threads, 4 * threads, ordered=False
     ) as results:
@@ -171,7 +166,7 @@ def fill_cache(
             claims.done(item.id)
 
     stats = CacheStats()
-    threads = _workers(concurrency)
+    threads = io_workers(concurrency)
     total = sum(len(index) for index in indexes)
     with phase(progress, "Caching", total), ThreadMap(
         copy, _items(indexes), threads, 4 * threads, ordered=False

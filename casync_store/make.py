@@ -31,7 +31,7 @@ from casync_format.errors import ParameterError
 from casync_format.index import IndexHeader
 
 from ._fileio import same_file
-from ._pool import Claims, ThreadMap, default_workers
+from ._pool import Claims, ThreadMap, default_workers, io_workers
 from .indexio import STDIO, index_writer
 from .progress import Progress, phase
 from .store import WriteStore, require_writable
@@ -129,7 +129,7 @@ def make(
         raise ParameterError(f"the index {index_path} and the input are the same file")
     if compression not in COMPRESSIONS:
         raise ParameterError(f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
-    workers = concurrency or default_workers()
+    workers = default_workers(concurrency)
     stats = MakeStats()
     header = blob_index_header(params, digest)
     with contextlib.ExitStack() as stack:
@@ -138,7 +138,7 @@ def make(
         work = _Chunks(source.view, store, digest, compression)
         # Hashing is CPU-bound (one thread per CPU); storing waits on fsync, so a
         # store gets more threads, and smaller batches keep them all busy.
-        threads, batch = (workers, 4) if store is None else (2 * workers + 2, 2)
+        threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
         stack.enter_context(phase(progress, "Chunking" if store is None else "Storing", source.size))
         writer = stack.enter_context(index_writer(index_path, header))
         with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
@@ -165,7 +165,7 @@ def iter_chunk_ids(
     ``offset`` starts chunking at that byte (positions still count from 0 of
     the file), like ``desync chunk --start``.
     """
-    workers = concurrency or default_workers()
+    workers = default_workers(concurrency)
     with _open_input(input_path) as source:
         source.skip(offset)
         work = _Chunks(source.view, None, digest, "zstd")
