@@ -3,7 +3,7 @@
 Given an index and the blob it was made from (a file or block device), the
 worker pool reads each chunk's bytes at the offset the index names, checks
 them against the chunk id, and stores those the store does not hold yet (each
-id once per run, see :class:`~casync_store._pool.Claims`). A blob that no
+id once per run, through make's :class:`~casync_store.make.StoreOnce`). A blob that no
 longer matches its index is an error naming the chunk and the offset; nothing
 is stored for a mismatching chunk.
 """
@@ -13,19 +13,16 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from casync_format import chunk as chunk_codec
 from casync_format.errors import ChunkInvalid, FormatError
 from casync_format.index import Index, IndexChunk
 
 from ._fileio import pread
-from ._pool import Claims, ThreadMap, io_workers
+from ._pool import ThreadMap, io_workers
+from .make import PRESENT, STORED, StoreOnce
 from .progress import Progress, phase
 from .store import WriteStore, require_writable
 
 __all__ = ["ChopStats", "chop"]
-
-_STORED, _PRESENT, _REPEAT = range(3)
-
 
 @dataclass
 class ChopStats:
@@ -48,10 +45,8 @@ class _Chopper:
     def __init__(self, fd: int, path: str, store: WriteStore, index: Index) -> None:
         self.fd = fd
         self.path = path
-        self.store = store
         self.digest = index.digest
-        self.compression = getattr(store, "compression", "zstd")
-        self.claims = Claims()
+        self.store_once = StoreOnce(store, getattr(store, "compression", "zstd"))
 
     def __call__(self, item: IndexChunk) -> tuple[int, int]:
         data = pread(self.fd, item.size, item.start)
@@ -65,15 +60,7 @@ class _Chopper:
             raise ChunkInvalid(
                 item.id, actual, f"{self.path} at offset {item.start} hashes to {actual.hex()}"
             )
-        if not self.claims.claim(item.id):
-            return _REPEAT, item.size
-        try:
-            if self.store.has_chunk(item.id):
-                return _PRESENT, item.size
-            self.store.store_chunk(item.id, data, chunk_codec.encode(data, self.compression))
-            return _STORED, item.size
-        finally:
-            self.claims.done(item.id)
+        return self.store_once(item.id, data)[0], item.size
 
 
 def chop(
@@ -100,9 +87,9 @@ def chop(
             for fate, size in results:
                 stats.chunks_total += 1
                 stats.bytes_total += size
-                if fate == _STORED:
+                if fate == STORED:
                     stats.chunks_stored += 1
-                elif fate == _PRESENT:
+                elif fate == PRESENT:
                     stats.chunks_in_store += 1
                 else:
                     stats.chunks_duplicate += 1

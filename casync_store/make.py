@@ -36,12 +36,15 @@ from .indexio import STDIO, index_writer
 from .progress import Progress, phase
 from .store import WriteStore, require_writable
 
-__all__ = ["MakeStats", "make", "blob_index_header", "iter_chunk_ids"]
+__all__ = [
+    "MakeStats", "make", "blob_index_header", "iter_chunk_ids",
+    "StoreOnce", "NEW", "STORED", "PRESENT", "REPEAT",
+]
 
 _DROP_EVERY = 8 * 1024 * 1024  # unmap finished input pages in steps of this many bytes
 _SEGMENT = 4 * 1024 * 1024  # parallel cut search: bytes per segment (bounds read-ahead)
 
-_NEW, _STORED, _PRESENT, _REPEAT = range(4)
+NEW, STORED, PRESENT, REPEAT = range(4)  # a chunk's fate in make and chop
 
 Span = Union[tuple[int, int], tuple[int, bytes]]
 
@@ -70,15 +73,43 @@ def blob_index_header(params: ChunkerParams, digest: Digest) -> IndexHeader:
     )
 
 
+class StoreOnce:
+    """Stores each chunk at most once per run; the step make and chop share.
+
+    Calling it with a chunk's id and data returns ``(fate, stored bytes)``:
+    REPEAT for a chunk met earlier in this run (decided by :class:`Claims`),
+    PRESENT when the store holds it already, STORED when it was compressed and
+    written, NEW when there is no store. Thread-safe.
+    """
+
+    def __init__(self, store: WriteStore | None, compression: str) -> None:
+        self.store = store
+        self.compression = compression
+        self.claims = Claims()
+
+    def __call__(self, cid: bytes, data: bytes | memoryview) -> tuple[int, int]:
+        if not self.claims.claim(cid):
+            return REPEAT, 0
+        try:
+            store = self.store
+            if store is None:
+                return NEW, 0
+            if store.has_chunk(cid):
+                return PRESENT, 0
+            blob = chunk_codec.encode(data, self.compression)
+            store.store_chunk(cid, data, blob)
+            return STORED, len(blob)
+        finally:
+            self.claims.done(cid)
+
+
 class _Chunks:
     """Hashes (and stores) one chunk; the function the worker pool maps."""
 
     def __init__(self, view: memoryview | None, store: WriteStore | None, digest: Digest, compression: str):
         self.view = view
-        self.store = store
         self.digest = digest
-        self.compression = compression
-        self.dedup = Claims()
+        self.store_once = StoreOnce(store, compression)
 
     def __call__(self, span: Span) -> tuple[bytes, int, int, int]:
         start, what = span
@@ -89,22 +120,7 @@ class _Chunks:
 
     def _handle(self, data: bytes | memoryview) -> tuple[bytes, int, int, int]:
         cid = self.digest(data)
-        if not self.dedup.claim(cid):
-            return cid, len(data), _REPEAT, 0
-        try:
-            return (cid, len(data), *self._store(cid, data))
-        finally:
-            self.dedup.done(cid)
-
-    def _store(self, cid: bytes, data: bytes | memoryview) -> tuple[int, int]:
-        store = self.store
-        if store is None:
-            return _NEW, 0
-        if store.has_chunk(cid):
-            return _PRESENT, 0
-        blob = chunk_codec.encode(data, self.compression)
-        store.store_chunk(cid, data, blob)
-        return _STORED, len(blob)
+        return (cid, len(data), *self.store_once(cid, data))
 
 
 def make(
@@ -181,12 +197,12 @@ def iter_chunk_ids(
 def _count(stats: MakeStats, fate: int, size: int, nbytes: int) -> None:
     stats.chunks_total += 1
     stats.bytes_total += size
-    if fate == _REPEAT:
+    if fate == REPEAT:
         stats.chunks_duplicate += 1
-    elif fate == _STORED:
+    elif fate == STORED:
         stats.chunks_stored += 1
         stats.bytes_stored += nbytes
-    elif fate == _PRESENT:
+    elif fate == PRESENT:
         stats.chunks_in_store += 1
 
 
