@@ -160,10 +160,14 @@ class StoreOptions:
     client_key: str = ""
     skip_verify: bool = False
     uncompressed: bool = False
-    http_auth: str = ""
-    http_cookie: str = ""
+    #: Secrets: kept out of ``repr`` so a logged StoreOptions cannot leak them.
+    http_auth: str = field(default="", repr=False)
+    http_cookie: str = field(default="", repr=False)
     #: desync's chunk encryption; pycasync refuses such a store rather than write plaintext.
     encryption: bool = False
+    #: Parallel connections/sessions a network store may open (``-n``); 0 = the
+    #: backend's default. Set from the command line, never read from or written to the file.
+    concurrency: int = 0
 
     def replace(self, **changes: Any) -> StoreOptions:
         """A copy with some fields changed (command-line flags over the config)."""

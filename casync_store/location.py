@@ -31,9 +31,13 @@ __all__ = ["BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "open_store", "open_local", 
 BACKENDS: dict[str, str] = {
     "": "casync_store.location:open_local",
     "file": "casync_store.location:open_local",
+    "http": "casync_store.http:open_http",
+    "https": "casync_store.http:open_http",
+    "ssh": "casync_store.ssh:open_ssh",
+    "|": "casync_store.failover:FailoverGroup",
 }
 
-#: The key of :data:`BACKENDS` naming the failover group's class, once there is one.
+#: The key of :data:`BACKENDS` naming the failover group's class.
 FAILOVER = "|"
 
 #: Schemes pycasync knows of; those without a :data:`BACKENDS` entry are not supported yet.

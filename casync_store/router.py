@@ -83,6 +83,19 @@ class CachedStore(Store):
         self._touch(chunk_id)
         return blob
 
+    def get_raw_filling(
+        self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX
+    ) -> bytes:
+        """The stored bytes, like :meth:`get_raw`, but a chunk fetched from the
+        remote is verified with ``digest`` and put into the cache (for servers
+        that pass chunks on as stored, e.g. a caching chunk-server)."""
+        if self.cache.has_chunk(chunk_id):
+            return self.get_raw(chunk_id)
+        blob = self.remote.get_raw(chunk_id)
+        self.remote.decode(chunk_id, blob, digest, max_size=max_size)
+        self.cache.put_raw(chunk_id, blob)
+        return blob
+
     def _touch(self, chunk_id: bytes) -> None:
         touch = getattr(self.cache, "touch", None)
         if touch is not None:

@@ -237,13 +237,9 @@ def test_unknown_scheme(
 def test_unsupported_scheme(
     env: dict[str, str], made: tuple[str, str, bytes], tmp_path: os.PathLike[str]
 ) -> None:
-    from casync_store.location import BACKENDS
-
-    if "http" in BACKENDS:
-        pytest.skip("http stores are implemented")
     _, index, _ = made
     one_error(
-        run(env, "extract", "-s", "http://127.0.0.1:9/store", index, os.path.join(tmp_path, "o")), 1, "http"
+        run(env, "extract", "-s", "sftp://127.0.0.1:9/store", index, os.path.join(tmp_path, "o")), 1, "sftp"
     )
 
 

@@ -1,0 +1,218 @@
+"""A real OpenSSH server on 127.0.0.1 for tests, with everything made in tmp.
+
+:func:`start_sshd` generates a host key and a user key with ``ssh-keygen``,
+writes an ``sshd_config`` listening on a free port of 127.0.0.1 (public-key
+login only, for the current user, ``authorized_keys`` in the temp directory,
+an ``sftp`` subsystem for later tests), starts ``sshd -D -e`` and waits for
+the port. The client side is a generated ``ssh_config`` with a ``Host``
+alias (:data:`HOST_ALIAS`) pointing there, the user key, a known-hosts file
+holding the server's key and ``StrictHostKeyChecking yes``, plus a wrapper
+script ``ssh -F CONFIG "$@"`` usable as ``CASYNC_SSH_PATH`` (which must be
+one program). :func:`write_pycasync_remote` writes a one-word
+``CASYNC_REMOTE_PATH`` running ``python -m pycasync`` from this checkout
+(sshd gives sessions a bare environment, so it sets PYTHONPATH itself). The
+``sshd`` fixture (session scope) yields an
+:class:`SSHServer` and stops the server afterwards; it skips when OpenSSH is
+missing, but fails under ``CI=true``. Use it with
+``from _sshd import sshd  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+__all__ = ["HOST_ALIAS", "SSHServer", "start_sshd", "sshd", "require_openssh", "write_pycasync_remote"]
+
+HOST_ALIAS = "pycasync-test-host"
+SSHD = "/usr/sbin/sshd"
+
+
+@dataclass
+class SSHServer:
+    """A running test sshd and the client files to reach it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    user: str
+    directory: str
+    client_config: str  #: ssh_config with ``Host`` :data:`HOST_ALIAS`
+    ssh_wrapper: str  #: ``ssh -F client_config "$@"``: a CASYNC_SSH_PATH
+    user_key: str
+    known_hosts: str
+    log: str  #: sshd's stderr
+
+    @property
+    def alias(self) -> str:
+        """The Host alias of the client config."""
+        return HOST_ALIAS
+
+    def env(self, remote: str | None = None) -> dict[str, str]:
+        """``os.environ`` with CASYNC_SSH_PATH (and CASYNC_REMOTE_PATH when given) set."""
+        env = dict(os.environ, CASYNC_SSH_PATH=self.ssh_wrapper)
+        if remote is not None:
+            env["CASYNC_REMOTE_PATH"] = remote
+        return env
+
+    def stop(self) -> None:
+        """Stop the server (sessions still open end with it)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def write_pycasync_remote(directory: str) -> str:
+    """Write ``DIR/pycasync-remote`` (runs this checkout's ``python -m pycasync "$@"``); its path."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(directory, "pycasync-remote")
+    script = f'#!/bin/sh\nPYTHONPATH="{root}"\nexport PYTHONPATH\nexec "{sys.executable}" -m pycasync "$@"\n'
+    _write(path, script, 0o755)
+    return path
+
+
+def require_openssh() -> str:
+    """Path of sshd; skip the test without OpenSSH (fail under CI=true)."""
+    tools = (SSHD, shutil.which("ssh"), shutil.which("ssh-keygen"))
+    if any(not p or not os.access(p, os.X_OK) for p in tools):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("OpenSSH (sshd, ssh, ssh-keygen) is not installed, but CI=true requires it")
+        pytest.skip("OpenSSH server or client is not installed")
+    return SSHD
+
+
+def _keygen(path: str) -> str:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pycasync-test", "-f", path],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with open(path + ".pub") as f:
+        return f.read().strip()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write(path: str, text: str, mode: int = 0o600) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def _server_config(d: str, port: int, user: str) -> str:
+    return f"""\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/host_key
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+AllowUsers {user}
+PermitRootLogin yes
+StrictModes no
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitUserEnvironment no
+X11Forwarding no
+AllowTcpForwarding no
+PrintMotd no
+LogLevel ERROR
+Subsystem sftp internal-sftp
+"""
+
+
+def _client_config(d: str, port: int, user: str) -> str:
+    return f"""\
+Host {HOST_ALIAS}
+    HostName 127.0.0.1
+Host *
+    Port {port}
+    User {user}
+    IdentityFile {d}/user_key
+    IdentitiesOnly yes
+    UserKnownHostsFile {d}/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+    ConnectTimeout 10
+"""
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            with open(log, errors="replace") as f:
+                raise RuntimeError(f"sshd exited with status {proc.returncode}: {f.read().strip()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sshd did not listen on 127.0.0.1:{port} within {timeout} s")
+
+
+def start_sshd(directory: str) -> SSHServer:
+    """Generate keys and configs in ``directory`` and start sshd there."""
+    sshd_path = require_openssh()
+    try:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
+    except OSError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"cannot create /run/sshd for the test sshd: {exc}")
+        pytest.skip(f"cannot create /run/sshd for the test sshd: {exc}")
+    d = os.path.abspath(directory)
+    user = getpass.getuser()
+    host_pub = _keygen(os.path.join(d, "host_key"))
+    _write(os.path.join(d, "authorized_keys"), _keygen(os.path.join(d, "user_key")) + "\n")
+    for attempt in range(3):
+        port = _free_port()
+        cfg = os.path.join(d, "sshd_config")
+        _write(cfg, _server_config(d, port, user))
+        subprocess.run([sshd_path, "-t", "-f", cfg], check=True, capture_output=True)
+        log = os.path.join(d, "sshd.log")
+        with open(log, "wb") as err:
+            proc = subprocess.Popen([sshd_path, "-D", "-e", "-f", cfg], stdin=subprocess.DEVNULL, stderr=err)
+        try:
+            _wait_for_port(proc, port, log)
+            break
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+            if attempt == 2:
+                raise
+    known = "".join(f"[{h}]:{port} {host_pub}\n" for h in ("127.0.0.1", "localhost", HOST_ALIAS))
+    _write(os.path.join(d, "known_hosts"), known)
+    client = os.path.join(d, "ssh_config")
+    _write(client, _client_config(d, port, user))
+    wrapper = os.path.join(d, "ssh")
+    _write(wrapper, f'#!/bin/sh\nexec ssh -F "{client}" "$@"\n', 0o755)
+    return SSHServer(proc, port, user, d, client, wrapper, os.path.join(d, "user_key"),
+                     os.path.join(d, "known_hosts"), log)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A running OpenSSH server on 127.0.0.1 (see the module docstring)."""
+    server = start_sshd(str(tmp_path_factory.mktemp("sshd")))
+    try:
+        yield server
+    finally:
+        server.stop()
