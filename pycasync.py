@@ -198,6 +198,58 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "pycasync config\n"
         "pycasync --config ./desync.json config -w",
     ),
+    "pull": (
+        "Serve chunks over stdin/stdout with casync's remote protocol",
+        "The server side of ssh:// stores: casync and desync clients run\n"
+        "'ssh HOST casync pull - - - STORE' (set CASYNC_REMOTE_PATH=pycasync on the\n"
+        "client to get this command instead). Chunks of the WSTORE and RSTORE\n"
+        "arguments ('-' for none) are served read-only, tried in order; INDEX, when\n"
+        "not '-', is the index file a client may ask for. --log-level and\n"
+        "--rate-limit-bps, which casync passes before the command, are accepted.",
+        "pycasync pull - - - /srv/store\n"
+        "CASYNC_REMOTE_PATH=pycasync casync extract --store=host:/srv/store x.caibx x",
+    ),
+    "chunk-server": (
+        "Serve a store over HTTP(S)",
+        "Serves the chunks of the stores given with -s (tried in order, through an\n"
+        "optional cache -c; remote stores make it a caching proxy) at\n"
+        "/xxxx/<id>.cacnk, the layout casync's and desync's HTTP clients read.\n"
+        "Read-only unless -w, which accepts PUT of chunks (verified against their\n"
+        "id) into the single store. -u serves uncompressed chunks at /xxxx/<id>.\n"
+        "With --cert and --key it serves HTTPS; --mutual-tls also requires client\n"
+        "certificates signed by --client-ca. Stops cleanly on SIGTERM or SIGINT.",
+        "pycasync chunk-server -s /srv/store -l :8080\n"
+        "pycasync chunk-server -s http://upstream/store -c /var/cache/store -l 127.0.0.1:8080",
+    ),
+    "tar": (
+        "Pack a directory tree into a catar archive or a caidx index",
+        "Writes the tree under SOURCE as a catar archive with desync's feature set\n"
+        "(byte for byte what casync make writes with the same --with options).\n"
+        "With -i, the archive stream is chunked straight into the store (-s) and\n"
+        "ARCHIVE is a .caidx index instead. With --input-format tar, SOURCE is a\n"
+        "GNU/PAX/ustar tar stream ('-' for stdin) instead of a directory.",
+        "pycasync tar backup.catar /etc\n"
+        "pycasync tar -i -s /srv/store backup.caidx /etc\n"
+        "tar -cf - /etc | pycasync tar --input-format tar etc.catar -",
+    ),
+    "untar": (
+        "Unpack a catar archive or caidx index into a directory",
+        "Restores the tree of ARCHIVE (with -i: of the caidx INDEX, whose chunks come\n"
+        "from the stores -s through an optional cache -c) into TARGET: files,\n"
+        "directories, symlinks, devices, fifos, sockets, permissions, owners (as\n"
+        "root, unless --no-same-owner), nanosecond times and xattrs. Entries can\n"
+        "never be written outside TARGET. With --output-format gnu-tar, a GNU tar\n"
+        "stream is written to TARGET ('-' for stdout) instead.",
+        "pycasync untar backup.catar /tmp/etc\n"
+        "pycasync untar -i -s /srv/store backup.caidx /tmp/etc",
+    ),
+    "mtree": (
+        "Print a catar, caidx or directory in mtree format",
+        "Lists every entry of SOURCE (a catar archive, with -i a caidx index whose\n"
+        "chunks come from -s/-c, or a directory) in mtree(5) format, as desync does.",
+        "pycasync mtree backup.catar\n"
+        "pycasync mtree -i -s /srv/store backup.caidx",
+    ),
 }
 
 
@@ -331,6 +383,72 @@ def _build_commands(sub: Any) -> None:
 
     p = _command(sub, "config")
     p.add_argument("-w", "--write", action="store_true", help="write the configuration to the config file")
+    _build_network_commands(sub)
+    _build_archive_commands(sub)
+
+
+def _add_pull_flags(p: Any, top: bool) -> None:
+    """The options casync's client passes to the remote command, before or after ``pull``."""
+    dflt = None if top else argparse.SUPPRESS
+    p.add_argument("--log-level", metavar="LEVEL", default=dflt,
+                   help="casync's log level (accepted, for pull)")
+    p.add_argument("--rate-limit-bps", type=_nonnegative_int, metavar="N", default=dflt,
+                   help="limit pull's sending rate to N bytes per second")
+
+
+def _build_network_commands(sub: Any) -> None:
+    p = _command(sub, "pull", ("base", "'-' (casync's base path)"), ("archive", "archive file or '-'"),
+                 ("index", "index file a client may fetch, or '-'"), ("wstore", "chunk store, or '-'"))
+    p.add_argument("rstore", nargs="*", help="more chunk stores, tried in order")
+    _add_pull_flags(p, top=False)
+
+    p = _command(sub, "chunk-server")
+    _add_stores(p, True, "store to serve chunks from")
+    p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache")
+    p.add_argument("-l", "--listen", action="append", metavar="ADDRESS",
+                   help="listen address, e.g. :8080 or 127.0.0.1:8080 (repeatable; default :http)")
+    p.add_argument("-w", "--writable", "--writeable", action="store_true",
+                   help="accept chunks by PUT (only with a single store)")
+    p.add_argument("-u", "--uncompressed", action="store_true", help="serve uncompressed chunks")
+    p.add_argument("--cert", metavar="FILE", help="server certificate (PEM) for HTTPS, needs --key")
+    p.add_argument("--key", metavar="FILE", help="server key (PEM) for HTTPS, needs --cert")
+    p.add_argument("--mutual-tls", action="store_true", help="require a valid client certificate")
+    p.add_argument("--client-ca", metavar="FILE", help="authorities that sign client certificates")
+    p.add_argument("--authorization", metavar="VALUE", help="required value of the Authorization header")
+    p.add_argument("--log", metavar="FILE", help="request log file ('-' for stdout)")
+    _add_store_flags(p)
+
+
+def _build_archive_commands(sub: Any) -> None:
+    p = _command(sub, "tar", ("archive", "catar file, or caidx with -i ('-' for stdout without -i)"),
+                 ("source", "directory, or tar stream with --input-format tar ('-' for stdin)"))
+    p.add_argument("-i", "--index", action="store_true", help="write a caidx index and chunks, not a catar")
+    _add_stores(p, False, "store to write the chunks to (with -i)")
+    _add_chunking(p, compression=True)
+    p.add_argument("--input-format", choices=("disk", "tar"), default="disk", help="what SOURCE is")
+    p.add_argument("--no-time", action="store_true", help="record all times as zero")
+    p.add_argument("--tar-add-root", action="store_true",
+                   help="put the members of a tar stream under a common root directory")
+    p.add_argument("-x", "--one-file-system", action="store_true", help="do not cross file system boundaries")
+    _add_store_flags(p)
+
+    p = _command(sub, "untar", ("archive", "catar file, or caidx with -i ('-' for stdin)"),
+                 ("target", "directory to fill, or tar file with --output-format gnu-tar ('-' for stdout)"))
+    _add_archive_input(p)
+    p.add_argument("--no-same-owner", action="store_true", help="do not restore owners (as root)")
+    p.add_argument("--no-same-permissions", action="store_true", help="apply the umask to permissions")
+    p.add_argument("--output-format", choices=("disk", "gnu-tar"), default="disk", help="what TARGET is")
+    _add_store_flags(p, cache_repair=True)
+
+    p = _command(sub, "mtree", ("source", "catar file, caidx with -i, or a directory"))
+    _add_archive_input(p)
+    _add_store_flags(p)
+
+
+def _add_archive_input(p: _Parser) -> None:
+    p.add_argument("-i", "--index", action="store_true", help="read a caidx index, not a catar")
+    _add_stores(p, True, "store to read chunks from (with -i)")
+    p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache (with -i)")
 
 
 def build_parser() -> _Parser:
@@ -344,6 +462,7 @@ def build_parser() -> _Parser:
     )
     parser.add_argument("--version", action=_VersionAction, help="print version and backends, then exit")
     _add_global_flags(parser, top=True)
+    _add_pull_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
     _build_commands(sub)
@@ -440,6 +559,8 @@ class _Context:
         }
         if getattr(self.args, "trust_insecure", None):
             changes["trust_insecure"] = True
+        if self.concurrency:
+            changes["concurrency"] = self.concurrency
         return self.config.store_options_for(location).replace(**changes)
 
     def open(
@@ -669,6 +790,151 @@ def cmd_config(ctx: _Context) -> int:
     return 0
 
 
+def cmd_pull(ctx: _Context) -> int:
+    """``pull``: serve chunks (and an index) to a casync/desync client on stdin/stdout."""
+    from casync_store.pull import serve
+
+    a = ctx.args
+    locations = [loc for loc in (a.wstore, *a.rstore) if loc != "-"]
+    with contextlib.ExitStack() as stack:
+        stores = [ctx.open(stack, loc) for loc in locations]
+        serve(sys.stdin.buffer, sys.stdout.buffer, stores,
+              index_path=None if a.index == "-" else a.index,
+              archive_path=None if a.archive == "-" else a.archive,
+              rate_limit_bps=a.rate_limit_bps or None)
+    return 0
+
+
+def cmd_chunk_server(ctx: _Context) -> int:
+    """``chunk-server``: serve stores over HTTP(S) until SIGTERM/SIGINT."""
+    from casync_store.chunkserver import serve_chunks
+    from casync_store.httpserver import TLSOptions
+    from casync_store.router import combine
+
+    a = ctx.args
+    _require(a.store, "no store given (use -s)")
+    if a.writable and (len(a.store) > 1 or a.cache):
+        raise ParameterError("-w needs exactly one store and no cache")
+    if (a.cert is None) != (a.key is None):
+        raise ParameterError("--cert and --key must be given together")
+    if a.mutual_tls and not (a.cert and a.client_ca):
+        raise ParameterError("--mutual-tls needs --cert, --key and --client-ca")
+    tls = TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls) if a.cert else None
+    with contextlib.ExitStack() as stack:
+        stores = [ctx.open(stack, loc, writable=a.writable) for loc in a.store]
+        store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
+
+        def ready(addresses: list[tuple[str, int]]) -> None:
+            for host, port in addresses:
+                log.info("serving %s on %s:%d", store, host, port)
+
+        serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
+                     uncompressed=a.uncompressed, tls=tls, authorization=a.authorization, log=a.log,
+                     ready=ready)
+    return 0
+
+
+def cmd_tar(ctx: _Context) -> int:
+    """``tar``: a directory tree or tar stream into a catar, or a caidx and chunks."""
+    from casync_format.chunker import ChunkerParams
+    from casync_store import tar, tarstream
+
+    a = ctx.args
+    if a.index:
+        _require(a.store, "-i needs a store to write the chunks to (use -s)")
+    elif a.store:
+        raise ParameterError("-s is only used with -i")
+    if a.input_format == "disk" and a.source == "-":
+        raise ParameterError("SOURCE '-' (stdin) needs --input-format tar")
+    if a.input_format == "tar" and a.one_file_system:
+        raise ParameterError("-x applies to --input-format disk only")
+    common: dict[str, Any] = {"no_time": a.no_time}
+    if a.input_format == "tar":
+        common = {"add_root": a.tar_add_root}  # tar streams carry their own times
+    elif a.tar_add_root:
+        raise ParameterError("--tar-add-root applies to --input-format tar only")
+    else:
+        common["one_file_system"] = a.one_file_system
+    with contextlib.ExitStack() as stack:
+        source: Any = a.source
+        if a.input_format == "tar":
+            source = sys.stdin.buffer if a.source == "-" else stack.enter_context(open(a.source, "rb"))
+        if not a.index:
+            convert = tarstream.tar_from_tarstream if a.input_format == "tar" else tar.tar
+            stats = convert(source, a.archive, **common)
+        else:
+            store = ctx.open(stack, a.store, writable=True)
+            convert = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
+            stats = convert(source, a.archive, store, params=ChunkerParams.from_string(a.chunk_size),
+                            digest=ctx.digest, concurrency=ctx.concurrency, **common)
+    log.info("%s", stats)
+    return 0
+
+
+def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> Any:
+    """The catar byte stream of ``untar``/``mtree``: a file, stdin, or an index's chunks."""
+    from casync_store.router import combine
+    from casync_store.untar import index_reader
+
+    a = ctx.args
+    if not a.index:
+        if a.store or a.cache:
+            raise ParameterError("-s and -c are only used with -i")
+        return sys.stdin.buffer if a.archive == "-" else stack.enter_context(open(a.archive, "rb"))
+    _require(a.store, "-i needs a store to read the chunks from (use -s)")
+    stores = [ctx.open(stack, loc) for loc in a.store]
+    store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
+    (index,) = ctx.indexes(stack, [a.archive])
+    return stack.enter_context(index_reader(index, store, concurrency=ctx.concurrency))
+
+
+def cmd_untar(ctx: _Context) -> int:
+    """``untar``: a catar or caidx into a directory, or out as a GNU tar stream."""
+    from casync_store.untar import untar
+
+    a = ctx.args
+    with contextlib.ExitStack() as stack:
+        source = _archive_source(ctx, stack)
+        if a.output_format == "gnu-tar":
+            from casync_format.catar_read import iter_catar
+            from casync_store.tarstream import write_tarstream
+
+            if a.target == "-":
+                write_tarstream(iter_catar(source), sys.stdout.buffer)
+            else:
+                from casync_store._atomic import atomic_write
+
+                with atomic_write(a.target) as out:
+                    write_tarstream(iter_catar(source), out)
+            return 0
+        if a.target == "-":
+            raise ParameterError("TARGET '-' (stdout) needs --output-format gnu-tar")
+        stats = untar(source, a.target, no_same_owner=a.no_same_owner,
+                      no_same_permissions=a.no_same_permissions)
+    log.info("%s", stats)
+    return 0
+
+
+def cmd_mtree(ctx: _Context) -> int:
+    """``mtree``: print a catar, caidx or directory in mtree format."""
+    from casync_format.catar_read import iter_catar
+    from casync_store.mtree import mtree_dir, mtree_lines
+
+    a = ctx.args
+    a.archive = a.source
+    write = sys.stdout.write
+    with contextlib.ExitStack() as stack:
+        if not a.index and os.path.isdir(a.source):
+            if a.store or a.cache:
+                raise ParameterError("-s and -c are only used with -i")
+            lines = mtree_dir(a.source)
+        else:
+            lines = mtree_lines(iter_catar(_archive_source(ctx, stack)))
+        for line in lines:
+            write(line + "\n")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[_Context], int]] = {
     "make": cmd_make,
     "extract": cmd_extract,
@@ -680,6 +946,11 @@ _COMMANDS: dict[str, Callable[[_Context], int]] = {
     "cache": cmd_cache,
     "prune": cmd_prune,
     "config": cmd_config,
+    "pull": cmd_pull,
+    "chunk-server": cmd_chunk_server,
+    "tar": cmd_tar,
+    "untar": cmd_untar,
+    "mtree": cmd_mtree,
 }
 
 
