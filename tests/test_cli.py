@@ -25,7 +25,10 @@ if ROOT not in sys.path:
 
 import pycasync  # noqa: E402
 
-COMMANDS = ["make", "extract", "list-chunks", "info", "chunk", "verify", "chop", "cache", "prune", "config"]
+COMMANDS = [
+    "make", "extract", "list-chunks", "info", "chunk", "verify", "chop", "cache", "prune", "config",
+    "pull", "chunk-server", "tar", "untar", "mtree",
+]
 
 
 @pytest.fixture
