@@ -38,7 +38,7 @@ from .store import WriteStore, require_writable
 
 __all__ = [
     "MakeStats", "make", "blob_index_header", "iter_chunk_ids",
-    "StoreOnce", "NEW", "STORED", "PRESENT", "REPEAT",
+    "StoreOnce", "ChunkWorker", "count_chunk", "NEW", "STORED", "PRESENT", "REPEAT",
 ]
 
 _DROP_EVERY = 8 * 1024 * 1024  # unmap finished input pages in steps of this many bytes
@@ -103,8 +103,8 @@ class StoreOnce:
             self.claims.done(cid)
 
 
-class _Chunks:
-    """Hashes (and stores) one chunk; the function the worker pool maps."""
+class ChunkWorker:
+    """Hashes (and stores) one chunk; the function the worker pool maps (make, tar -i)."""
 
     def __init__(self, view: memoryview | None, store: WriteStore | None, digest: Digest, compression: str):
         self.view = view
@@ -151,7 +151,7 @@ def make(
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(_open_input(input_path))
         spans = source.spans(params, workers)
-        work = _Chunks(source.view, store, digest, compression)
+        work = ChunkWorker(source.view, store, digest, compression)
         # Hashing is CPU-bound (one thread per CPU); storing waits on fsync, so a
         # store gets more threads, and smaller batches keep them all busy.
         threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
@@ -160,7 +160,7 @@ def make(
         with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
             for cid, size, fate, nbytes in results:
                 writer.add(cid, size)
-                _count(stats, fate, size, nbytes)
+                count_chunk(stats, fate, size, nbytes)
                 source.done(size)
                 if progress is not None:
                     progress.add(size)
@@ -184,7 +184,7 @@ def iter_chunk_ids(
     workers = default_workers(concurrency)
     with _open_input(input_path) as source:
         source.skip(offset)
-        work = _Chunks(source.view, None, digest, "zstd")
+        work = ChunkWorker(source.view, None, digest, "zstd")
         start = offset
         spans = source.spans(params, workers)
         with ThreadMap(work, spans, workers, 16 * workers, batch=4) as results:
@@ -194,7 +194,8 @@ def iter_chunk_ids(
                 source.done(size)
 
 
-def _count(stats: MakeStats, fate: int, size: int, nbytes: int) -> None:
+def count_chunk(stats: MakeStats, fate: int, size: int, nbytes: int) -> None:
+    """Add one chunk's fate (NEW/STORED/PRESENT/REPEAT) to ``stats``."""
     stats.chunks_total += 1
     stats.bytes_total += size
     if fate == REPEAT:

@@ -1,0 +1,315 @@
+"""The ``tar`` operation: a directory tree to a catar archive or a chunked caidx index.
+
+The tree is read by :func:`walk_tree` (:mod:`casync_store._walk`, re-exported
+here with :class:`TreeEvent`): children in ``strcmp`` order, what the feature
+flags ask for, casync's exclusions. Its events drive a
+:class:`~casync_format.catar.CatarWriter` (:func:`write_tree`). :func:`tar`
+writes the archive to a file (atomically) or stdout through a 1 MiB buffer;
+:func:`tar_index` streams it from a producer thread through an OS pipe
+(1 MiB) into the chunker, hashes/compresses/stores the chunks on the worker
+pool make uses (a bounded window of chunks in flight), and writes the index
+atomically — no temporary archive. Both are byte-identical to ``casync
+make`` with the same feature flags (and chunk sizes).
+
+API (stable)::
+
+    walk_tree(source_dir: str | bytes, feature_flags: int = DESYNC_TAR_FLAGS,
+              one_file_system: bool = False, no_time: bool = False) -> Iterator[TreeEvent]
+    TreeEvent(kind: str, entry: Entry | None, path: bytes, payload: BinaryIO | None)
+    write_tree(writer: CatarWriter, events: Iterable[TreeEvent]) -> TarStats
+    tar(source_dir, output, *, feature_flags=DESYNC_TAR_FLAGS, one_file_system=False,
+        no_time=False) -> TarStats
+    tar_index(source_dir, index_path, store, *, params=DEFAULT_PARAMS, digest=SHA512_256,
+              concurrency=None, feature_flags=DESYNC_TAR_FLAGS, one_file_system=False,
+              no_time=False, compression="zstd", progress=None) -> TarStats
+    index_events(events: Iterable[TreeEvent], index_path, store, *, feature_flags=DESYNC_TAR_FLAGS,
+                 params=DEFAULT_PARAMS, digest=SHA512_256, concurrency=None, compression="zstd",
+                 progress=None) -> TarStats          # tar_index's pipeline for any event source
+    index_flags(feature_flags: int, digest: Digest) -> int
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import stat
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import cast
+
+from casync_format.catar import DESYNC_TAR_FLAGS, CatarWriter, Entry, normalize_feature_flags
+from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream
+from casync_format.constants import CA_FORMAT_SHA512_256
+from casync_format.digest import SHA512_256, Digest
+from casync_format.errors import FormatError, ParameterError
+from casync_format.index import IndexHeader
+
+from ._atomic import atomic_write
+from ._pool import ThreadMap, default_workers, io_workers
+from ._walk import PathLike, TreeEvent, walk_tree
+from .indexio import STDIO, index_writer
+from .make import ChunkWorker, MakeStats, count_chunk
+from .progress import Progress, phase
+from .store import WriteStore, require_writable
+
+__all__ = [
+    "TarStats", "TreeEvent", "walk_tree", "write_tree", "tar", "tar_index", "index_events", "index_flags",
+    "DESYNC_TAR_FLAGS",
+]
+
+_PIPE_BLOCK = 1 << 20  # buffer of the archive thread's pipe writes, and the pipe's size
+_OUT_BLOCK = 1 << 20  # buffer of tar's archive writes: one write syscall per MiB
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameter
+_TRIM_THRESHOLD = 8 << 20
+_MALLOC_TUNED: list[bool] = []
+
+
+def _bound_malloc() -> None:
+    """Keep glibc's heap from growing with the archive size (once per process).
+
+    The pipeline allocates and frees ~1 MiB buffers and chunk-sized bytes on
+    several threads; glibc's *dynamic* mmap threshold then moves them onto
+    the heap, whose top is rarely trimmed, and the peak RSS of ``tar -i``
+    grew with the tree (165 MiB for /usr/share). A fixed trim threshold
+    (which also fixes the mmap threshold) keeps it flat at ~40 MiB. A no-op
+    where ``mallopt`` does not exist (not glibc).
+    """
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED.append(True)
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+
+
+@dataclass
+class TarStats:
+    """What ``tar`` archived, and for an index what was chunked and stored."""
+
+    directories: int = 0
+    files: int = 0  # regular files
+    symlinks: int = 0
+    devices: int = 0
+    others: int = 0  # fifos and sockets
+    payload_bytes: int = 0  # regular file content
+    archive_bytes: int = 0  # size of the catar stream
+    chunks: MakeStats | None = None  # tar_index only
+
+    def to_dict(self) -> dict[str, int]:
+        """The stats with desync-style dashed keys (chunk counts merged in)."""
+        data = {k.replace("_", "-"): v for k, v in asdict(self).items() if k != "chunks"}
+        if self.chunks is not None:
+            data.update(self.chunks.to_dict())
+        return data
+
+
+def write_tree(writer: CatarWriter, events: Iterable[TreeEvent]) -> TarStats:
+    """Feed walk events to ``writer`` (begin, enter/add/leave, finish); return what was written."""
+    try:
+        return _write_events(writer, events)
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # a walk stopped early releases its directory fds now
+
+
+def _write_events(writer: CatarWriter, events: Iterable[TreeEvent]) -> TarStats:
+    stats = TarStats()
+    depth = 0
+    for kind, entry, _path, payload in events:
+        if kind == "enter":
+            if depth == 0:
+                writer.begin(entry)  # type: ignore[arg-type]
+            else:
+                writer.enter(entry)  # type: ignore[arg-type]
+            depth += 1
+            stats.directories += 1
+        elif kind == "file":
+            writer.add(entry, payload)  # type: ignore[arg-type]
+            _count_entry(stats, entry)  # type: ignore[arg-type]
+        elif kind == "leave":
+            depth -= 1
+            if depth == 0:
+                writer.finish()
+            else:
+                writer.leave()
+        else:
+            raise ParameterError(f"unknown tree event {kind!r}")
+    if depth != 0:
+        raise FormatError("tree walk ended inside a directory")
+    stats.archive_bytes = writer.offset
+    return stats
+
+
+def _count_entry(stats: TarStats, entry: Entry) -> None:
+    kind = stat.S_IFMT(entry.mode)
+    if kind == stat.S_IFREG:
+        stats.files += 1
+        stats.payload_bytes += entry.size
+    elif kind == stat.S_IFLNK:
+        stats.symlinks += 1
+    elif kind in (stat.S_IFBLK, stat.S_IFCHR):
+        stats.devices += 1
+    else:
+        stats.others += 1
+
+
+def _check_source(source_dir: PathLike) -> None:
+    """A missing source is a failure naming it (like a missing input file), not a usage error."""
+    st = os.stat(source_dir)  # FileNotFoundError etc. name the path
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "source is not a directory", os.fsdecode(source_dir))
+
+
+def tar(
+    source_dir: PathLike,
+    output: str,
+    *,
+    feature_flags: int = DESYNC_TAR_FLAGS,
+    one_file_system: bool = False,
+    no_time: bool = False,
+) -> TarStats:
+    """Archive ``source_dir`` as a catar at ``output`` (``-``: stdout).
+
+    The file appears under its name only when complete (temporary file,
+    fsync, rename); a temporary file inside the tree is not archived. Raises
+    :class:`OSError`, :class:`FormatError` or :class:`ParameterError`.
+    """
+    _check_source(source_dir)
+    flags = normalize_feature_flags(feature_flags)
+    if output == STDIO:
+        stdout = sys.stdout.buffer
+        stdout.flush()
+        events = walk_tree(source_dir, flags, one_file_system, no_time)
+        try:
+            fd = stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # a replaced stdout (io.UnsupportedOperation)
+            stats = write_tree(CatarWriter(stdout.write, flags), events)
+            stdout.flush()
+            return stats
+        return _write_to_fd(fd, flags, events)
+    with atomic_write(output) as f:
+        st = os.fstat(f.fileno())
+        events = walk_tree(source_dir, flags, one_file_system, no_time, _skip={(st.st_dev, st.st_ino)})
+        return _write_to_fd(f.fileno(), flags, events)
+
+
+def _write_to_fd(fd: int, flags: int, events: Iterable[TreeEvent]) -> TarStats:
+    """Encode ``events`` into ``fd`` through a 1 MiB buffer (few, large write syscalls)."""
+    with open(fd, "wb", buffering=_OUT_BLOCK, closefd=False) as out:
+        return write_tree(CatarWriter(out.write, flags), events)
+
+
+def _produce(write_fd: int, flags: int, events: Iterator[TreeEvent], result: list[object]) -> None:
+    """Archive thread: write the catar into the pipe; leave the stats or the exception in ``result``."""
+    try:
+        with open(write_fd, "wb", buffering=_PIPE_BLOCK) as out:
+            result.append(write_tree(CatarWriter(out.write, flags), events))
+    except BaseException as exc:  # handed to the chunking side, which re-raises it
+        result.append(exc)
+
+
+def index_flags(feature_flags: int, digest: Digest) -> int:
+    """The feature flags of a chunked archive and its caidx: ``feature_flags`` with the digest's bit.
+
+    casync clears CA_FORMAT_SHA512_256 for ``--digest=sha256`` in the ENTRY
+    records and the index header alike; this normalizes the same way.
+    """
+    return normalize_feature_flags((feature_flags & ~CA_FORMAT_SHA512_256) | digest.flag)
+
+
+def tar_index(
+    source_dir: PathLike,
+    index_path: str,
+    store: WriteStore | None,
+    *,
+    params: ChunkerParams = DEFAULT_PARAMS,
+    digest: Digest = SHA512_256,
+    concurrency: int | None = None,
+    feature_flags: int = DESYNC_TAR_FLAGS,
+    one_file_system: bool = False,
+    no_time: bool = False,
+    compression: str = "zstd",
+    progress: Progress | None = None,
+) -> TarStats:
+    """Archive ``source_dir``, chunk the stream into ``store`` and write a caidx.
+
+    The archive's and the index's feature flags are :func:`index_flags` of
+    ``feature_flags`` and ``digest``, as casync writes them. See
+    :func:`index_events` for the pipeline. Without a store only the index is
+    written.
+    """
+    _check_source(source_dir)
+    flags = index_flags(feature_flags, digest)
+    events = walk_tree(source_dir, flags, one_file_system, no_time)
+    return index_events(
+        events, index_path, store, feature_flags=flags, params=params, digest=digest,
+        concurrency=concurrency, compression=compression, progress=progress,
+    )
+
+
+def index_events(
+    events: Iterable[TreeEvent],
+    index_path: str,
+    store: WriteStore | None,
+    *,
+    feature_flags: int = DESYNC_TAR_FLAGS,
+    params: ChunkerParams = DEFAULT_PARAMS,
+    digest: Digest = SHA512_256,
+    concurrency: int | None = None,
+    compression: str = "zstd",
+    progress: Progress | None = None,
+) -> TarStats:
+    """Encode ``events`` as a catar, chunk it into ``store`` and write its caidx.
+
+    The archive is produced by a thread writing into an OS pipe and chunked
+    as it comes (no temporary catar); chunks are hashed, compressed and stored
+    on the worker pool ``make`` uses, and the index replaces ``index_path``
+    (``-``: stdout) only when complete — an error on either side (the walk,
+    the encoder, the store) leaves no index. The flags used are
+    :func:`index_flags` of ``feature_flags`` and ``digest``.
+    """
+    if store is not None:
+        store = require_writable(store)
+    _bound_malloc()
+    flags = index_flags(feature_flags, digest)
+    header = IndexHeader(flags, params.min_size, params.avg_size, params.max_size)
+    workers = default_workers(concurrency)
+    threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
+    chunks = MakeStats()
+    result: list[object] = []
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # a larger pipe means fewer thread switches
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BLOCK)  # type: ignore[attr-defined]
+    producer = threading.Thread(target=_produce, args=(write_fd, flags, events, result), daemon=True)
+    producer.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(open(read_fd, "rb", buffering=0))
+            stack.enter_context(phase(progress, "Storing" if store else "Chunking", 0))
+            out = stack.enter_context(index_writer(index_path, header))
+            work, spans = ChunkWorker(None, store, digest, compression), chunk_stream(source, params)
+            with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
+                for cid, size, fate, nbytes in results:
+                    out.add(cid, size)
+                    count_chunk(chunks, fate, size, nbytes)
+                    if progress is not None:
+                        progress.add(size)
+            producer.join()
+            if not result or isinstance(result[0], BaseException):  # the archive is incomplete: no index
+                raise result[0] if result else RuntimeError("tar producer ended without a result")
+    finally:
+        producer.join()  # the read end is closed by now, so a blocked producer fails with EPIPE
+    stats = cast(TarStats, result[0])
+    chunks.chunks_unique = chunks.chunks_total - chunks.chunks_duplicate
+    stats.chunks = chunks
+    return stats
