@@ -850,7 +850,7 @@ def cmd_tar(ctx: _Context) -> int:
         raise ParameterError("-x applies to --input-format disk only")
     common: dict[str, Any] = {"no_time": a.no_time}
     if a.input_format == "tar":
-        common = {"add_root": a.tar_add_root}  # tar streams carry their own times
+        common["add_root"] = a.tar_add_root
     elif a.tar_add_root:
         raise ParameterError("--tar-add-root applies to --input-format tar only")
     else:
@@ -871,8 +871,9 @@ def cmd_tar(ctx: _Context) -> int:
     return 0
 
 
-def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> Any:
-    """The catar byte stream of ``untar``/``mtree``: a file, stdin, or an index's chunks."""
+def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> tuple[Any, Digest]:
+    """The catar byte stream of ``untar``/``mtree`` (a file, stdin, or an index's
+    chunks) and the digest of its chunks (an index's own, else --digest)."""
     from casync_store.router import combine
     from casync_store.untar import index_reader
 
@@ -880,12 +881,14 @@ def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> Any:
     if not a.index:
         if a.store or a.cache:
             raise ParameterError("-s and -c are only used with -i")
-        return sys.stdin.buffer if a.archive == "-" else stack.enter_context(open(a.archive, "rb"))
+        if a.archive == "-":
+            return sys.stdin.buffer, ctx.digest
+        return stack.enter_context(open(a.archive, "rb")), ctx.digest
     _require(a.store, "-i needs a store to read the chunks from (use -s)")
     stores = [ctx.open(stack, loc) for loc in a.store]
     store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
     (index,) = ctx.indexes(stack, [a.archive])
-    return stack.enter_context(index_reader(index, store, concurrency=ctx.concurrency))
+    return stack.enter_context(index_reader(index, store, concurrency=ctx.concurrency)), index.digest
 
 
 def cmd_untar(ctx: _Context) -> int:
@@ -893,8 +896,10 @@ def cmd_untar(ctx: _Context) -> int:
     from casync_store.untar import untar
 
     a = ctx.args
+    if a.target == "-" and a.output_format != "gnu-tar":
+        raise ParameterError("TARGET '-' (stdout) needs --output-format gnu-tar")
     with contextlib.ExitStack() as stack:
-        source = _archive_source(ctx, stack)
+        source, _ = _archive_source(ctx, stack)
         if a.output_format == "gnu-tar":
             from casync_format.catar_read import iter_catar
             from casync_store.tarstream import write_tarstream
@@ -907,8 +912,6 @@ def cmd_untar(ctx: _Context) -> int:
                 with atomic_write(a.target) as out:
                     write_tarstream(iter_catar(source), out)
             return 0
-        if a.target == "-":
-            raise ParameterError("TARGET '-' (stdout) needs --output-format gnu-tar")
         stats = untar(source, a.target, no_same_owner=a.no_same_owner,
                       no_same_permissions=a.no_same_permissions)
     log.info("%s", stats)
@@ -917,8 +920,7 @@ def cmd_untar(ctx: _Context) -> int:
 
 def cmd_mtree(ctx: _Context) -> int:
     """``mtree``: print a catar, caidx or directory in mtree format."""
-    from casync_format.catar_read import iter_catar
-    from casync_store.mtree import mtree_dir, mtree_lines
+    from casync_store.mtree import mtree_archive, mtree_dir
 
     a = ctx.args
     a.archive = a.source
@@ -927,9 +929,10 @@ def cmd_mtree(ctx: _Context) -> int:
         if not a.index and os.path.isdir(a.source):
             if a.store or a.cache:
                 raise ParameterError("-s and -c are only used with -i")
-            lines = mtree_dir(a.source)
+            lines = mtree_dir(a.source, digest=ctx.digest)
         else:
-            lines = mtree_lines(iter_catar(_archive_source(ctx, stack)))
+            source, digest = _archive_source(ctx, stack)
+            lines = mtree_archive(source, digest=digest)
         for line in lines:
             write(line + "\n")
     return 0
