@@ -5,8 +5,10 @@ Usage::
 
     python3 tools/bench.py [--size 1GiB] [--sizes 256MiB,2GiB] [--input FILE]
                            [--workdir DIR] [--keep] [--concurrency N] [--repeat N]
-                           [--only make,make-again,extract,flat] [--json]
+                           [--only make,make-again,extract,flat,...] [--json]
                            [--pycasync CMD] [--casync PATH] [--seed N]
+                           [--tree DIR] [--flat-trees DIR,DIR]
+                           [--clients N] [--load-chunks N]
 
 Every case runs ``casync`` and ``pycasync`` on the same input file and reports
 the best wall time of ``--repeat`` runs, the ratio casync/pycasync (above 1
@@ -21,6 +23,16 @@ already in the store), ``extract`` (both outputs must hash like the input) and
 the largest is within 15% + 8 MiB of the smallest). A failed check (MISMATCH,
 NOT FLAT, FAILED) is shown in the table, repeated on stderr, and the script
 exits 1; so does an unavailable tool (its half is skipped).
+
+Network cases (:mod:`bench_net`): ``http-extract`` (both HTTP clients
+extract from one ``pycasync chunk-server`` on 127.0.0.1) and ``http-load``
+(``--clients`` threads each GET ``--load-chunks`` chunks, 0 = all: req/s,
+errors, server peak RSS). Archive cases (:mod:`bench_archive`) on the
+read-only ``--tree`` with desync's feature set: ``tar``, ``tar-index``
+(byte-identical catar/caidx), ``untar``, ``untar-index`` (extracted trees
+equal the source) and ``tar-flat`` (``tar -i``/``untar -i`` peak RSS over
+``--flat-trees``). Those modules' docstrings give the details. A case whose
+prerequisites are missing shows "skipped (reason)" without failing the run.
 
 The input is generated deterministically from ``--seed`` (mostly random data,
 repeated blocks and zero runs, 16 MiB at a time) unless ``--input`` names an
@@ -37,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -51,30 +64,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 __all__ = [
-    "BenchError",
-    "CASES",
-    "Case",
-    "CasyncTool",
-    "Context",
-    "GNU_TIME",
-    "Measurement",
-    "PycasyncTool",
-    "Row",
-    "Tool",
-    "build_context",
-    "capture",
-    "case_flat",
-    "chunk_names",
-    "format_size",
-    "format_table",
-    "generate_input",
-    "main",
-    "parse_args",
-    "parse_size",
-    "remove",
-    "report_json",
-    "run_command",
-    "sha256_file",
+    "BenchError", "CASES", "Case", "CasyncTool", "Context", "GNU_TIME", "INPUT_FREE", "Measurement",
+    "PycasyncTool", "Row", "Tool", "build_context", "capture", "case_flat", "chunk_names",
+    "flat_verdict", "format_size", "format_table", "generate_input", "main", "parse_args", "parse_size",
+    "remove", "report_json", "run_command", "sha256_file", "skipped",
 ]
 
 MIB = 1 << 20
@@ -169,17 +162,35 @@ class Tool:
         """argv rebuilding the blob of ``index`` from ``store`` into ``out``."""
         raise NotImplementedError
 
+    def tar(self, out: str, tree: str, store: str | None = None) -> list[str]:
+        """argv packing ``tree`` into the catar ``out`` (with ``store``: a caidx plus chunks)."""
+        raise NotImplementedError
+
+    def untar(self, archive: str, out: str, store: str | None = None) -> list[str]:
+        """argv unpacking the catar ``archive`` (with ``store``: a caidx) into the directory ``out``."""
+        raise NotImplementedError
+
 
 class CasyncTool(Tool):
     """Debian's C casync."""
 
     name = "casync"
+    features = tuple(f"--with={w}" for w in ("32bit-uids", "nsec-time", "permissions", "symlinks",
+                                              "device-nodes", "fifos", "sockets", "xattrs"))
+    """desync's archive feature set (flags 0xb000000010001f22) in casync's spelling."""
 
     def make(self, store: str, index: str, src: str) -> list[str]:
         return [*self.command, f"--store={store}", "make", index, src]
 
     def extract(self, store: str, index: str, out: str) -> list[str]:
         return [*self.command, f"--store={store}", "--seed-output=no", "extract", index, out]
+
+    def tar(self, out: str, tree: str, store: str | None = None) -> list[str]:
+        return [*self.command, *self.features, *([f"--store={store}"] if store else []), "make", out, tree]
+
+    def untar(self, archive: str, out: str, store: str | None = None) -> list[str]:
+        opts = [f"--store={store}", "--seed-output=no"] if store else []
+        return [*self.command, *self.features, *opts, "extract", archive, out]
 
 
 class PycasyncTool(Tool):
@@ -196,6 +207,12 @@ class PycasyncTool(Tool):
 
     def extract(self, store: str, index: str, out: str) -> list[str]:
         return [*self.command, "extract", "-s", store, *self.extra, index, out]
+
+    def tar(self, out: str, tree: str, store: str | None = None) -> list[str]:
+        return [*self.command, "tar", *(["-i", "-s", store] if store else []), *self.extra, out, tree]
+
+    def untar(self, archive: str, out: str, store: str | None = None) -> list[str]:
+        return [*self.command, "untar", *(["-i", "-s", store] if store else []), *self.extra, archive, out]
 
 
 # ---------------------------------------------------------------- context
@@ -230,6 +247,11 @@ class Context:
     seed: int = 0
     sizes: list[int] = field(default_factory=list)
     keep: bool = False
+    tree: str = "/usr/share"
+    flat_trees: list[str] = field(default_factory=list)
+    clients: int = 64
+    load_chunks: int = 1024
+    memo: dict[str, object] = field(default_factory=dict)  # cases' cached facts (tree manifests)
 
     def path(self, tool: Tool, what: str) -> str:
         """Per-tool scratch path: ``what`` is store, caibx or out."""
@@ -353,9 +375,10 @@ class Case:
     prepare: Callable[[Context, Tool], None]
     argv: Callable[[Context, Tool], list[str]]
     check: Callable[[Context], str | None]
+    size: Callable[[Context], int] | None = None  # the size column; default: the input's
 
     def __call__(self, ctx: Context) -> list[Row]:
-        row = Row(self.name, ctx.input_size)
+        row = Row(self.name, self.size(ctx) if self.size else ctx.input_size)
         for _ in range(ctx.repeat):
             for tool in ctx.tools:
                 self.prepare(ctx, tool)
@@ -454,11 +477,16 @@ def case_flat(ctx: Context) -> list[Row]:
         for path in (store, index, out) if ctx.keep or src == ctx.input_path else (store, index, out, src):
             remove(path)
     for op_rows in rows.values():
-        _flat_verdict(op_rows, tool.name)
+        flat_verdict(op_rows, tool.name)
     return rows["make"] + rows["extract"]
 
 
-def _flat_verdict(rows: list[Row], tool: str) -> None:
+def skipped(name: str, reason: str) -> list[Row]:
+    """The row of a case that cannot run here (not a failure)."""
+    return [Row(name, 0, check=f"skipped ({reason})")]
+
+
+def flat_verdict(rows: list[Row], tool: str) -> None:
     """Mark the largest size's row "flat" or "NOT FLAT" against the smallest."""
     if len(rows) < 2 or not all(r.ok for r in rows):
         return
@@ -479,6 +507,17 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "flat": case_flat,
 }
 """Case name -> runner, in run order; ``--only`` picks a subset."""
+
+INPUT_FREE: set[str] = set()
+"""Cases that need no generated input."""
+
+# The extra case modules import this one as ``bench`` (even when it runs as a
+# script) and add their cases to CASES and INPUT_FREE.
+sys.modules.setdefault("bench", sys.modules[__name__])
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+for _extra in ("bench_net", "bench_archive"):
+    importlib.import_module(_extra)
 
 
 # ---------------------------------------------------------------- report
@@ -547,12 +586,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="best of N timed runs per tool")
     p.add_argument("--only", default=",".join(CASES), help=f"comma list of: {', '.join(CASES)}")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tree", default="/usr/share", help="real directory tree of the archive cases")
+    p.add_argument("--flat-trees", default="/usr/share/doc,/usr/share", help="trees for tar-flat")
+    p.add_argument("--clients", type=int, default=64, help="concurrent clients of http-load")
+    p.add_argument("--load-chunks", type=int, default=1024, help="chunks per http-load client (0: all)")
     args = p.parse_args(argv)
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = [c for c in args.only if c not in CASES]
-    if unknown or args.repeat < 1:
-        p.error(f"unknown case(s) {', '.join(unknown)}" if unknown else "--repeat must be >= 1")
+    if unknown or min(args.repeat, args.clients, args.load_chunks + 1) < 1:
+        p.error(f"unknown case(s) {', '.join(unknown)}" if unknown else "need --repeat, --clients >= 1")
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    args.flat_trees = [os.path.abspath(t) for t in args.flat_trees.split(",") if t.strip()]
     return args
 
 
@@ -562,13 +606,17 @@ def build_context(args: argparse.Namespace, workdir: str) -> Context:
         CasyncTool([args.casync]),
         PycasyncTool(shlex.split(args.pycasync), args.concurrency),
     ]
-    if args.input:
+    path, size, sha = "", 0, ""
+    if all(name in INPUT_FREE for name in args.only):
+        pass
+    elif args.input:
         path = os.path.abspath(args.input)
         size, sha = os.path.getsize(path), sha256_file(path)
     else:
         path = os.path.join(workdir, f"input-{args.size}-{args.seed}.bin")
         size, sha = args.size, generate_input(path, args.size, args.seed)
-    return Context(tools, workdir, path, size, sha, args.repeat, args.seed, args.sizes, args.keep)
+    return Context(tools, workdir, path, size, sha, args.repeat, args.seed, args.sizes, args.keep,
+                   os.path.abspath(args.tree), args.flat_trees, args.clients, args.load_chunks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -585,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             for name, text in versions.items():
                 print(f"{name}: {text}")
-            print(f"input: {ctx.input_path} ({format_size(ctx.input_size)}), workdir {workdir}", flush=True)
+            what = f"{ctx.input_path} ({format_size(ctx.input_size)})" if ctx.input_path else "none"
+            print(f"input: {what}, tree {ctx.tree}, workdir {workdir}", flush=True)
         rows: list[Row] = []
         for name in args.only:
             try:
