@@ -68,13 +68,17 @@ class FailoverGroup(Store):
     def _run(self, call: Callable[[Store], T]) -> T:
         """``call`` on the active member, failing over until every member has failed once."""
         tried: set[int] = set()
+        first_error: BaseException | None = None
         while True:
             index = self._current(tried)
             try:
                 return call(self.stores[index])
             except ChunkMissing:
+                if first_error is not None:  # "missing" after a failure would hide it
+                    raise first_error from None
                 raise
-            except (CasyncError, OSError):  # StoreError, ChunkInvalid, ...: fail over
+            except (CasyncError, OSError) as exc:  # StoreError, ChunkInvalid, ...: fail over
+                first_error = first_error or exc
                 tried.add(index)
                 self._failed(index)
                 if len(tried) == len(self.stores):

@@ -226,3 +226,17 @@ def test_failover_between_chunk_servers(tmp_path: Path) -> None:
     finally:
         first.shutdown(grace=1)
         second.shutdown(grace=1)
+
+
+def test_missing_after_a_failure_reports_the_failure(tmp_path: Path) -> None:
+    """A damaged copy on the first member and none on the second: the damage is reported,
+    not a misleading "missing" from the second member."""
+    cid, _, blob = make_chunk(7)
+    first, second = LocalStore(str(tmp_path / "first"), sync=False), LocalStore(str(tmp_path / "second"))
+    first.put_raw(cid, make_chunk(8)[2])  # another chunk's bytes under this id
+    with FailoverGroup([first, second]) as g:
+        with pytest.raises(ChunkInvalid) as exc:
+            g.get_chunk(cid, SHA512_256)
+        assert str(first) in str(exc.value)
+        second.put_raw(cid, blob)  # the group now reads from the second member
+        assert g.get_chunk(cid, SHA512_256) == make_chunk(7)[1]

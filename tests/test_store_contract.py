@@ -3,9 +3,10 @@
 Each entry of :data:`FACTORIES` builds a :class:`Harness`: the store under
 test and a ``backing`` WriteStore through which the test plants chunks where
 that store will find them (for a wrapper, in the store it reads through; for
-a network store, the local directory its test server serves). To bring a new
-backend (HTTP, SFTP, S3) under the contract, add a factory; tests that need a
-capability (WriteStore, PruneStore) skip stores that lack it.
+a network store, the local directory its test server serves: ``http`` is an
+HTTPStore in front of a real ChunkServer). To bring a new backend (SFTP, S3)
+under the contract, add a factory; tests that need a capability (WriteStore,
+PruneStore) skip stores that lack it.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"
 class Harness:
     """A store under test, the store that backs it, and the directories involved."""
 
-    def __init__(self, store: Store, backing: WriteStore, dirs: list[str]) -> None:
+    def __init__(
+        self, store: Store, backing: WriteStore, dirs: list[str], names: list[str] | None = None
+    ) -> None:
         self.store = store
         self.backing = backing
         self.dirs = dirs
+        #: what ``str(store)`` must mention (default: the directories)
+        self.names = dirs if names is None else names
+        #: called after the store is closed (servers to stop)
+        self.teardown: list[Callable[[], object]] = []
 
     def plant(self, cid: bytes, blob: bytes) -> None:
         """Make the store find ``blob`` under ``cid``."""
@@ -75,10 +82,37 @@ def _cached(tmp: str) -> Harness:
     return Harness(CachedStore(remote, cache), remote, [remote.path, cache.path])
 
 
+def _http(tmp: str) -> Harness:
+    from casync_store.chunkserver import ChunkServer
+    from casync_store.http import HTTPStore
+
+    backing = LocalStore(os.path.join(tmp, "served"), sync=False)
+    server = ChunkServer(backing, ["127.0.0.1:0"], writable=True)
+    server.start()
+    host, port = server.addresses[0]
+    url = f"http://{host}:{port}/"
+    h = Harness(HTTPStore(url), backing, [backing.path], names=[url.rstrip("/")])
+    h.teardown.append(server.shutdown)
+    return h
+
+
+def _failover(tmp: str) -> Harness:
+    from casync_store.failover import FailoverGroup
+
+    a = LocalStore(os.path.join(tmp, "first"), sync=False)
+    b = LocalStore(os.path.join(tmp, "second"), sync=False)
+    h = Harness(FailoverGroup([a, b]), a, [a.path, b.path])
+    # Planted in both members: after a failure the group stays on the next member (desync's rule).
+    h.plant = lambda cid, blob: (a.put_raw(cid, blob), b.put_raw(cid, blob))  # type: ignore[method-assign]
+    return h
+
+
 FACTORIES: dict[str, Callable[[str], Harness]] = {
     "local": _local,
     "router": _router,
     "cached": _cached,
+    "http": _http,
+    "failover": _failover,
 }
 
 
@@ -87,6 +121,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Itera
     h = FACTORIES[request.param](str(tmp_path))
     yield h
     h.store.close()
+    for stop in h.teardown:
+        stop()
 
 
 def writable(h: Harness) -> WriteStore:
@@ -156,8 +192,8 @@ def test_get_chunk_verifies(harness: Harness, damage: str) -> None:
 
 
 def test_str_is_location(harness: Harness) -> None:
-    for d in harness.dirs:
-        assert d in str(harness.store)
+    for name in harness.names:
+        assert name in str(harness.store)
 
 
 def test_context_manager(harness: Harness) -> None:
