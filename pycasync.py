@@ -91,6 +91,23 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _NotSupported(argparse.Action):
+    """A desync flag this version knows but does not offer: refused by name, not misparsed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        raise ParameterError(f"option {self.option_strings[0]} is not supported in this version of pycasync")
+
+
+def _bool_value(text: str) -> bool:
+    """Go-style flag booleans (``--skip-verify-read=false``)."""
+    value = text.strip().lower()
+    if value in ("1", "t", "true", "yes"):
+        return True
+    if value in ("0", "f", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -416,6 +433,11 @@ def _build_network_commands(sub: Any) -> None:
     p.add_argument("--client-ca", metavar="FILE", help="authorities that sign client certificates")
     p.add_argument("--authorization", metavar="VALUE", help="required value of the Authorization header")
     p.add_argument("--log", metavar="FILE", help="request log file ('-' for stdout)")
+    p.add_argument("--skip-verify-read", nargs="?", const=True, default=None, type=_bool_value,
+                   metavar="BOOL", help="do not verify chunks read from the stores (-u and cache fills)")
+    for flag in ("--skip-verify-write", "--store-file", "--encryption", "--encryption-key",
+                 "--encryption-algorithm"):  # desync's; PUTs are always verified here
+        p.add_argument(flag, nargs="?", action=_NotSupported, help=argparse.SUPPRESS)
     _add_store_flags(p)
 
 
@@ -425,6 +447,7 @@ def _build_archive_commands(sub: Any) -> None:
     p.add_argument("-i", "--index", action="store_true", help="write a caidx index and chunks, not a catar")
     _add_stores(p, False, "store to write the chunks to (with -i)")
     _add_chunking(p, compression=True)
+    p.set_defaults(chunk_size=None, compression=None)  # given only with -i
     p.add_argument("--input-format", choices=("disk", "tar"), default="disk", help="what SOURCE is")
     p.add_argument("--no-time", action="store_true", help="record all times as zero")
     p.add_argument("--tar-add-root", action="store_true",
@@ -457,7 +480,9 @@ def build_parser() -> _Parser:
         prog=PROG,
         description="Chunk files into content-addressed stores and rebuild them from indexes,\n"
         "compatible with casync and desync (blob indexes .caibx and chunk stores).\n\n"
-        "Store locations (-s, -c) are local directories (or file:// URLs).",
+        "Store locations (-s, -c) are local directories (or file:// URLs),\n"
+        "http(s)://host/path/ chunk servers, ssh://[user@]host[:port]/path, and\n"
+        "failover groups of those joined by '|'.",
         epilog="Run 'pycasync COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action=_VersionAction, help="print version and backends, then exit")
@@ -547,6 +572,8 @@ class _Context:
         self.digest: Digest = digest_by_name(args.digest)
         self.progress = make_progress(True)
         self.concurrency: int | None = getattr(args, "concurrency", None)
+        #: chunk-server's --skip-verify-read, over the config's skip-verify
+        self.skip_verify: bool | None = None
         if (getattr(args, "client_cert", None) is None) != (getattr(args, "client_key", None) is None):
             raise ParameterError("--client-cert and --client-key must be given together")
 
@@ -561,6 +588,8 @@ class _Context:
             changes["trust_insecure"] = True
         if self.concurrency:
             changes["concurrency"] = self.concurrency
+        if self.skip_verify is not None:
+            changes["skip_verify"] = self.skip_verify
         return self.config.store_options_for(location).replace(**changes)
 
     def open(
@@ -797,7 +826,7 @@ def cmd_pull(ctx: _Context) -> int:
     a = ctx.args
     locations = [loc for loc in (a.wstore, *a.rstore) if loc != "-"]
     with contextlib.ExitStack() as stack:
-        stores = [ctx.open(stack, loc) for loc in locations]
+        stores = [ctx.open(stack, loc, must_exist=True) for loc in locations]
         serve(sys.stdin.buffer, sys.stdout.buffer, stores,
               index_path=None if a.index == "-" else a.index,
               archive_path=None if a.archive == "-" else a.archive,
@@ -820,8 +849,10 @@ def cmd_chunk_server(ctx: _Context) -> int:
     if a.mutual_tls and not (a.cert and a.client_ca):
         raise ParameterError("--mutual-tls needs --cert, --key and --client-ca")
     tls = TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls) if a.cert else None
+    if a.skip_verify_read is not None:
+        ctx.skip_verify = a.skip_verify_read
     with contextlib.ExitStack() as stack:
-        stores = [ctx.open(stack, loc, writable=a.writable) for loc in a.store]
+        stores = [ctx.open(stack, loc, writable=a.writable, must_exist=True) for loc in a.store]
         store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
 
         def ready(addresses: list[tuple[str, int]]) -> None:
@@ -842,8 +873,8 @@ def cmd_tar(ctx: _Context) -> int:
     a = ctx.args
     if a.index:
         _require(a.store, "-i needs a store to write the chunks to (use -s)")
-    elif a.store:
-        raise ParameterError("-s is only used with -i")
+    elif a.store or a.chunk_size or a.compression:
+        raise ParameterError("-s, -m and --compression are only used with -i")
     if a.input_format == "disk" and a.source == "-":
         raise ParameterError("SOURCE '-' (stdin) needs --input-format tar")
     if a.input_format == "tar" and a.one_file_system:
@@ -865,7 +896,8 @@ def cmd_tar(ctx: _Context) -> int:
         else:
             store = ctx.open(stack, a.store, writable=True)
             convert = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
-            stats = convert(source, a.archive, store, params=ChunkerParams.from_string(a.chunk_size),
+            params = ChunkerParams.from_string(a.chunk_size or "16:64:256")
+            stats = convert(source, a.archive, store, params=params,
                             digest=ctx.digest, concurrency=ctx.concurrency, **common)
     log.info("%s", stats)
     return 0

@@ -57,6 +57,7 @@ from casync_format.constants import (
     CA_FORMAT_WITH_32BIT_UIDS,
     CA_FORMAT_WITH_XATTRS,
 )
+from casync_format.errors import FormatError
 
 __all__ = ["PathLike", "TreeEvent", "walk_tree"]
 
@@ -292,12 +293,22 @@ class _Walker:
 def _read_exclude_file(parent: _Dir) -> bytes:
     # casync follows a symlink here (plain openat), so do we.
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-    fd = os.open(EXCLUDE_FILE_NAME, flags, dir_fd=parent.fd)
+    path = os.path.join(parent.path, EXCLUDE_FILE_NAME)
+    try:
+        fd = os.open(EXCLUDE_FILE_NAME, flags, dir_fd=parent.fd)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     with open(fd, "rb") as f:
         try:
-            return f.read()
+            data = f.read(_EXCLUDE_FILE_MAX + 1)  # bounded: it may be a symlink to /dev/zero
         except OSError as exc:
-            raise type(exc)(exc.errno, exc.strerror, os.path.join(parent.path, EXCLUDE_FILE_NAME)) from None
+            raise type(exc)(exc.errno, exc.strerror, path) from None
+    if len(data) > _EXCLUDE_FILE_MAX:
+        raise FormatError(f"{os.fsdecode(path)}: exclude file larger than {_EXCLUDE_FILE_MAX} bytes")
+    return data
+
+
+_EXCLUDE_FILE_MAX = 4 << 20
 
 
 def _list_dir(fd: int) -> list[tuple[bytes, int]]:

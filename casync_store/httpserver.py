@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO, Callable, TextIO
 
-from casync_format.errors import ParameterError
+from casync_format.errors import CasyncError, ParameterError
 
 __all__ = [
     "TLSOptions", "Request", "Response", "HTTPError", "App", "Server", "RequestLog", "text_response",
@@ -235,7 +235,8 @@ def _bind(address: str) -> socket.socket:
         except OSError as exc:
             sock.close()
             error = exc
-    raise ParameterError(f"cannot listen on {address}: {getattr(error, 'strerror', None) or error}")
+    # A busy or forbidden port is a failure at run time (exit 1), not a usage error.
+    raise CasyncError(f"cannot listen on {address}: {getattr(error, 'strerror', None) or error}")
 
 
 def server_context(tls: TLSOptions) -> ssl.SSLContext:

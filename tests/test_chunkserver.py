@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from casync_format import chunk as chunk_codec
 from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
-from casync_format.errors import ParameterError, StoreError
+from casync_format.errors import CasyncError, ParameterError, StoreError
 from casync_store import LocalStore, combine
 from casync_store.chunkserver import ChunkServer, chunk_id_from_target
 from casync_store.httpserver import TLSOptions, parse_listen
@@ -540,8 +540,9 @@ def test_tls_and_listen_options_are_checked(blob: Blob, certs: Certs, tmp_path: 
     taken = ChunkServer(blob.store)
     taken.start()
     try:
-        with pytest.raises(ParameterError, match="cannot listen"):
+        with pytest.raises(CasyncError, match="cannot listen") as exc:  # a failure, not a usage error
             ChunkServer(blob.store, listen=[f"127.0.0.1:{taken.addresses[0][1]}"]).start()
+        assert not isinstance(exc.value, ParameterError)
     finally:
         taken.shutdown()
 

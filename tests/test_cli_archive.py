@@ -133,7 +133,9 @@ def test_mtree_agrees(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["tar", "-s", "/x", "o.catar", "."], "-s is only used with -i"),
+        (["tar", "-s", "/x", "o.catar", "."], "only used with -i"),
+        (["tar", "-m", "1:2:4", "o.catar", "."], "only used with -i"),
+        (["tar", "--compression", "xz", "o.catar", "."], "only used with -i"),
         (["tar", "-i", "o.caidx", "."], "needs a store"),
         (["tar", "o.catar", "-"], "--input-format tar"),
         (["tar", "--tar-add-root", "o.catar", "."], "--input-format tar only"),

@@ -135,8 +135,24 @@ def test_failover_and_proxy_cache(
         (["-s", "/x", "--cert", "c.pem"], "--cert and --key"),
         (["-s", "/x", "--mutual-tls"], "--mutual-tls needs"),
         (["-l", ":1"], "no store given"),
-        (["-s", "/x", "-l", "nonsense"], "nonsense"),
+        (["-s", ".", "-l", "nonsense"], "nonsense"),
+        (["-s", "/x", "--skip-verify-write"], "--skip-verify-write is not supported"),
+        (["-s", "/x", "--encryption-key", "00"], "--encryption-key is not supported"),
+        (["-s", "/x", "--skip-verify-read=maybe"], "invalid boolean"),
     ],
 )
 def test_chunk_server_usage_errors(env: dict[str, str], args: list[str], fragment: str) -> None:  # noqa: F811
     one_error(run(env, "chunk-server", *args), 2, fragment)
+
+
+def test_servers_refuse_a_store_that_does_not_exist(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:  # noqa: F811
+    missing = os.path.join(tmp_path, "nope")
+    one_error(run(env, "chunk-server", "-s", missing, "-l", "127.0.0.1:0"), 1, "nope", "does not exist")
+    one_error(run(env, "pull", "-", "-", "-", missing), 1, "nope", "does not exist")
+
+
+def test_busy_port_is_a_failure(
+    env: dict[str, str], made: tuple[str, str, bytes], serve: Callable[..., Server]  # noqa: F811
+) -> None:
+    server = serve("-s", made[0], "--skip-verify-read")
+    one_error(run(env, "chunk-server", "-s", made[0], "-l", f"127.0.0.1:{server.port}"), 1, "cannot listen")

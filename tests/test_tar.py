@@ -619,3 +619,14 @@ def test_index_events_chunks_any_event_source(tmp_path):
     with pytest.raises(OSError, match="synthetic read error"):
         index_events(_synthetic_events(fail_after=30), str(tmp_path / "y.caidx"), None, params=params)
     assert not (tmp_path / "y.caidx").exists()
+
+
+def test_exclude_file_pointing_at_an_endless_device_is_refused(tmp_path):
+    """A user's .caexclude symlinked to /dev/zero must not exhaust memory (a root backup job)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    os.symlink("/dev/zero", src / ".caexclude")
+    with pytest.raises(FormatError, match=r"\.caexclude: exclude file larger than"):
+        tar(str(src), str(tmp_path / "x.catar"))
+    assert not os.path.exists(tmp_path / "x.catar")
