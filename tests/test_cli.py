@@ -517,6 +517,21 @@ def test_readme_library_example_runs(tmp_path: os.PathLike[str]) -> None:
     assert json.loads(proc.stdout.decode().replace("'", '"'))
 
 
+_DOC = "/usr/share/doc/python3"
+
+
+@pytest.mark.skipif(not os.path.isdir(_DOC), reason="the example packs /usr/share/doc/python3")
+def test_readme_tree_example_runs(tmp_path: os.PathLike[str]) -> None:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    code = readme.split("```python\n")[2].split("```", 1)[0]
+    code = code.replace("/tmp/", f"{tmp_path}/")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout.decode().strip() == "http://127.0.0.1:8080/|/srv/fallback-store"
+    assert sorted(os.listdir(os.path.join(tmp_path, "pycasync-doc"))) == sorted(os.listdir(_DOC))
+
+
 def test_readme_test_command_is_what_ci_runs() -> None:
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
