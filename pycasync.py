@@ -906,6 +906,7 @@ def cmd_tar(ctx: _Context) -> int:
 def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> tuple[Any, Digest]:
     """The catar byte stream of ``untar``/``mtree`` (a file, stdin, or an index's
     chunks) and the digest of its chunks (an index's own, else --digest)."""
+    from casync_format.index import index_path_kind
     from casync_store.router import combine
     from casync_store.untar import index_reader
 
@@ -913,6 +914,8 @@ def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> tuple[Any, Di
     if not a.index:
         if a.store or a.cache:
             raise ParameterError("-s and -c are only used with -i")
+        if index_path_kind(a.archive):
+            raise ParameterError(f"{a.archive} is an index, not a catar archive: use -i and -s STORE")
         if a.archive == "-":
             return sys.stdin.buffer, ctx.digest
         return stack.enter_context(open(a.archive, "rb")), ctx.digest

@@ -97,6 +97,7 @@ _NEEDS = (
     (PUSH_CHUNKS, WRITABLE_STORE), (PUSH_INDEX, WRITABLE_INDEX), (PUSH_ARCHIVE, WRITABLE_ARCHIVE),
 )  # fmt: skip
 _OPERATIONS = PULL_CHUNKS | PULL_INDEX | PULL_ARCHIVE | PUSH_CHUNKS | PUSH_INDEX | PUSH_ARCHIVE
+_SERVICES = sum(service for _, service in _NEEDS)
 
 
 def flag_names(flags: int) -> str:
@@ -445,11 +446,14 @@ def check_hello(local: int, remote: int) -> None:
     _check_hello_flags(remote)
     if remote & PUSH_INDEX_CHUNKS and remote & (PUSH_INDEX | PUSH_CHUNKS) != PUSH_INDEX | PUSH_CHUNKS:
         raise FormatError("peer wants push-index-chunks without push-index and push-chunks")
-    for who, ops, services in (("peer", remote, local), ("this side", local, remote)):
+    sides = (("peer", "this side", remote, local), ("this side", "peer", local, remote))
+    for who, other, ops, services in sides:
         for op, service in _NEEDS:
             if ops & op and not services & service:
+                offered = flag_names(services & _SERVICES) if services & _SERVICES else "no service"
                 raise FormatError(
-                    f"{who} wants {flag_names(op)}, but the other side offers only {flag_names(services)}"
+                    f"{who} wants {flag_names(op)}, which needs {flag_names(service)}, "
+                    f"but {other} offers {offered}"
                 )
     if not (local | remote) & _OPERATIONS:
         raise FormatError("neither side wants anything (no pull or push operation in the hellos)")

@@ -72,8 +72,11 @@ class ExtractStats:
 def _named(exc: StoreError, store: Store, chunk_id: bytes) -> StoreError | None:
     """A StoreError like ``exc`` that names the chunk and the store (None: it does)."""
     text = str(exc)
-    if chunk_id.hex() in text and f"store {store}" in text:
+    names_chunk, names_store = chunk_id.hex() in text, f"store {store}" in text
+    if names_chunk and names_store:
         return None
+    if names_store:  # e.g. "store ssh://h/x: cannot run 'ssh'": add only the chunk
+        return StoreError(f"chunk {chunk_id.hex()}: {text}")
     return StoreError(f"chunk {chunk_id.hex()} from store {store}: {text}")
 
 

@@ -142,6 +142,8 @@ def test_mtree_agrees(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]
         (["untar", "-i", "x.caidx", "out"], "needs a store"),
         (["untar", "x.catar", "-"], "gnu-tar"),
         (["mtree", "-s", "/x", "x.catar"], "only used with -i"),
+        (["untar", "x.caidx", "out"], "x.caidx is an index, not a catar archive: use -i"),
+        (["mtree", "x.caidx"], "use -i"),
     ],
 )
 def test_archive_usage_errors(

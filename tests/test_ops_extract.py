@@ -147,6 +147,22 @@ def test_invalid_chunk_names_it_and_leaves_output(tmp_path, blob, damage):
     assert _temps(tmp_path) == []
 
 
+def test_store_error_naming_its_store_is_not_prefixed_twice(tmp_path, blob):
+    _src, caibx, _store = blob
+
+    class Broken(LocalStore):
+        def get_raw(self, chunk_id: bytes) -> bytes:
+            raise StoreError(f"store {self}: cannot run 'ssh'")
+
+        def __str__(self) -> str:
+            return "ssh://host/store"
+
+    with pytest.raises(StoreError) as err:
+        _extract(caibx, str(tmp_path / "out"), Broken(str(tmp_path / "nowhere")), concurrency=1)
+    text = str(err.value)
+    assert text.count("ssh://host/store") == 1 and text.startswith("chunk ") and "cannot run" in text
+
+
 def test_unreachable_store_error_names_chunk_and_store(tmp_path, blob):
     _src, caibx, _store = blob
 

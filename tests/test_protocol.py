@@ -227,8 +227,10 @@ def test_compatible_hellos(local: int, remote: int) -> None:
     ("local", "remote", "match"),
     [
         (proto.READABLE_STORE, proto.PULL_INDEX, "peer wants pull-index"),
-        (proto.READABLE_INDEX, proto.PULL_CHUNKS, "peer wants pull-chunks"),
+        (proto.READABLE_INDEX, proto.PULL_CHUNKS,
+         "peer wants pull-chunks, which needs readable-store, but this side offers readable-index"),
         (proto.PULL_CHUNKS, proto.READABLE_INDEX, "this side wants pull-chunks"),
+        (proto.PULL_CHUNKS, proto.PULL_CHUNKS, "needs readable-store, but this side offers no service"),
         (proto.READABLE_STORE, proto.READABLE_STORE, "neither side"),
         (
             proto.WRITABLE_STORE | proto.WRITABLE_INDEX,
