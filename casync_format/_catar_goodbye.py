@@ -8,13 +8,18 @@ the GOODBYE record, CA_FORMAT_GOODBYE_TAIL_MARKER)``. The items are sorted by
 (hash, position) and then permuted into an array-embedded binary search tree
 (children of slot ``i`` at ``2i+1`` / ``2i+2``), exactly as casync's
 ``ca_make_bst`` lays it out, so the bytes match casync's archives.
+:func:`encode_goodbye` is the C version of the optional extension
+``casync_format._chunker`` when it imports, else the pure-Python
+:func:`encode_goodbye_py` (same bytes).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import struct
 from collections.abc import Sequence
+from typing import Callable
 
 from ._siphash import siphash24
 from .constants import CA_FORMAT_GOODBYE, CA_FORMAT_GOODBYE_TAIL_MARKER
@@ -25,6 +30,8 @@ __all__ = [
     "goodbye_hash",
     "make_bst",
     "encode_goodbye",
+    "encode_goodbye_py",
+    "encode_goodbye_c",
     "goodbye_size",
 ]
 
@@ -73,10 +80,10 @@ def goodbye_size(count: int) -> int:
     return _HEADER.size + GOODBYE_ITEM_SIZE * (count + 1)
 
 
-def encode_goodbye(
+def encode_goodbye_py(
     children: Sequence[tuple[int, int, int]], goodbye_offset: int, entry_offset: int
 ) -> bytes:
-    """The GOODBYE record for one directory.
+    """The GOODBYE record for one directory (pure Python).
 
     ``children`` holds ``(hash, start, end)`` per child in archive order, where
     ``start`` is the archive offset of its FILENAME record and ``end`` the
@@ -84,8 +91,37 @@ def encode_goodbye(
     starts and ``entry_offset`` where the directory's ENTRY record starts.
     """
     size = goodbye_size(len(children))
-    ordered = make_bst(sorted((h, start, end) for h, start, end in children))
+    ordered = make_bst(sorted(children))
     parts = [_HEADER.pack(size, CA_FORMAT_GOODBYE)]
     parts.extend(_ITEM.pack(goodbye_offset - start, end - start, h) for h, start, end in ordered)
     parts.append(_ITEM.pack(goodbye_offset - entry_offset, size, CA_FORMAT_GOODBYE_TAIL_MARKER))
     return b"".join(parts)
+
+
+_GoodbyeFunc = Callable[[Sequence[tuple[int, int, int]], int, int], bytes]
+
+
+def _load_c() -> _GoodbyeFunc | None:
+    try:
+        module = importlib.import_module("._chunker", __package__)
+    except ImportError:
+        return None
+    build = getattr(module, "encode_goodbye", None)
+    if build is None:  # an extension built before the function existed
+        return None
+
+    def encode_goodbye_c(
+        children: Sequence[tuple[int, int, int]], goodbye_offset: int, entry_offset: int
+    ) -> bytes:
+        """The GOODBYE record for one directory (C; same bytes as :func:`encode_goodbye_py`)."""
+        return build(children, goodbye_offset, entry_offset, CA_FORMAT_GOODBYE, CA_FORMAT_GOODBYE_TAIL_MARKER)
+
+    return encode_goodbye_c
+
+
+encode_goodbye_c: _GoodbyeFunc | None = _load_c()
+"""The C GOODBYE encoder of the optional extension, or None when it is not built."""
+
+encode_goodbye: _GoodbyeFunc = encode_goodbye_c or encode_goodbye_py
+"""The GOODBYE record for one directory (C when available, else pure Python); see
+:func:`encode_goodbye_py` for the arguments."""

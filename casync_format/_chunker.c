@@ -10,6 +10,12 @@
  * and, for the catar encoder, the SipHash-2-4 of casync_format/_siphash.py:
  *
  *   siphash24(data, key) -> int   (key: 16 bytes; unsigned 64-bit result)
+ *   encode_goodbye(children, goodbye_offset, entry_offset, kind, tail_marker) -> bytes
+ *       (a directory's GOODBYE record, as casync_format/_catar_goodbye.py's
+ *       encode_goodbye_py builds it)
+ *   encode_child(entry, consts) -> bytes | None
+ *       (a plain catar child's FILENAME + ENTRY records, as the short path
+ *       of casync_format/catar.py's _EntryEncoder builds them; None: use it)
  *
  * The rolling hash is casync's buzhash over a 48-byte window. A chunk that
  * starts at `start` is cut after the first byte where its size is >= max_size,
@@ -24,6 +30,8 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(_MSC_VER)
 #include <stdlib.h>
@@ -376,6 +384,340 @@ static PyObject *siphash24(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLongLong((unsigned long long)h);
 }
 
+/* casync's GOODBYE record (see casync_format/_catar_goodbye.py, whose
+ * encode_goodbye_py is the reference): items sorted by (hash, start, end),
+ * laid out as ca_make_bst's array-embedded search tree, then the tail. */
+typedef struct {
+    uint64_t hash, start, end;
+} GoodbyeItem;
+
+static int goodbye_cmp(const void *pa, const void *pb)
+{
+    const GoodbyeItem *a = pa, *b = pb;
+
+    if (a->hash != b->hash)
+        return a->hash < b->hash ? -1 : 1;
+    if (a->start != b->start)
+        return a->start < b->start ? -1 : 1;
+    if (a->end != b->end)
+        return a->end < b->end ? -1 : 1;
+    return 0;
+}
+
+/* Returns -1 when a split point falls outside its range (cannot happen for casync's rule). */
+static int goodbye_bst(const GoodbyeItem *items, Py_ssize_t first, Py_ssize_t length, int height,
+                       Py_ssize_t slot, GoodbyeItem *out, Py_ssize_t count)
+{
+    while (length > 0) {
+        Py_ssize_t half = (Py_ssize_t)1 << (height - 1);
+        Py_ssize_t full_root = half - 1, threshold = half - 1 + half / 2;
+        Py_ssize_t root = length >= threshold ? full_root : full_root - (threshold - length);
+
+        if (root < 0 || root >= length || slot >= count)
+            return -1;
+        out[slot] = items[first + root];
+        if (goodbye_bst(items, first, root, height - 1, 2 * slot + 1, out, count) < 0)
+            return -1;
+        first += root + 1;
+        length -= root + 1;
+        height -= 1;
+        slot = 2 * slot + 2;
+    }
+    return 0;
+}
+
+static void store_le64(uint8_t *p, uint64_t v)
+{
+    int i;
+
+    for (i = 0; i < 8; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static int goodbye_parse(PyObject *seq, GoodbyeItem *items, Py_ssize_t count)
+{
+    Py_ssize_t i;
+
+    for (i = 0; i < count; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
+        unsigned long long v[3];
+        int k;
+
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) {
+            PyErr_SetString(PyExc_TypeError, "goodbye items must be (hash, start, end) tuples");
+            return -1;
+        }
+        for (k = 0; k < 3; k++) {
+            v[k] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, k));
+            if (v[k] == (unsigned long long)-1 && PyErr_Occurred())
+                return -1;
+        }
+        items[i].hash = v[0];
+        items[i].start = v[1];
+        items[i].end = v[2];
+    }
+    return 0;
+}
+
+static PyObject *goodbye_build(GoodbyeItem *items, Py_ssize_t count, uint64_t goodbye_offset,
+                               uint64_t entry_offset, uint64_t kind, uint64_t marker)
+{
+    GoodbyeItem *tree = count ? PyMem_Malloc(sizeof(GoodbyeItem) * (size_t)count) : NULL;
+    uint64_t size = 16 + 24 * ((uint64_t)count + 1);
+    PyObject *result = NULL;
+    uint8_t *p;
+    Py_ssize_t i;
+    int height;
+
+    if (count && tree == NULL)
+        return PyErr_NoMemory();
+    qsort(items, (size_t)count, sizeof(GoodbyeItem), goodbye_cmp);
+    for (height = 0; ((Py_ssize_t)1 << height) <= count; height++)
+        ; /* count's bit length */
+    if (goodbye_bst(items, 0, count, height, 0, tree, count) < 0) {
+        PyErr_SetString(PyExc_ValueError, "goodbye table layout failed");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (result == NULL)
+        goto done;
+    p = (uint8_t *)PyBytes_AS_STRING(result);
+    store_le64(p, size);
+    store_le64(p + 8, kind);
+    p += 16;
+    for (i = 0; i < count; i++, p += 24) {
+        store_le64(p, goodbye_offset - tree[i].start);
+        store_le64(p + 8, tree[i].end - tree[i].start);
+        store_le64(p + 16, tree[i].hash);
+    }
+    store_le64(p, goodbye_offset - entry_offset);
+    store_le64(p + 8, size);
+    store_le64(p + 16, marker);
+done:
+    PyMem_Free(tree);
+    return result;
+}
+
+static PyObject *encode_goodbye(PyObject *self, PyObject *args)
+{
+    PyObject *children, *seq, *result = NULL;
+    unsigned long long goodbye_offset, entry_offset, kind, marker;
+    GoodbyeItem *items = NULL;
+    Py_ssize_t count, i;
+
+    if (!PyArg_ParseTuple(args, "OKKKK:encode_goodbye", &children, &goodbye_offset, &entry_offset,
+                          &kind, &marker))
+        return NULL;
+    seq = PySequence_Fast(children, "goodbye children must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    count = PySequence_Fast_GET_SIZE(seq);
+    if (count > ((Py_ssize_t)1 << 40)) {
+        PyErr_SetString(PyExc_ValueError, "too many goodbye items");
+        goto done;
+    }
+    items = PyMem_Malloc(sizeof(GoodbyeItem) * (size_t)(count ? count : 1));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (goodbye_parse(seq, items, count) < 0)
+        goto done;
+    for (i = 0; i < count; i++) {
+        if (items[i].start > items[i].end || items[i].start > goodbye_offset) {
+            PyErr_SetString(PyExc_ValueError, "goodbye item outside the directory");
+            goto done;
+        }
+    }
+    if (entry_offset > goodbye_offset) {
+        PyErr_SetString(PyExc_ValueError, "goodbye record before its directory's entry");
+        goto done;
+    }
+    result = goodbye_build(items, count, goodbye_offset, entry_offset, kind, marker);
+done:
+    PyMem_Free(items);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* The FILENAME + ENTRY (+ PAYLOAD header) records of a plain catar child, the
+ * short path of casync_format/catar.py's _EntryEncoder (which is the
+ * reference): a regular file or directory with no metadata records, under a
+ * feature set that keeps permissions and 32-bit owners (or no owners).
+ * Returns None for anything else, and the caller takes the Python path, which
+ * also raises the errors. consts = (feature_flags, granularity, reg_flags,
+ * dir_flags, owners). */
+static PyObject *str_name, *str_mode, *str_uid, *str_gid, *str_mtime_ns, *str_flags, *str_size;
+static PyObject *str_xattrs, *str_user, *str_group, *str_acl, *str_selinux, *str_fcaps, *str_quota;
+
+/* 1: the attribute is falsy (or None when none_only), 0: it is not, -1: error. */
+static int attr_empty(PyObject *obj, PyObject *attr, int none_only)
+{
+    PyObject *v = PyObject_GetAttr(obj, attr);
+    int r;
+
+    if (v == NULL)
+        return -1;
+    r = none_only ? v == Py_None : !PyObject_IsTrue(v);
+    if (!none_only && PyErr_Occurred())
+        r = -1;
+    Py_DECREF(v);
+    return r;
+}
+
+/* The attribute as a uint64 (mask = wrap modulo 2^64, else in range); 0 fallback, -1 error. */
+static int attr_u64(PyObject *obj, PyObject *attr, int mask, uint64_t *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, attr);
+    int r = 1;
+
+    if (v == NULL)
+        return -1;
+    if (!PyLong_Check(v)) {
+        r = 0;
+    } else if (mask) {
+        *out = (uint64_t)PyLong_AsUnsignedLongLongMask(v);
+    } else {
+        *out = (uint64_t)PyLong_AsUnsignedLongLong(v);
+        if (*out == (uint64_t)-1 && PyErr_Occurred()) {
+            PyErr_Clear(); /* negative or too large: the Python path decides */
+            r = 0;
+        }
+    }
+    Py_DECREF(v);
+    if (r > 0 && PyErr_Occurred())
+        r = -1;
+    return r;
+}
+
+static int owner_ok(uint64_t v)
+{
+    return v < 0xffffULL || (v > 0xffffULL && v < 0xffffffffULL);
+}
+
+static int child_plain(PyObject *entry)
+{
+    PyObject *const attrs[] = {str_xattrs, str_user, str_group, str_acl, str_quota};
+    size_t i;
+    int r;
+
+    for (i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        r = attr_empty(entry, attrs[i], 0);
+        if (r <= 0)
+            return r;
+    }
+    r = attr_empty(entry, str_selinux, 1);
+    if (r <= 0)
+        return r;
+    return attr_empty(entry, str_fcaps, 1);
+}
+
+static PyObject *child_records(PyObject *name, uint64_t v[8], int regular, uint64_t size)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(name);
+    Py_ssize_t total = 16 + n + 1 + 64 + (regular ? 16 : 0);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    uint8_t *p;
+    int i;
+
+    if (out == NULL)
+        return NULL;
+    p = (uint8_t *)PyBytes_AS_STRING(out);
+    store_le64(p, (uint64_t)(16 + n + 1));
+    store_le64(p + 8, 0x6dbb6ebcb3161f0bULL); /* CA_FORMAT_FILENAME */
+    memcpy(p + 16, PyBytes_AS_STRING(name), (size_t)n);
+    p[16 + n] = 0;
+    p += 16 + n + 1;
+    for (i = 0; i < 8; i++)
+        store_le64(p + 8 * i, v[i]);
+    if (regular) {
+        store_le64(p + 64, 16 + size);
+        store_le64(p + 72, 0x8b9e1d93d6dcffc9ULL); /* CA_FORMAT_PAYLOAD */
+    }
+    return out;
+}
+
+static PyObject *encode_child(PyObject *self, PyObject *args)
+{
+    PyObject *entry, *name = NULL, *result = NULL;
+    unsigned long long feature_flags, granularity, reg_flags, dir_flags;
+    uint64_t mode, uid, gid, mtime, eflags, size = 0, v[8];
+    int owners, r, regular;
+    const char *s;
+    Py_ssize_t n, i;
+
+    if (!PyArg_ParseTuple(args, "O(KKKKp):encode_child", &entry, &feature_flags, &granularity,
+                          &reg_flags, &dir_flags, &owners))
+        return NULL;
+    name = PyObject_GetAttr(entry, str_name);
+    if (name == NULL)
+        return NULL;
+    if (!PyBytes_CheckExact(name))
+        goto fallback;
+    n = PyBytes_GET_SIZE(name);
+    s = PyBytes_AS_STRING(name);
+    if (n < 1 || n > 255 || (s[0] == '.' && (n == 1 || (n == 2 && s[1] == '.'))))
+        goto fallback;
+    for (i = 0; i < n; i++)
+        if (s[i] == '/' || s[i] == 0)
+            goto fallback;
+    if ((r = attr_u64(entry, str_mode, 1, &mode)) <= 0)
+        goto check;
+    regular = (mode & 0170000) == 0100000;
+    if (!regular && (mode & 0170000) != 0040000)
+        goto fallback;
+    if ((r = child_plain(entry)) <= 0)
+        goto check;
+    if ((r = attr_u64(entry, str_uid, 0, &uid)) <= 0 || (r = attr_u64(entry, str_gid, 0, &gid)) <= 0)
+        goto check;
+    if (owners ? !owner_ok(uid) || !owner_ok(gid) : (uid = gid = 0, 0))
+        goto fallback;
+    if ((r = attr_u64(entry, str_mtime_ns, 1, &mtime)) <= 0 || (r = attr_u64(entry, str_flags, 1, &eflags)) <= 0)
+        goto check;
+    if (regular && ((r = attr_u64(entry, str_size, 0, &size)) <= 0 || size > (uint64_t)INT64_MAX))
+        goto check;
+    mtime = granularity ? mtime / granularity * granularity : 0;
+    v[0] = 64;
+    v[1] = 0x1396fabcea5bbb51ULL; /* CA_FORMAT_ENTRY */
+    v[2] = feature_flags;
+    v[3] = mode & 0177777;
+    v[4] = eflags & (regular ? reg_flags : dir_flags);
+    v[5] = uid;
+    v[6] = gid;
+    v[7] = mtime;
+    result = child_records(name, v, regular, size);
+    Py_DECREF(name);
+    return result;
+check:
+    if (r < 0) {
+        Py_DECREF(name);
+        return NULL;
+    }
+fallback:
+    Py_DECREF(name);
+    Py_RETURN_NONE;
+}
+
+static int intern_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&str_name, "name"}, {&str_mode, "mode"}, {&str_uid, "uid"}, {&str_gid, "gid"},
+        {&str_mtime_ns, "mtime_ns"}, {&str_flags, "flags"}, {&str_size, "size"},
+        {&str_xattrs, "xattrs"}, {&str_user, "user"}, {&str_group, "group"}, {&str_acl, "acl"},
+        {&str_selinux, "selinux"}, {&str_fcaps, "fcaps"}, {&str_quota, "quota_projid"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 static PyMethodDef methods[] = {
     {"find_cut", (PyCFunction)(void (*)(void))find_cut, METH_VARARGS | METH_KEYWORDS,
      "find_cut(buf, start, end, min_size, max_size, discriminator) -> int\n\n"
@@ -386,6 +728,12 @@ static PyMethodDef methods[] = {
     {"siphash24", (PyCFunction)siphash24, METH_VARARGS,
      "siphash24(data, key) -> int\n\n"
      "SipHash-2-4 of data under the 16-byte key, as an unsigned 64-bit int."},
+    {"encode_goodbye", (PyCFunction)encode_goodbye, METH_VARARGS,
+     "encode_goodbye(children, goodbye_offset, entry_offset, kind, tail_marker) -> bytes\n\n"
+     "casync's GOODBYE record for (hash, start, end) children, as encode_goodbye_py builds it."},
+    {"encode_child", (PyCFunction)encode_child, METH_VARARGS,
+     "encode_child(entry, (feature_flags, granularity, reg_flags, dir_flags, owners)) -> bytes | None\n\n"
+     "FILENAME + ENTRY (+ PAYLOAD header) of a plain file or directory; None: use the Python encoder."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -408,6 +756,8 @@ PyMODINIT_FUNC PyInit__chunker(void)
     if (__builtin_cpu_supports("bmi2"))
         roll = roll_bmi2;
 #endif
+    if (intern_names() < 0)
+        return NULL;
     m = PyModule_Create(&module);
 #ifdef Py_GIL_DISABLED
     if (m != NULL)

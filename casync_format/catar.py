@@ -48,6 +48,7 @@ API (stable)::
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import stat
 import struct
@@ -56,7 +57,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from ._catar_goodbye import encode_goodbye, goodbye_hash
-from .constants import (
+from .constants import (  # noqa: F401 (feature flags re-exported)
+    CA_FORMAT_DEFAULT,
     CA_FORMAT_DEVICE,
     CA_FORMAT_ENTRY,
     CA_FORMAT_EXCLUDE_FILE,
@@ -71,15 +73,44 @@ from .constants import (
     CA_FORMAT_SHA512_256,
     CA_FORMAT_SYMLINK,
     CA_FORMAT_USER,
+    CA_FORMAT_WITH_2SEC_TIME,
+    CA_FORMAT_WITH_16BIT_UIDS,
     CA_FORMAT_WITH_32BIT_UIDS,
+    CA_FORMAT_WITH_ACL,
+    CA_FORMAT_WITH_BEST,
+    CA_FORMAT_WITH_CHATTR,
     CA_FORMAT_WITH_DEVICE_NODES,
+    CA_FORMAT_WITH_FAT_ATTRS,
+    CA_FORMAT_WITH_FCAPS,
     CA_FORMAT_WITH_FIFOS,
+    CA_FORMAT_WITH_FLAG_APPEND,
+    CA_FORMAT_WITH_FLAG_ARCHIVE,
+    CA_FORMAT_WITH_FLAG_COMPR,
+    CA_FORMAT_WITH_FLAG_DIRSYNC,
+    CA_FORMAT_WITH_FLAG_HIDDEN,
+    CA_FORMAT_WITH_FLAG_IMMUTABLE,
+    CA_FORMAT_WITH_FLAG_NOATIME,
+    CA_FORMAT_WITH_FLAG_NOCOMP,
+    CA_FORMAT_WITH_FLAG_NOCOW,
+    CA_FORMAT_WITH_FLAG_NODUMP,
+    CA_FORMAT_WITH_FLAG_PROJINHERIT,
+    CA_FORMAT_WITH_FLAG_SYNC,
+    CA_FORMAT_WITH_FLAG_SYSTEM,
     CA_FORMAT_WITH_NSEC_TIME,
     CA_FORMAT_WITH_PERMISSIONS,
+    CA_FORMAT_WITH_QUOTA_PROJID,
+    CA_FORMAT_WITH_READ_ONLY,
+    CA_FORMAT_WITH_SEC_TIME,
+    CA_FORMAT_WITH_SELINUX,
     CA_FORMAT_WITH_SOCKETS,
+    CA_FORMAT_WITH_SUBVOLUME,
+    CA_FORMAT_WITH_SUBVOLUME_RO,
     CA_FORMAT_WITH_SYMLINKS,
+    CA_FORMAT_WITH_USEC_TIME,
+    CA_FORMAT_WITH_USER_NAMES,
     CA_FORMAT_WITH_XATTRS,
     CA_FORMAT_XATTR,
+    DESYNC_TAR_FLAGS,
 )
 from .errors import FormatError, ParameterError
 
@@ -126,61 +157,6 @@ __all__ = [
     "CA_FORMAT_DEFAULT",
 ]
 
-# Feature flags of casync's caformat.h that constants.py does not carry.
-CA_FORMAT_WITH_16BIT_UIDS = 0x1
-CA_FORMAT_WITH_USER_NAMES = 0x4
-CA_FORMAT_WITH_SEC_TIME = 0x8
-CA_FORMAT_WITH_USEC_TIME = 0x10
-CA_FORMAT_WITH_2SEC_TIME = 0x40
-CA_FORMAT_WITH_READ_ONLY = 0x80
-CA_FORMAT_WITH_FLAG_HIDDEN = 0x2000
-CA_FORMAT_WITH_FLAG_SYSTEM = 0x4000
-CA_FORMAT_WITH_FLAG_ARCHIVE = 0x8000
-CA_FORMAT_WITH_FLAG_APPEND = 0x10000
-CA_FORMAT_WITH_FLAG_NOATIME = 0x20000
-CA_FORMAT_WITH_FLAG_COMPR = 0x40000
-CA_FORMAT_WITH_FLAG_NOCOW = 0x80000
-CA_FORMAT_WITH_FLAG_NODUMP = 0x100000
-CA_FORMAT_WITH_FLAG_DIRSYNC = 0x200000
-CA_FORMAT_WITH_FLAG_IMMUTABLE = 0x400000
-CA_FORMAT_WITH_FLAG_SYNC = 0x800000
-CA_FORMAT_WITH_FLAG_NOCOMP = 0x1000000
-CA_FORMAT_WITH_FLAG_PROJINHERIT = 0x2000000
-CA_FORMAT_WITH_SUBVOLUME = 0x4000000
-CA_FORMAT_WITH_SUBVOLUME_RO = 0x8000000
-CA_FORMAT_WITH_ACL = 0x20000000
-CA_FORMAT_WITH_SELINUX = 0x40000000
-CA_FORMAT_WITH_FCAPS = 0x80000000
-CA_FORMAT_WITH_QUOTA_PROJID = 0x100000000
-
-CA_FORMAT_WITH_CHATTR = (
-    CA_FORMAT_WITH_FLAG_APPEND | CA_FORMAT_WITH_FLAG_NOATIME | CA_FORMAT_WITH_FLAG_COMPR
-    | CA_FORMAT_WITH_FLAG_NOCOW | CA_FORMAT_WITH_FLAG_NODUMP | CA_FORMAT_WITH_FLAG_DIRSYNC
-    | CA_FORMAT_WITH_FLAG_IMMUTABLE | CA_FORMAT_WITH_FLAG_SYNC | CA_FORMAT_WITH_FLAG_NOCOMP
-    | CA_FORMAT_WITH_FLAG_PROJINHERIT
-)
-CA_FORMAT_WITH_FAT_ATTRS = (
-    CA_FORMAT_WITH_FLAG_HIDDEN | CA_FORMAT_WITH_FLAG_SYSTEM | CA_FORMAT_WITH_FLAG_ARCHIVE
-)
-CA_FORMAT_WITH_BEST = (
-    CA_FORMAT_WITH_32BIT_UIDS | CA_FORMAT_WITH_USER_NAMES | CA_FORMAT_WITH_NSEC_TIME
-    | CA_FORMAT_WITH_SYMLINKS | CA_FORMAT_WITH_DEVICE_NODES | CA_FORMAT_WITH_FIFOS | CA_FORMAT_WITH_SOCKETS
-    | CA_FORMAT_WITH_FAT_ATTRS | CA_FORMAT_WITH_CHATTR
-    | CA_FORMAT_WITH_SUBVOLUME | CA_FORMAT_WITH_SUBVOLUME_RO
-    | CA_FORMAT_WITH_XATTRS | CA_FORMAT_WITH_ACL | CA_FORMAT_WITH_SELINUX | CA_FORMAT_WITH_FCAPS
-    | CA_FORMAT_WITH_QUOTA_PROJID
-)
-# What a bare ``casync make`` uses ("best" without the nodump flag, plus excludes and SHA512/256).
-CA_FORMAT_DEFAULT = (
-    (CA_FORMAT_WITH_BEST & ~CA_FORMAT_WITH_FLAG_NODUMP)
-    | CA_FORMAT_EXCLUDE_NODUMP | CA_FORMAT_EXCLUDE_FILE | CA_FORMAT_SHA512_256
-)
-
-# desync's tar feature set; also exactly what ``casync make --with=32bit-uids --with=nsec-time
-# --with=permissions --with=symlinks --with=device-nodes --with=fifos --with=sockets --with=xattrs``
-# writes (casync adds EXCLUDE_NODUMP, EXCLUDE_FILE and SHA512_256 by default).
-DESYNC_TAR_FLAGS = 0xB000000010001F22
-
 # Linux chattr bits (FS_*_FL) and the feature flag casync records for each.
 CHATTR_FLAGS: tuple[tuple[int, int], ...] = (
     (0x00000020, CA_FORMAT_WITH_FLAG_APPEND),
@@ -206,6 +182,7 @@ _HEADER = struct.Struct("<QQ")
 _ENTRY = struct.Struct("<QQQQQQQQ")
 _DEVICE = struct.Struct("<QQQQ")
 _QUOTA = struct.Struct("<QQQ")
+_ENTRY_PAYLOAD = struct.Struct("<QQQQQQQQQQ")  # ENTRY + a regular file's PAYLOAD header
 
 
 @dataclass
@@ -387,7 +364,11 @@ def encode_entry(entry: Entry, feature_flags: int) -> bytes:
     (``entry.size`` of them) must follow. Raises :class:`FormatError` for an
     object the feature set cannot carry.
     """
-    flags = feature_flags
+    return _encoder(feature_flags).encode(entry)
+
+
+def _encode_general(entry: Entry, flags: int) -> bytes:
+    """:func:`encode_entry` spelled out step by step (the reference for :class:`_EntryEncoder`)."""
     mode = entry.mode
     kind = stat.S_IFMT(mode)
     _check_kind(mode, flags)
@@ -398,20 +379,121 @@ def encode_entry(entry: Entry, feature_flags: int) -> bytes:
         _owner(entry.uid, flags, "uid"), _owner(entry.gid, flags, "gid"), mtime,
     )
     parts = [head]
-    if entry.user or entry.group or entry.xattrs or entry.acl or entry.selinux is not None \
-            or entry.fcaps is not None or entry.quota_projid:
+    if _has_meta(entry):
         parts.extend(_meta_records(entry, flags, kind))
+    parts.append(_tail_record(entry, kind))
+    return b"".join(parts)
+
+
+def _has_meta(entry: Entry) -> bool:
+    return bool(
+        entry.xattrs or entry.user or entry.group or entry.acl or entry.selinux is not None
+        or entry.fcaps is not None or entry.quota_projid
+    )
+
+
+def _tail_record(entry: Entry, kind: int) -> bytes:
+    """The PAYLOAD header, SYMLINK or DEVICE record closing an object's records (else b"")."""
     if kind == stat.S_IFREG:
         if entry.size < 0:
             raise FormatError(f"negative payload size {entry.size}")
-        parts.append(_HEADER.pack(_HEADER.size + entry.size, CA_FORMAT_PAYLOAD))
-    elif kind == stat.S_IFLNK:
+        return _HEADER.pack(_HEADER.size + entry.size, CA_FORMAT_PAYLOAD)
+    if kind == stat.S_IFLNK:
         if not entry.target:
             raise FormatError("symlink without a target")
-        parts.append(_cstring(CA_FORMAT_SYMLINK, entry.target, "symlink target", _SYMLINK_MAX))
-    elif kind in (stat.S_IFBLK, stat.S_IFCHR):
-        parts.append(_DEVICE.pack(_DEVICE.size, CA_FORMAT_DEVICE, os.major(entry.rdev), os.minor(entry.rdev)))
-    return b"".join(parts)
+        return _cstring(CA_FORMAT_SYMLINK, entry.target, "symlink target", _SYMLINK_MAX)
+    if kind in (stat.S_IFBLK, stat.S_IFCHR):
+        return _DEVICE.pack(_DEVICE.size, CA_FORMAT_DEVICE, os.major(entry.rdev), os.minor(entry.rdev))
+    return b""
+
+
+class _EntryEncoder:
+    """:func:`encode_entry` for one normalized feature set, its per-flag decisions made once.
+
+    The common objects (no metadata records, owners in range, a kind the
+    flags allow, permissions kept) take a short path; anything else goes
+    through :func:`_encode_general`, which raises the errors. Both give the
+    same bytes.
+    """
+
+    __slots__ = ("dir_flags", "flags", "granularity", "kinds", "owners", "reg_flags", "simple")
+
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+        granularity = time_granularity_ns(flags)
+        self.granularity = 0 if granularity is None else granularity
+        self.owners = bool(flags & _UID_FLAGS) and not flags & CA_FORMAT_WITH_16BIT_UIDS  # full 32-bit range
+        self.simple = bool(flags & (CA_FORMAT_WITH_PERMISSIONS | CA_FORMAT_WITH_ACL)) and (
+            self.owners or not flags & _UID_FLAGS
+        )
+        self.kinds = frozenset(
+            [stat.S_IFREG, stat.S_IFDIR] + [kind for kind, need in KIND_FLAGS.items() if flags & need]
+        )
+        chattr = flags & (CA_FORMAT_WITH_CHATTR | CA_FORMAT_WITH_FAT_ATTRS)
+        self.reg_flags = chattr
+        self.dir_flags = chattr | (flags & (CA_FORMAT_WITH_SUBVOLUME | CA_FORMAT_WITH_SUBVOLUME_RO))
+
+    def encode(self, entry: Entry) -> bytes:
+        """The records of ``entry`` (see :func:`encode_entry`)."""
+        mode = entry.mode
+        kind = mode & 0o170000
+        uid, gid = entry.uid, entry.gid
+        if not self.simple or kind not in self.kinds or _has_meta(entry):
+            return _encode_general(entry, self.flags)
+        if self.owners:
+            if not (0 <= uid < 0xFFFF or 0xFFFF < uid < 0xFFFFFFFF) or not (
+                0 <= gid < 0xFFFF or 0xFFFF < gid < 0xFFFFFFFF
+            ):
+                return _encode_general(entry, self.flags)
+        else:
+            uid = gid = 0
+        granularity = self.granularity
+        if granularity == 1:
+            mtime = entry.mtime_ns & _U64
+        elif granularity:
+            mtime = (entry.mtime_ns & _U64) // granularity * granularity
+        else:
+            mtime = 0
+        if kind == stat.S_IFREG:
+            size = entry.size
+            if size < 0:
+                raise FormatError(f"negative payload size {size}")
+            return _ENTRY_PAYLOAD.pack(
+                _ENTRY.size, CA_FORMAT_ENTRY, self.flags, mode & 0o177777, entry.flags & self.reg_flags,
+                uid, gid, mtime, _HEADER.size + size, CA_FORMAT_PAYLOAD,
+            )
+        if kind == stat.S_IFDIR:
+            extra, mode = entry.flags & self.dir_flags, mode & 0o177777
+        else:
+            extra = 0
+            mode = stat.S_IFLNK | 0o777 if kind == stat.S_IFLNK else mode & 0o177777
+        head = _ENTRY.pack(_ENTRY.size, CA_FORMAT_ENTRY, self.flags, mode, extra, uid, gid, mtime)
+        if kind == stat.S_IFDIR:
+            return head
+        return head + _tail_record(entry, kind)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoder(flags: int) -> _EntryEncoder:
+    return _EntryEncoder(flags)
+
+
+def _load_c_child() -> Callable[[Entry, tuple[int, int, int, int, bool]], bytes | None] | None:
+    try:
+        module = importlib.import_module("._chunker", __package__)
+    except ImportError:
+        return None
+    return getattr(module, "encode_child", None)
+
+
+_ENCODE_CHILD_C = _load_c_child()  # the extension's short path of CatarWriter._child, or None
+
+
+def _child_consts(encoder: _EntryEncoder) -> tuple[int, int, int, int, bool] | None:
+    """What the C short path needs to know of a feature set (None: it cannot take this set)."""
+    if not encoder.simple:
+        return None
+    return (encoder.flags, encoder.granularity, encoder.reg_flags, encoder.dir_flags, encoder.owners)
 
 
 def _check_name(name: bytes) -> None:
@@ -431,7 +513,7 @@ class _OpenDir:
         self.entry_offset = entry_offset  # archive offset of its ENTRY record
         self.start = start  # archive offset of its FILENAME record (root: 0)
         self.children: list[tuple[int, int, int]] = []  # (name hash, start, end) per child
-        self.last_name: bytes | None = None
+        self.last_name = b""  # every valid name sorts after it
 
 
 class CatarWriter:
@@ -454,6 +536,10 @@ class CatarWriter:
         self.offset = 0
         self._stack: list[_OpenDir] = []
         self._state = "new"
+        encoder = _encoder(self.feature_flags)
+        self._encode = encoder.encode
+        self._child_consts = _child_consts(encoder)
+        self._child_c = _ENCODE_CHILD_C if self._child_consts is not None else None
 
     def _emit(self, data: bytes) -> None:
         self._write(data)
@@ -471,7 +557,7 @@ class CatarWriter:
             raise FormatError("catar writer: begin() called twice")
         if not stat.S_ISDIR(root.mode):
             raise FormatError(f"catar root must be a directory (mode {root.mode:#o})")
-        self._emit(encode_entry(root, self.feature_flags))
+        self._emit(self._encode(root))
         self._stack.append(_OpenDir(b"", 0, 0))
         self._state = "open"
 
@@ -481,15 +567,20 @@ class CatarWriter:
             raise FormatError(f"catar writer: no open directory for {entry.name!r}")
         parent = self._stack[-1]
         name = entry.name
-        _check_name(name)
-        if parent.last_name is not None and name <= parent.last_name:
+        if not name or len(name) > NAME_MAX or b"/" in name or b"\0" in name or name == b"." or name == b"..":
+            _check_name(name)
+        if name <= parent.last_name:
             raise FormatError(
                 f"catar writer: {self._path(name)!r} is out of order or a duplicate "
                 f"(children must be sorted by name bytes)"
             )
         parent.last_name = name
-        filename = _HEADER.pack(_HEADER.size + len(name) + 1, CA_FORMAT_FILENAME) + name + b"\0"
-        return parent, filename + encode_entry(entry, self.feature_flags)
+        if self._child_c is not None:
+            records = self._child_c(entry, self._child_consts)
+            if records is not None:
+                return parent, records
+        filename = _HEADER.pack(_HEADER.size + len(name) + 1, CA_FORMAT_FILENAME)
+        return parent, b"".join((filename, name, b"\0", self._encode(entry)))
 
     def enter(self, entry: Entry) -> None:
         """Begin the subdirectory ``entry`` of the current directory."""
@@ -507,18 +598,21 @@ class CatarWriter:
         Exactly ``entry.size`` bytes are read (in bounded blocks); fewer is a
         :class:`FormatError`, anything past them is not read.
         """
-        if stat.S_ISDIR(entry.mode):
+        kind = entry.mode & 0o170000
+        if kind == stat.S_IFDIR:
             raise FormatError(f"catar writer: {entry.name!r} is a directory: use enter()/leave()")
         start = self.offset
         parent, records = self._child(entry)
-        size = entry.size if stat.S_ISREG(entry.mode) else 0
+        size = entry.size if kind == stat.S_IFREG else 0
         if 0 < size <= _SMALL:  # one write for the records and a small file's content
             records += self._read_payload(entry, payload, size)
             size = 0
-        self._emit(records)
+        self._write(records)
+        self.offset = end = start + len(records)
         if size:
             self._copy_payload(entry, payload)
-        parent.children.append((goodbye_hash(entry.name), start, self.offset))
+            end = self.offset
+        parent.children.append((goodbye_hash(entry.name), start, end))
 
     def _read_payload(self, entry: Entry, payload: BinaryIO | None, size: int) -> bytes:
         if payload is None:
@@ -527,15 +621,24 @@ class CatarWriter:
         while len(data) < size:  # a short read that is not the end yet
             more = payload.read(size - len(data))
             if not more:
-                where, missing = self._path(entry.name), size - len(data)
-                raise FormatError(f"catar writer: payload of {where!r} ended {missing} bytes early")
+                self._payload_ended(entry, size - len(data))
             data += more
         if len(data) > size:
             raise FormatError(f"catar writer: payload of {self._path(entry.name)!r} is too long")
         return data
 
-    def _copy_payload(self, entry: Entry, payload: BinaryIO | None) -> None:
-        left = entry.size
+    def _payload_ended(self, entry: Entry, missing: int) -> None:
+        """Raise the error for a payload that ended ``missing`` bytes before ``entry.size``."""
+        where = self._path(entry.name)
+        raise FormatError(f"catar writer: payload of {where!r} ended {missing} bytes early")
+
+    def _copy_payload(self, entry: Entry, payload: BinaryIO | None, left: int | None = None) -> None:
+        """Copy the last ``left`` (default: all) of ``entry.size`` payload bytes to the output.
+
+        A subclass may override this to copy inside the kernel; it must emit
+        exactly ``left`` bytes (advancing :attr:`offset`) or raise like this one.
+        """
+        left = entry.size if left is None else left
         while left:
             block = self._read_payload(entry, payload, min(left, _BLOCK))
             self._emit(block)

@@ -23,17 +23,18 @@ attributes, btrfs subvolume flags. desync's feature set declares none of them.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import ctypes
 import ctypes.util
 import errno
 import fcntl
 import grp
+import io
 import os
 import pwd
 import stat
 import struct
+import sys
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple, Union
 
@@ -69,6 +70,7 @@ _UNSUPPORTED = {errno.ENOTTY, errno.ENOSYS, errno.EBADF, errno.EOPNOTSUPP, errno
 _OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
 _O_PATH = getattr(os, "O_PATH", 0)
 _OPEN_HINTED = _OPEN | os.O_NONBLOCK  # a node that turned into a fifo must not block the walk
+_NO_RULES = ExcludeRules()  # immutable, so one serves every directory without rules
 
 
 class TreeEvent(NamedTuple):
@@ -91,7 +93,9 @@ class TreeEvent(NamedTuple):
 class _Dir:
     """A directory being walked: its fd, sorted child names and exclusion rules."""
 
-    __slots__ = ("dev", "fd", "loaded", "mount_id", "names", "next", "path", "rules", "types", "virtual")
+    __slots__ = (
+        "active", "dev", "fd", "loaded", "mount_id", "names", "next", "path", "rules", "types", "virtual",
+    )
 
     def __init__(self, fd: int, path: bytes, dev: int, rules: ExcludeRules, virtual: bool) -> None:
         self.fd = fd
@@ -100,6 +104,7 @@ class _Dir:
         self.rules = rules
         self.virtual = virtual  # on an API file system (proc, sysfs...): casync lists no children
         self.loaded = False  # .caexclude looked at (casync does it when testing the first child)
+        self.active = True  # whether ``rules`` has any rule (known once loaded)
         listing = [] if virtual else _list_dir(fd)
         self.names = [name for name, _ in listing]
         self.types = [kind for _, kind in listing]  # the entry's S_IFREG/S_IFDIR hint, else 0
@@ -136,14 +141,13 @@ def _is_virtual_fs(fd: int) -> bool:
 
 def _chattr(fd: int) -> int:
     """The file's chattr flags (0 where the file system has none)."""
-    buf = array.array("l", [0])
     try:
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf, True)
+        raw = fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0\0\0\0")  # the kernel writes an int
     except OSError as exc:
         if exc.errno in _UNSUPPORTED:
             return 0
         raise
-    return buf[0] & 0xFFFFFFFF
+    return int.from_bytes(raw, sys.byteorder)
 
 
 def _mount_id(fd: int) -> int:
@@ -165,6 +169,8 @@ def _read_xattrs(fd: int, regular: bool) -> tuple[list[tuple[bytes, bytes]], byt
         if exc.errno in (errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP):
             return [], None
         raise
+    if not names:
+        return [], None
     kept: list[tuple[bytes, bytes]] = []
     fcaps = None
     for name in names:
@@ -221,12 +227,17 @@ class _Walker:
         self.other_fs = one_file_system or bool(flags & CA_FORMAT_EXCLUDE_SUBMOUNTS)
         self.skip = skip
         self.names = _Names(flags) if flags & CA_FORMAT_WITH_USER_NAMES else None
+        self.dropped = frozenset(kind for kind, need in KIND_FLAGS.items() if not flags & need)
+        self.chattr = bool(flags & CA_FORMAT_WITH_CHATTR)
+        self.nodump = bool(flags & CA_FORMAT_EXCLUDE_NODUMP)
+        self.exclude_file = bool(flags & CA_FORMAT_EXCLUDE_FILE)
+        self.xattrs = bool(flags & (CA_FORMAT_WITH_XATTRS | CA_FORMAT_WITH_FCAPS))
 
     def entry(self, name: bytes, st: os.stat_result, fd: int | None, parent: _Dir | None) -> Entry:
         """The Entry for an object; ``fd`` is open on it for directories and regular files."""
-        flags = self.flags
-        entry = Entry(name, st.st_mode, st.st_uid, st.st_gid, 0 if self.no_time else st.st_mtime_ns)
-        kind = stat.S_IFMT(st.st_mode)
+        mode = st.st_mode
+        entry = Entry(name, mode, st.st_uid, st.st_gid, 0 if self.no_time else st.st_mtime_ns)
+        kind = mode & 0o170000
         if kind == stat.S_IFREG:
             entry.size = st.st_size
         elif kind in (stat.S_IFBLK, stat.S_IFCHR):
@@ -236,9 +247,9 @@ class _Walker:
         if self.names is not None:
             entry.user = self.names.name("user", st.st_uid)
             entry.group = self.names.name("group", st.st_gid)
-        if fd is not None and flags & CA_FORMAT_WITH_CHATTR:
+        if fd is not None and self.chattr:
             entry.flags = flags_from_chattr(_chattr(fd))
-        if flags & (CA_FORMAT_WITH_XATTRS | CA_FORMAT_WITH_FCAPS) and kind != stat.S_IFLNK:
+        if self.xattrs and kind != stat.S_IFLNK:
             entry.xattrs, entry.fcaps = self._xattrs(name, fd, parent, kind == stat.S_IFREG)
         return entry
 
@@ -258,23 +269,23 @@ class _Walker:
 
     def excluded(self, parent: _Dir, name: bytes, st: os.stat_result, fd: int | None) -> ExcludeRules | None:
         """None when casync would leave the child out, else the exclusion rules inside it."""
-        kind = stat.S_IFMT(st.st_mode)
-        needed = KIND_FLAGS.get(kind)
-        if needed is not None and not self.flags & needed:
+        kind = st.st_mode & 0o170000
+        if kind in self.dropped:
             return None
-        if (st.st_dev, st.st_ino) in self.skip:
+        if self.skip and (st.st_dev, st.st_ino) in self.skip:
             return None
-        if fd is not None and self.flags & CA_FORMAT_EXCLUDE_NODUMP and _chattr(fd) & _FS_NODUMP_FL:
+        if fd is not None and self.nodump and _chattr(fd) & _FS_NODUMP_FL:
             return None
         if self.other_fs and self._other_mount(parent, st, fd):
             return None
-        if not self.flags & CA_FORMAT_EXCLUDE_FILE:
-            return ExcludeRules()
+        if not self.exclude_file:
+            return _NO_RULES
         if not parent.loaded:
             parent.loaded = True
             if EXCLUDE_FILE_NAME in parent.names:
                 parent.rules = parent.rules.with_file(_read_exclude_file(parent))
-        if not parent.rules:
+            parent.active = bool(parent.rules)
+        if not parent.active:
             return parent.rules
         out, inner = parent.rules.test(name, kind == stat.S_IFDIR)
         return None if out else inner
@@ -314,6 +325,7 @@ _EXCLUDE_FILE_MAX = 4 << 20
 def _list_dir(fd: int) -> list[tuple[bytes, int]]:
     """A directory's ``(name, type hint)`` pairs in ``strcmp`` order (the hint from ``d_type``)."""
     out = []
+    encoding, errors = _FS_ENCODING
     with os.scandir(fd) as entries:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
@@ -322,9 +334,12 @@ def _list_dir(fd: int) -> list[tuple[bytes, int]]:
                 kind = stat.S_IFDIR
             else:
                 kind = 0
-            out.append((os.fsencode(entry.name), kind))
+            out.append((entry.name.encode(encoding, errors), kind))  # os.fsencode, inlined
     out.sort()
     return out
+
+
+_FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
 def _open_child(parent: _Dir, name: bytes, hint: int) -> tuple[os.stat_result, int | None]:
@@ -399,46 +414,58 @@ def walk_tree(
                 os.close(top.fd)
                 yield TreeEvent("leave", None, top.path, None)
                 continue
-            name, hint = top.names[top.next], top.types[top.next]
-            top.next += 1
-            yield from _visit(walker, stack, name, hint)
+            index = top.next
+            top.next = index + 1
+            event, fd = _visit(walker, stack, top.names[index], top.types[index])
+            if fd is None:
+                if event is not None:
+                    yield event
+                continue
+            try:
+                yield event  # type: ignore[misc]
+            finally:
+                os.close(fd)  # the payload is valid until the walk moves on
     finally:
         for frame in stack:
             with contextlib.suppress(OSError):
                 os.close(frame.fd)
 
 
-def _visit(walker: _Walker, stack: list[_Dir], name: bytes, hint: int) -> Iterator[TreeEvent]:
-    """Yield the event for one child of ``stack[-1]``; a directory is pushed on ``stack``."""
+def _visit(walker: _Walker, stack: list[_Dir], name: bytes, hint: int) -> tuple[TreeEvent | None, int | None]:
+    """The event for one child of ``stack[-1]`` (None: left out) and an fd to close after it.
+
+    A directory is pushed on ``stack`` (which then owns its fd).
+    """
     parent = stack[-1]
-    path = parent.path + b"/" + name
     try:
         st, fd = _open_child(parent, name, hint)
     except FileNotFoundError:
-        return  # vanished since the listing
+        return None, None  # vanished since the listing
     except OSError as exc:
-        raise type(exc)(exc.errno, exc.strerror, os.fsdecode(path)) from None
+        raise type(exc)(exc.errno, exc.strerror, os.fsdecode(parent.path + b"/" + name)) from None
     try:
         rules = walker.excluded(parent, name, st, fd)
         if rules is None:
-            return
+            if fd is not None:
+                os.close(fd)
+            return None, None
         entry = walker.entry(name, st, fd, parent)
+        path = parent.path + b"/" + name
         virtual = parent.virtual
         if fd is not None and st.st_dev != parent.dev:
             virtual = _is_virtual_fs(fd)
-        if fd is not None and stat.S_ISDIR(st.st_mode):
+        if fd is None:
+            return TreeEvent("file", entry, path, None), None
+        if st.st_mode & 0o170000 == stat.S_IFDIR:
             stack.append(_Dir(fd, path, st.st_dev, rules, virtual))
-            fd = None  # the stack owns it now
-            yield TreeEvent("enter", entry, path, None)
-            return
+            return TreeEvent("enter", entry, path, None), None
         if virtual:  # casync records such a file with an empty payload
             entry.size = 0
-        payload = open(fd, "rb", buffering=0, closefd=False) if fd is not None and not virtual else None  # noqa: SIM115
-        yield TreeEvent("file", entry, path, payload)  # type: ignore[arg-type]
-    except OSError as exc:
-        if exc.filename is None:
-            raise type(exc)(exc.errno, exc.strerror, os.fsdecode(path)) from None
-        raise
-    finally:
-        if fd is not None:
+            return TreeEvent("file", entry, path, None), fd
+        return TreeEvent("file", entry, path, io.FileIO(fd, "rb", closefd=False)), fd
+    except BaseException as exc:
+        if fd is not None and not (stack and stack[-1].fd == fd):
             os.close(fd)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise type(exc)(exc.errno, exc.strerror, os.fsdecode(parent.path + b"/" + name)) from None
+        raise
