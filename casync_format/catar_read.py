@@ -65,14 +65,14 @@ Source = Union[BinaryIO, Callable[[int], bytes]]
 DEFAULT_MAX_DEPTH = 4096  # directory levels (casync itself stops at 64)
 
 _HEADER = struct.Struct("<QQ")
-_ENTRY = struct.Struct("<6Q")
+_ENTRY_RECORD = struct.Struct("<8Q")  # header and body of an ENTRY
 _GOODBYE_ITEM = struct.Struct("<3Q")
 _U64 = struct.Struct("<Q")
 _BLOCK = 256 * 1024  # bytes read from the source at a time
 _GOODBYE_BATCH = 4096  # goodbye items read at a time
 _MASK64 = (1 << 64) - 1
 _MAX_PAYLOAD = (1 << 63) - 1
-_ENTRY_SIZE = _HEADER.size + _ENTRY.size  # 64: casync has this one ENTRY layout
+_ENTRY_SIZE = _ENTRY_RECORD.size  # 64: casync has this one ENTRY layout
 
 _NAMES = {
     CA_FORMAT_ENTRY: "ENTRY",
@@ -129,6 +129,13 @@ _FILE_TYPES = frozenset(
     {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFBLK, stat.S_IFCHR, stat.S_IFIFO, stat.S_IFSOCK}
 )
 _ID_LIMIT = (1 << 32) - 1  # (uid_t) -1 is not an owner
+_S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, stat.S_IFREG, stat.S_IFDIR
+_TERMINAL_OF = {  # the record a node of each file type must end with
+    stat.S_IFREG: CA_FORMAT_PAYLOAD,
+    stat.S_IFLNK: CA_FORMAT_SYMLINK,
+    stat.S_IFCHR: CA_FORMAT_DEVICE,
+    stat.S_IFBLK: CA_FORMAT_DEVICE,
+}
 
 
 def record_name(kind: int) -> str:
@@ -156,72 +163,144 @@ class Item(NamedTuple):
 
 
 class _Input:
-    """A buffered reader over the source that knows its archive offset."""
+    """A buffered reader over the source that knows its archive offset.
+
+    ``buf[pos:]`` is what is read but not consumed; ``base`` is the archive
+    offset of ``buf[0]``. A block the source returns is used as it is (no copy)
+    unless a record straddles two blocks.
+    """
+
+    __slots__ = ("_read", "_view", "base", "buf", "pos")
 
     def __init__(self, source: Source) -> None:
         read = getattr(source, "read", None)
         self._read: Callable[[int], bytes] = read if callable(read) else source  # type: ignore[assignment]
-        self._buf = b""
-        self._pos = 0
-        self.offset = 0  # archive offset of the next unread byte
+        self.buf = b""
+        self.pos = 0
+        self.base = 0
+        self._view: memoryview | None = None  # of ``buf``, made when first needed
 
-    def _truncated(self, what: str, start: int) -> FormatError:
-        end = self.offset + len(self._buf) - self._pos
+    @property
+    def offset(self) -> int:
+        """Archive offset of the next unread byte."""
+        return self.base + self.pos
+
+    def _truncated(self, what: str | Callable[[], str], start: int) -> FormatError:
+        end = self.base + len(self.buf)
+        if not isinstance(what, str):
+            what = what()
         return FormatError(f"archive truncated at byte {end}: {what} starting at byte {start} is incomplete")
 
-    def _fill(self, n: int, what: str, start: int) -> bool:
+    def _fill(self, n: int, what: str | Callable[[], str], start: int) -> bool:
         """Make ``n`` bytes available; False at a clean end (nothing left), else truncation."""
-        avail = len(self._buf) - self._pos
+        pos = self.pos
+        avail = len(self.buf) - pos
         if avail >= n:
             return True
-        parts = [self._buf[self._pos :]]
+        self.base += pos
+        parts = [self.buf[pos:]] if avail else []
+        self.buf, self.pos, self._view = b"", 0, None
         while avail < n:
             chunk = self._read(max(n - avail, _BLOCK))
             if not chunk:
-                self._buf, self._pos = b"".join(parts), 0
+                self.buf = b"".join(parts)
                 if avail == 0:
                     return False
                 raise self._truncated(what, start)
             parts.append(chunk)
             avail += len(chunk)
-        self._buf, self._pos = b"".join(parts), 0
+        first = parts[0]
+        self.buf = first if len(parts) == 1 and type(first) is bytes else b"".join(parts)
         return True
 
     def header(self, what: str) -> tuple[int, int] | None:
         """The next record's ``(size, type)`` without consuming it; None at the end."""
-        if len(self._buf) - self._pos < 16 and not self._fill(16, what, self.offset):
+        if len(self.buf) - self.pos < 16 and not self._fill(16, what, self.base + self.pos):
             return None
-        return _HEADER.unpack_from(self._buf, self._pos)  # type: ignore[return-value]
+        return _HEADER.unpack_from(self.buf, self.pos)  # type: ignore[return-value]
+
+    def need(self, n: int, what: str, start: int) -> None:
+        """Make the next ``n`` bytes available in ``buf`` (FormatError if the archive ends first)."""
+        if len(self.buf) - self.pos < n and not self._fill(n, what, start):
+            raise self._truncated(what, start)
 
     def take(self, n: int, what: str, start: int) -> bytes:
         """The next ``n`` bytes (FormatError if the archive ends first)."""
-        if len(self._buf) - self._pos < n and not self._fill(n, what, start):
-            raise self._truncated(what, start)
-        pos = self._pos
-        self._pos = pos + n
-        self.offset += n
-        return self._buf[pos : pos + n]
+        pos = self.pos
+        if len(self.buf) - pos < n:
+            if not self._fill(n, what, start):
+                raise self._truncated(what, start)
+            pos = 0
+        self.pos = pos + n
+        return self.buf[pos : pos + n]
 
-    def some(self, n: int, what: str, start: int) -> bytes:
+    def _direct(self, n: int, what: str | Callable[[], str], start: int) -> bytes | None:
+        """With nothing buffered: a large read straight from the source, or None after refilling."""
+        if n >= _BLOCK:  # large reads bypass the buffer
+            data = self._read(n)
+            if not data:
+                raise self._truncated(what, start)
+            if len(data) > n:
+                raise ValueError(f"source returned {len(data)} bytes for read({n})")
+            self.base += len(data)
+            return data
+        if not self._fill(1, what, start):
+            raise self._truncated(what, start)
+        return None
+
+    def some(self, n: int, what: str | Callable[[], str], start: int) -> bytes:
         """Between 1 and ``n`` bytes (FormatError at the end)."""
-        avail = len(self._buf) - self._pos
+        pos = self.pos
+        avail = len(self.buf) - pos
         if avail == 0:
-            if n >= _BLOCK:  # large reads bypass the buffer
-                data = self._read(n)
+            data = self._direct(n, what, start)
+            if data is not None:
+                return bytes(data)
+            pos, avail = 0, len(self.buf)
+        k = n if n < avail else avail
+        self.pos = pos + k
+        return self.buf[pos : pos + k]
+
+    def view(self, n: int, what: str | Callable[[], str], start: int) -> memoryview:
+        """Like :meth:`some`, as a view of the buffer (no copy); valid until the next read."""
+        pos = self.pos
+        avail = len(self.buf) - pos
+        if avail == 0:
+            data = self._direct(n, what, start)
+            if data is not None:
+                return memoryview(data)
+            pos, avail = 0, len(self.buf)
+        k = n if n < avail else avail
+        self.pos = pos + k
+        view = self._view
+        if view is None:
+            view = self._view = memoryview(self.buf)
+        return view[pos : pos + k]
+
+    def skip(self, n: int, what: str | Callable[[], str], start: int) -> None:
+        """Consume ``n`` bytes unseen (FormatError at the end)."""
+        while n:
+            avail = len(self.buf) - self.pos
+            if avail >= n:
+                self.pos += n
+                return
+            n -= avail
+            self.base += len(self.buf)
+            self.buf, self.pos, self._view = b"", 0, None
+            while n >= _BLOCK:
+                data = self._read(_BLOCK if n > 4 * _BLOCK else n)
                 if not data:
                     raise self._truncated(what, start)
                 if len(data) > n:
                     raise ValueError(f"source returned {len(data)} bytes for read({n})")
-                self.offset += len(data)
-                return bytes(data)
-            if not self._fill(1, what, start):
+                self.base += len(data)
+                n -= len(data)
+            if n and not self._fill(1, what, start):
                 raise self._truncated(what, start)
-            avail = len(self._buf) - self._pos
-        return self.take(min(n, avail), what, start)
 
     def at_end(self) -> bool:
         """Whether the source holds no more bytes."""
-        return len(self._buf) - self._pos == 0 and not self._fill(1, "", self.offset)
+        return len(self.buf) - self.pos == 0 and not self._fill(1, "", self.base + self.pos)
 
 
 class PayloadReader(io.RawIOBase):
@@ -233,12 +312,21 @@ class PayloadReader(io.RawIOBase):
     """
 
     def __init__(self, source: _Input, size: int, path: bytes) -> None:
-        super().__init__()
+        self._done = False
         self._in = source
         self.size = size
         self.path = path
         self._left = size
-        self._start = source.offset
+        self._start = source.base + source.pos
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        """True once closed or once the decoder has moved on."""
+        return self._done
+
+    def close(self) -> None:
+        """Invalidate the reader (the decoder skips the unread rest when it moves on)."""
+        self._done = True
 
     @property
     def remaining(self) -> int:
@@ -249,10 +337,16 @@ class PayloadReader(io.RawIOBase):
         """Always True (a payload is for reading)."""
         return True
 
+    def _what(self) -> str:
+        return f"PAYLOAD of {_show(self.path)}"
+
+    def _check(self) -> None:
+        if self._done:
+            raise ValueError(f"payload of {_show(self.path)} read after the decoder moved on")
+
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (all that is left for -1/None); ``b""`` at the end."""
-        if self.closed:
-            raise ValueError(f"payload of {_show(self.path)} read after the decoder moved on")
+        self._check()
         if size is None or size < 0:
             parts = []
             while self._left:
@@ -261,7 +355,21 @@ class PayloadReader(io.RawIOBase):
         n = min(size, self._left)
         if n == 0:
             return b""
-        data = self._in.some(n, f"PAYLOAD of {_show(self.path)}", self._start)
+        data = self._in.some(n, self._what, self._start)
+        self._left -= len(data)
+        return data
+
+    def read_view(self, size: int) -> memoryview:
+        """Like ``read(size)`` for ``size`` >= 0, but a view of the decoder's buffer (no copy).
+
+        The view is valid until the next read or until the decoder moves on;
+        an empty view means the end of the payload.
+        """
+        self._check()
+        n = min(size, self._left)
+        if n <= 0:
+            return memoryview(b"")
+        data = self._in.view(n, self._what, self._start)
         self._left -= len(data)
         return data
 
@@ -271,16 +379,16 @@ class PayloadReader(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         """Read into ``buffer``; the number of bytes read (0 at the end)."""
-        data = self.read(len(buffer))
+        data = self.read_view(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
     def _finish(self) -> None:
         """Skip whatever the consumer did not read and invalidate the reader."""
-        what = f"PAYLOAD of {_show(self.path)}"
-        while self._left:
-            self._left -= len(self._in.some(min(self._left, 1 << 20), what, self._start))
-        self.close()
+        if self._left:
+            self._in.skip(self._left, self._what, self._start)
+            self._left = 0
+        self._done = True
 
 
 class _Dir:
@@ -347,9 +455,10 @@ class CatarReader:
         yield Item("enter", b"", root, None)
         stack = [_Dir(0, 0)]
         path = b""
+        new = tuple.__new__  # Item(...) without the keyword handling: this loop is hot
         while stack:
             top = stack[-1]
-            start = inp.offset
+            start = inp.base + inp.pos
             head = inp.header("FILENAME or GOODBYE record")
             if head is None:
                 raise FormatError(f"archive truncated at byte {start}: directory {_show(path)} is not closed")
@@ -360,21 +469,22 @@ class CatarReader:
                 name = self._filename(size, start, top, path)
                 child = path + b"/" + name if path else name
                 entry = self._node(name, child)
-                if stat.S_ISDIR(entry.mode):
+                fmt = entry.mode & _S_IFMT
+                if fmt == _S_IFREG:
+                    payload = PayloadReader(inp, entry.size, child)
+                    yield new(Item, ("file", child, entry, payload))
+                    payload._finish()
+                elif fmt == _S_IFDIR:
                     if len(stack) >= self._max_depth:
                         raise FormatError(f"directory {_show(child)} is nested deeper than {self._max_depth}")
-                    yield Item("enter", child, entry, None)
+                    yield new(Item, ("enter", child, entry, None))
                     stack.append(_Dir(len(name), start + size))
                     path = child
-                elif stat.S_ISREG(entry.mode):
-                    payload = PayloadReader(inp, entry.size, child)
-                    yield Item("file", child, entry, payload)
-                    payload._finish()
                 else:
-                    yield Item("file", child, entry, None)
+                    yield new(Item, ("file", child, entry, None))
             elif kind == CA_FORMAT_GOODBYE:
                 self._goodbye(top, size, start, path)
-                yield Item("leave", path, None, None)
+                yield new(Item, ("leave", path, None, None))
                 stack.pop()
                 cut = top.name_len + (1 if len(stack) > 1 else 0)
                 path = path[: len(path) - cut] if stack else b""
@@ -389,10 +499,18 @@ class CatarReader:
     def _filename(self, size: int, start: int, top: _Dir, path: bytes) -> bytes:
         if not 18 <= size <= _FILENAME_MAX:
             raise FormatError(f"FILENAME record at byte {start} has an invalid size {size}")
-        name = _cstring(self._in.take(size, "FILENAME record", start)[16:], "FILENAME", start)
+        inp = self._in
+        inp.need(size, "FILENAME record", start)
+        buf, pos = inp.buf, inp.pos
+        end = pos + size - 1  # the terminating NUL
+        if buf[end] != 0 or buf.find(b"\0", pos + 16, end) >= 0:
+            raise FormatError(f"FILENAME record at byte {start} is not one NUL-terminated string")
+        name = buf[pos + 16 : end]
+        inp.pos = pos + size
         _check_name(name, start)
-        if top.last is not None and name <= top.last:
-            how = "duplicate" if name == top.last else "out-of-order"
+        last = top.last
+        if last is not None and name <= last:
+            how = "duplicate" if name == last else "out-of-order"
             raise FormatError(f"{how} name {name!r} at byte {start} in directory {_show(path)}")
         top.last = name
         top.count += 1
@@ -437,43 +555,53 @@ class CatarReader:
     def _node(self, name: bytes, path: bytes = b"") -> Entry:
         """Read ENTRY and the metadata records that follow, up to the node's end."""
         inp = self._in
-        start = inp.offset
-        head = inp.header("ENTRY record")
-        if head is None:
-            raise FormatError(f"archive truncated at byte {start}: no ENTRY for {_show(path)}")
-        size, kind = head
-        if kind != CA_FORMAT_ENTRY:
-            raise FormatError(f"expected ENTRY for {_show(path)} at byte {start}, found {record_name(kind)}")
-        if size != _ENTRY_SIZE:
-            raise FormatError(f"ENTRY record at byte {start} has size {size}, expected {_ENTRY_SIZE}")
-        entry = self._entry(inp.take(_ENTRY_SIZE, "ENTRY record", start), name, start)
-        state = _Meta()
+        start = inp.base + inp.pos
+        if len(inp.buf) - inp.pos < _ENTRY_SIZE:
+            head = inp.header("ENTRY record")
+            if head is None:
+                raise FormatError(f"archive truncated at byte {start}: no ENTRY for {_show(path)}")
+            _check_entry_head(*head, start, path)
+            inp.need(_ENTRY_SIZE, "ENTRY record", start)
+        size, kind, *fields = _ENTRY_RECORD.unpack_from(inp.buf, inp.pos)
+        _check_entry_head(size, kind, start, path)
+        entry = self._entry(fields, name, start)
+        inp.pos += _ENTRY_SIZE
+        regular = entry.mode & _S_IFMT == _S_IFREG
+        state: _Meta | None = None
         while True:
-            rstart = inp.offset
+            rstart = inp.base + inp.pos
             head = inp.header("record")
             if head is None:
                 raise FormatError(f"archive truncated at byte {rstart}: {_show(path)} is incomplete")
             size, kind = head
+            if kind == CA_FORMAT_PAYLOAD and regular:  # the common case, inline
+                if not 16 <= size <= _MAX_PAYLOAD:
+                    raise FormatError(f"PAYLOAD record at byte {rstart} has an invalid size {size}")
+                inp.pos += 16
+                entry.size = size - 16
+                break
             if kind in _META:
+                if state is None:
+                    state = _Meta()
                 self._meta(entry, state, kind, size, rstart)
             elif kind in (CA_FORMAT_FILENAME, CA_FORMAT_GOODBYE):
                 break
             else:
                 self._terminal(entry, kind, size, rstart, path)
                 break
-        if state.acl:
+        if state is not None and state.acl:
             entry.acl = bytes(state.acl)
         _check_complete(entry, kind, path, rstart)
         return entry
 
-    def _entry(self, raw: bytes, name: bytes, start: int) -> Entry:
-        flags, mode, entry_flags, uid, gid, mtime = _ENTRY.unpack_from(raw, 16)
-        if self.feature_flags is None:
+    def _entry(self, fields: list[int], name: bytes, start: int) -> Entry:
+        flags, mode, entry_flags, uid, gid, mtime = fields
+        if flags != self.feature_flags:
+            if self.feature_flags is not None:
+                raise FormatError(f"ENTRY at byte {start} has feature flags 0x{flags:x}, not the archive's")
             if flags & ~CA_FORMAT_FEATURE_FLAGS_MAX:
                 raise FormatError(f"archive uses feature flags 0x{flags:x} that casync does not know")
             self.feature_flags = flags
-        elif flags != self.feature_flags:
-            raise FormatError(f"ENTRY at byte {start} has feature flags 0x{flags:x}, not the archive's")
         if mode & ~0o177777 or mode & 0o170000 not in _FILE_TYPES:
             raise FormatError(f"ENTRY at byte {start} has an invalid mode 0o{mode:o}")
         if uid >= _ID_LIMIT or gid >= _ID_LIMIT:
@@ -555,12 +683,17 @@ def _xattr(body: bytes, start: int, previous: list[tuple[bytes, bytes]]) -> tupl
     return name, bytes(body[end + 1 :])
 
 
+def _check_entry_head(size: int, kind: int, start: int, path: bytes) -> None:
+    """The header of a node's first record must be an ENTRY's."""
+    if kind != CA_FORMAT_ENTRY:
+        raise FormatError(f"expected ENTRY for {_show(path)} at byte {start}, found {record_name(kind)}")
+    if size != _ENTRY_SIZE:
+        raise FormatError(f"ENTRY record at byte {start} has size {size}, expected {_ENTRY_SIZE}")
+
+
 def _check_complete(entry: Entry, kind: int, path: bytes, start: int) -> None:
     """A regular file, symlink or device must have ended with its own record."""
-    fmt = stat.S_IFMT(entry.mode)
-    need = {stat.S_IFREG: CA_FORMAT_PAYLOAD, stat.S_IFLNK: CA_FORMAT_SYMLINK}.get(fmt)
-    if fmt in (stat.S_IFCHR, stat.S_IFBLK):
-        need = CA_FORMAT_DEVICE
+    need = _TERMINAL_OF.get(entry.mode & _S_IFMT)
     if need is not None and kind != need:
         found = record_name(kind)
         raise FormatError(f"{_show(path)} has no {record_name(need)} record ({found} at byte {start})")

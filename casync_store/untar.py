@@ -74,6 +74,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEX
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _FD_WINDOW = 64  # ancestor directories kept open; deeper ones are reopened through ".."
 _COPY_BLOCK = 1 << 20
+_BATCH = 4  # chunks a fetching thread takes at a time
 _XATTR_REFUSALS = frozenset(
     {
         errno.EOPNOTSUPP,
@@ -111,8 +112,9 @@ class UntarStats:
 class IndexReader(io.RawIOBase):
     """The archive of an index as a read-only stream, chunks fetched ahead in order.
 
-    ``concurrency`` threads fetch, decompress and verify chunks; at most four
-    per thread are held at any time, so memory stays bounded. Close it (or use
+    ``concurrency`` threads fetch, decompress and verify chunks, a few
+    consecutive ones at a time; at most 16 per thread are held at any time, so
+    memory stays bounded. Close it (or use
     ``with``) to stop the threads early. Errors name the chunk and the store.
     """
 
@@ -127,7 +129,8 @@ class IndexReader(io.RawIOBase):
             return fetch_chunk(store, item, digest)
 
         workers = default_workers(concurrency)
-        self._map = ThreadMap(fetch, iter(index), workers, in_flight=4 * workers)
+        # Batches of consecutive chunks cut the hand-offs between threads.
+        self._map = ThreadMap(fetch, iter(index), workers, in_flight=4 * _BATCH * workers, batch=_BATCH)
         self._chunks = iter(self._map)
         self._data = b""
         self._pos = 0
@@ -209,17 +212,34 @@ def untar_index(
 
 
 class _Level:
-    """An open directory being filled: its descriptor and what to apply at the end."""
+    """An open directory being filled: its descriptor and what to apply at the end.
 
-    __slots__ = ("created", "entry", "fd", "ident", "path")
+    ``owner`` is the (uid, gid) a file created in it gets (None: unknown);
+    ``plain`` says that no default ACL overrides the mode a file is created
+    with. Both let :class:`_Extractor` skip calls that would change nothing.
+    """
+
+    __slots__ = ("checked", "created", "entry", "fd", "ident", "owner", "path", "plain", "st")
 
     def __init__(self, fd: int, entry: Entry, path: bytes, created: bool) -> None:
         self.fd = fd
         self.entry = entry
         self.path = path
         self.created = created
-        st = os.fstat(fd)
+        self.st = st = os.fstat(fd)
         self.ident = (st.st_dev, st.st_ino)
+        self.owner: tuple[int, int] | None = None
+        self.plain = False
+        self.checked = False  # the predictions were checked on the first file made here
+
+    def check(self, fd: int, mode: int | None) -> None:
+        """Check the predictions on a file just made here (with ``mode``, if not None); drop wrong ones."""
+        self.checked = True
+        st = os.fstat(fd)
+        if self.owner is not None and (st.st_uid, st.st_gid) != self.owner:
+            self.owner = None
+        if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+            self.plain = False
 
 
 def _umask() -> int:
@@ -249,6 +269,11 @@ class _Extractor:
         self.levels: list[_Level] = []
         self.flags = 0
         self._ids: dict[tuple[bool, bytes], int | None] = {}
+        # Predict the owner of new files, to skip chowns that change nothing (each
+        # directory checks it on its first file: a filesystem may map owners).
+        self.predict = self.root_user and not no_same_owner
+        self.euid = os.geteuid() if self.predict else -1
+        self.egid = os.getegid() if self.predict else -1
 
     def run(self, reader: CatarReader) -> UntarStats:
         """Consume every item; close every descriptor whatever happens."""
@@ -318,16 +343,22 @@ class _Extractor:
         except OSError:
             os.close(fd)
             raise
+        parent = self.levels[-1] if self.levels else None
         self.levels.append(level)
         self.stats.directories += 1
         # While it is filled a directory must be writable, and setgid already (its
         # children inherit the group); the archive's exact mode comes at the end.
+        st = level.st
+        mode = st.st_mode
         if created and not self.no_same_permissions:
-            os.fchmod(fd, (entry.mode & 0o7777) | 0o700)
-        elif not created and not self.root_user:
-            mode = os.fstat(fd).st_mode
-            if mode & 0o300 != 0o300:
-                os.fchmod(fd, (mode & 0o7777) | 0o700)
+            mode = (entry.mode & 0o7777) | 0o700
+            os.fchmod(fd, mode)
+        elif not created and not self.root_user and mode & 0o300 != 0o300:
+            os.fchmod(fd, (mode & 0o7777) | 0o700)
+        if self.predict:
+            level.owner = (self.euid, st.st_gid if mode & stat.S_ISGID else self.egid)
+        # A default ACL, which a new directory inherits, replaces the umask for its children.
+        level.plain = parent.plain if created and parent is not None else not _default_acl(fd)
 
     def _leave(self) -> None:
         level = self.levels.pop()
@@ -355,7 +386,7 @@ class _Extractor:
         pfd = self.levels[-1].fd
         fmt = stat.S_IFMT(entry.mode)
         if fmt == stat.S_IFREG:
-            self._regular(pfd, entry, item.payload)  # type: ignore[arg-type]
+            self._regular(self.levels[-1], entry, item.payload)  # type: ignore[arg-type]
             self.stats.files += 1
         elif fmt == stat.S_IFLNK:
             _create(pfd, entry.name, lambda: os.symlink(entry.target, entry.name, dir_fd=pfd))  # type: ignore[arg-type]
@@ -364,19 +395,29 @@ class _Extractor:
         else:
             self._special(pfd, entry, fmt)
 
-    def _regular(self, pfd: int, entry: Entry, payload: PayloadReader) -> None:
-        name = entry.name
-        fd = _create(pfd, name, lambda: os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd))
+    def _regular(self, level: _Level, entry: Entry, payload: PayloadReader) -> None:
+        pfd, name = level.fd, entry.name
+        mode = self._mode(entry, True)
+        # Created with its final mode where that is sure to be what open() makes
+        # (no umask or default ACL in the way, no bits a later chown would clear).
+        exact = mode is not None and level.plain and not mode & (0o7000 | self.umask)
+        fd = _create(pfd, name, lambda: os.open(name, _FILE_FLAGS, mode if exact else 0o600, dir_fd=pfd))
         try:
-            while True:
-                data = payload.read(_COPY_BLOCK)
-                if not data:
+            left = entry.size
+            while left:
+                view = payload.read_view(_COPY_BLOCK)
+                size = len(view)
+                if not size:
                     break
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                self.stats.bytes_written += len(data)
-            self._apply(fd, entry, True)
+                written = os.write(fd, view)
+                while written < size:
+                    written += os.write(fd, view[written:])
+                left -= size
+                self.stats.bytes_written += size
+            if not level.checked:
+                level.check(fd, mode if exact else None)
+                exact = exact and level.plain
+            self._apply(fd, entry, True, level.owner, exact)
         except BaseException:
             os.close(fd)
             fd = -1
@@ -437,18 +478,30 @@ class _Extractor:
             return entry.mode & 0o7777 & ~self.umask
         return (0o777 if stat.S_ISDIR(entry.mode) else 0o666) & ~self.umask
 
-    def _apply(self, fd: int, entry: Entry, created: bool) -> None:
-        """Owner, xattrs, mode, mtime of an open file or directory (in that order)."""
+    def _apply(
+        self,
+        fd: int,
+        entry: Entry,
+        created: bool,
+        owned: tuple[int, int] | None = None,
+        mode_set: bool = False,
+    ) -> None:
+        """Owner, xattrs, mode, mtime of an open file or directory (in that order).
+
+        The chown is skipped when the owner is ``owned`` already (a new file's,
+        checked), and the chmod when ``mode_set`` (the file was created with it).
+        """
         owner = self._owner(entry)
-        if owner is not None:
+        if owner is not None and owner != owned:
             os.fchown(fd, *owner)
         for key, value in entry.xattrs:
             self._setxattr(fd, key, value, entry)
         if entry.fcaps is not None and stat.S_ISREG(entry.mode):
             self._setxattr(fd, b"security.capability", entry.fcaps, entry)
-        mode = self._mode(entry, created)
-        if mode is not None:
-            os.fchmod(fd, mode)
+        if not mode_set:
+            mode = self._mode(entry, created)
+            if mode is not None:
+                os.fchmod(fd, mode)
         if self.flags & _TIME_FLAGS:
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
@@ -479,6 +532,15 @@ class _Extractor:
                 raise
             self.stats.xattrs_skipped += 1
             log.debug("xattr %r of %r not restored: %s", key, entry.name, exc.strerror)
+
+
+def _default_acl(fd: int) -> bool:
+    """Whether the directory ``fd`` has a default ACL (False where ACLs are not supported)."""
+    try:
+        os.getxattr(fd, "system.posix_acl_default")
+    except OSError:
+        return False
+    return True
 
 
 def _create(pfd: int, name: bytes, make: Callable[[], object]) -> int:

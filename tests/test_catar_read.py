@@ -569,6 +569,33 @@ def test_payload_partly_read_is_skipped() -> None:
     assert second.payload.readinto(buffer) == 0
 
 
+@pytest.mark.parametrize("piece", [3, 1000, 1 << 20])
+def test_payload_read_view_is_zero_copy_and_exact(piece: int) -> None:
+    """``read_view`` hands out views of the decoder's buffer: same bytes as ``read``, never more."""
+    big = bytes(range(256)) * 2000  # 512000 bytes: crosses reads of every size above
+    data = build(f(b"a", big), f(b"b", b"tail"), f(b"c", b"skipped"))
+    stream = io.BytesIO(data)
+    items = iter_catar(lambda n: stream.read(min(n, piece)))
+    next(items)
+    first = next(items)
+    got, views = bytearray(), []
+    while True:
+        view = first.payload.read_view(70_000)
+        assert isinstance(view, memoryview) and len(view) <= 70_000
+        if not view:
+            break
+        got += view
+        views.append(view)
+    assert bytes(got) == big and first.payload.remaining == 0
+    second = next(items)
+    assert bytes(second.payload.read_view(2)) == b"ta" and second.payload.read() == b"il"
+    third = next(items)  # moving on invalidates the readers
+    with pytest.raises(ValueError, match="read after the decoder moved on"):
+        second.payload.read_view(1)
+    assert second.payload.closed and not third.payload.closed
+    assert [i.kind for i in items] == ["leave"]
+
+
 def test_read_callable_source_and_short_reads() -> None:
     data = build(d(b"dir", f(b"x", b"12345")), sl(b"y", b"x"))
     stream = io.BytesIO(data)

@@ -295,6 +295,53 @@ def test_no_same_owner_and_no_same_permissions(tmp_path) -> None:
     assert stat.S_IMODE(os.lstat(os.path.join(plain, "dir")).st_mode) == 0o777 & ~umask
 
 
+def _acl(mask: int) -> bytes:
+    """A raw ``system.posix_acl_*`` value: user::rwx, group:: and other:: from ``mask`` (0o0GO)."""
+    entries = ((0x01, 7), (0x04, (mask >> 3) & 7), (0x20, mask & 7))
+    body = b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in entries)
+    return struct.pack("<I", 2) + body
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize("default_acl", [False, True])
+def test_modes_and_owners_exact_whatever_umask_and_acl(tmp_path, umask: int, default_acl: bool) -> None:
+    """Files are created with their final mode only where that is sure; the result is always exact."""
+    modes = (0o644, 0o600, 0o444, 0o755, 0o4755, 0o2755, 0o1644, 0o000, 0o777, 0o640)
+    gid = 4321 if IS_ROOT else os.getegid()
+    out = io.BytesIO()
+    writer = CatarWriter(out.write, DESYNC_TAR_FLAGS)
+    uid, egid = os.geteuid(), os.getegid()
+    writer.begin(Entry(b"", stat.S_IFDIR | 0o755, uid=uid, gid=egid, mtime_ns=10**18))
+    for dname, dmode, dgid in ((b"plain", 0o755, egid), (b"sgid", 0o2775, gid)):
+        writer.enter(Entry(dname, stat.S_IFDIR | dmode, uid=uid, gid=dgid, mtime_ns=10**18))
+        for i, mode in enumerate(modes):
+            for j, owner in enumerate(((uid, egid), (uid, gid), (1234 if IS_ROOT else uid, dgid))):
+                entry = Entry(f"f{i:02d}{j}".encode(), stat.S_IFREG | mode, uid=owner[0], gid=owner[1])
+                entry.size, entry.mtime_ns = 1, 10**18 + i
+                writer.add(entry, io.BytesIO(b"x"))
+        writer.leave()
+    writer.finish()
+    target = os.path.join(tmp_path, "out")
+    os.mkdir(target)
+    if default_acl:
+        try:
+            os.setxattr(target, "system.posix_acl_default", _acl(0o000))
+        except OSError as exc:
+            pytest.skip(f"no default ACLs here: {exc.strerror}")
+    old = os.umask(umask)
+    try:
+        untar(io.BytesIO(out.getvalue()), target)
+    finally:
+        os.umask(old)
+    for dname, dgid in (("plain", egid), ("sgid", gid)):
+        for i, mode in enumerate(modes):
+            for j, owner in enumerate(((uid, egid), (uid, gid), (1234 if IS_ROOT else uid, dgid))):
+                st_ = os.lstat(os.path.join(target, dname, f"f{i:02d}{j}"))
+                assert (stat.S_IMODE(st_.st_mode), st_.st_mtime_ns) == (mode, 10**18 + i), (dname, i, j)
+                if IS_ROOT:
+                    assert (st_.st_uid, st_.st_gid) == owner, (dname, i, j)
+
+
 def test_refused_xattrs_are_skipped(tmp_path) -> None:
     xattr = rec(CA_FORMAT_XATTR, b"user.k\0v")
     data = build(node(b"fifo", stat.S_IFIFO | 0o644, xattr), f(b"ok", b"x", meta=xattr), sl(b"sym", b"ok"))
