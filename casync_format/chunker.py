@@ -3,9 +3,10 @@
 This module owns the chunking API of pycasync: the chunk-size parameters
 (:class:`ChunkerParams`, parsed from desync's ``MIN:AVG:MAX`` KiB notation),
 chunking an in-memory or memory-mapped buffer (:func:`iter_chunks`, optionally
-searching for cuts in several threads) and chunking a non-seekable stream
-(:func:`chunk_stream`). The cut search itself lives in one of two backends
-with identical functions and results: the C extension
+searching for cuts in several threads) and chunking a non-seekable stream,
+pulled (:func:`chunk_stream`) or pushed in pieces (:class:`StreamCutter`).
+The cut search itself lives in one of two backends with identical
+functions and results: the C extension
 ``casync_format._chunker`` (fast, releases the GIL) or the pure-Python
 reference :mod:`casync_format._buzhash`. Which one is live is chosen at
 import and named by :data:`BACKEND`; ``PYCASYNC_PUREPYTHON=1`` forces the
@@ -16,6 +17,7 @@ Cuts are identical to casync's for every parameter set accepted here.
 from __future__ import annotations
 
 import importlib
+import io
 import mmap
 import os
 from collections import deque
@@ -24,13 +26,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from types import ModuleType
-from typing import Protocol, Union
+from typing import Callable, Protocol, Union
 
 from . import _buzhash
 from .constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNKER_WINDOW_SIZE
 from .errors import ParameterError
 
-__all__ = ["BACKEND", "ChunkerParams", "DEFAULT_PARAMS", "iter_chunks", "chunk_stream"]
+__all__ = ["BACKEND", "ChunkerParams", "DEFAULT_PARAMS", "iter_chunks", "chunk_stream", "StreamCutter"]
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 
@@ -278,35 +280,129 @@ def chunk_stream(
     """Yield ``(start, chunk_bytes)`` for each chunk read from a binary stream.
 
     For input that cannot be mapped or seeked (a pipe, stdin). Reads in
-    blocks of max(max_size, 1 MiB) and keeps at most one block plus one
+    blocks of up to max(max_size, 1 MiB) (straight into the chunker's buffer
+    when the file has ``readinto``) and keeps at most one block plus one
     maximum chunk buffered; cuts are identical to :func:`iter_chunks`.
     """
-    module = backend if backend is not None else _LIVE
-    return _stream(fileobj, params, module)
+    return _stream(fileobj, StreamCutter(params, backend=backend))
 
 
-def _stream(fileobj: _Readable, params: ChunkerParams, module: ModuleType) -> Iterator[tuple[int, bytes]]:
-    args = (params.min_size, params.max_size, params.discriminator)
-    read_size = max(params.max_size, 1024 * _KIB)
-    buf = bytearray()
-    offset = 0  # stream offset of buf[0]
-    pos = 0  # start of the current chunk in buf
-    eof = False
+_READINTO_TYPES = (io.FileIO, io.BufferedReader, io.BytesIO)  # whose readinto reads the stream itself
+
+
+def _stream(fileobj: _Readable, cutter: StreamCutter) -> Iterator[tuple[int, bytes]]:
+    readinto = fileobj.readinto if isinstance(fileobj, _READINTO_TYPES) else None
     while True:
-        if not eof and len(buf) - pos < params.max_size:
-            del buf[:pos]
-            offset += pos
-            pos = 0
-            block = fileobj.read(read_size)
-            if block is None:
-                raise ParameterError("chunk_stream needs a blocking file (read() returned None)")
-            eof = not block
-            buf += block
-            continue
-        if pos == len(buf):
+        room = cutter.room()  # cuts off the complete chunks when the buffer is full
+        if cutter.ready:
+            yield from cutter.take()
+        if readinto is not None:
+            got = cutter.read_from(readinto, room)
+        else:
+            block = fileobj.read(room)
+            got = None if block is None else len(block)
+            if block:
+                cutter.write(block)
+        if got is None:
+            raise ParameterError("chunk_stream needs a blocking file (read() returned None)")
+        if not got:
+            yield from cutter.finish()
             return
-        cut = module.find_cut(buf, pos, len(buf), *args)
-        if cut < 0:  # only at the end of the stream: the rest is the last chunk
-            cut = len(buf)
-        yield offset + pos, bytes(buf[pos:cut])
-        pos = cut
+
+
+class StreamCutter:
+    """The push form of :func:`chunk_stream`: feed a stream in pieces, take its chunks.
+
+    :meth:`write` copies bytes in, :meth:`read_from` has a ``readinto``
+    function fill the buffer directly (one copy from a file). Whenever the
+    buffer is full, every chunk that ends in it is cut off and queued
+    (:attr:`ready`; :meth:`take` hands them out as ``(start, bytes)``);
+    :meth:`finish` ends the stream and returns the rest, the last chunk
+    included. The buffer holds ``block`` bytes plus one maximum chunk, so
+    memory is bounded by that plus the chunks not yet taken (at most one
+    :meth:`write` worth). Cuts are identical to :func:`iter_chunks`.
+    """
+
+    def __init__(self, params: ChunkerParams, *, backend: ModuleType | None = None) -> None:
+        module = backend if backend is not None else _LIVE
+        self._find_cuts = module.find_cuts
+        self._args = (params.min_size, params.max_size, params.discriminator)
+        self.block = max(params.max_size, 1024 * _KIB)
+        """How much a read of the stream should ask for (what :func:`chunk_stream` reads at a time)."""
+        self._buf = bytearray(self.block + params.max_size)
+        self._fill = 0  # bytes of the stream in the buffer
+        self._offset = 0  # stream offset of the buffer's first byte
+        self._ready: list[tuple[int, bytes]] = []
+        self._finished = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`take` has chunks to hand out."""
+        return bool(self._ready)
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """The complete chunks cut so far, as ``(start, bytes)``, oldest first; forgets them."""
+        ready, self._ready = self._ready, []
+        return ready
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` to the stream."""
+        size = len(data)
+        if self._fill + size > len(self._buf):
+            self._check_open()
+            self._cut()
+            if self._fill + size > len(self._buf):  # one write larger than the free space
+                self._buf.extend(bytes(self._fill + size - len(self._buf)))
+        self._buf[self._fill : self._fill + size] = data
+        self._fill += size
+
+    def read_from(self, readinto: Callable[[memoryview], int | None], size: int) -> int | None:
+        """Append up to ``size`` bytes that ``readinto(buffer)`` puts into the buffer.
+
+        Returns what ``readinto`` returned: the count, 0 at the end, None for no data yet.
+        """
+        end = self._fill + min(size, self.room())
+        with memoryview(self._buf) as view, view[self._fill : end] as free:
+            got = readinto(free)
+        if got:
+            self._fill += got
+        return got
+
+    def room(self) -> int:
+        """Free space in the buffer (cutting off complete chunks first if it is full)."""
+        self._check_open()
+        if self._fill == len(self._buf):
+            self._cut()
+        return len(self._buf) - self._fill
+
+    def finish(self) -> list[tuple[int, bytes]]:
+        """End the stream: every chunk not taken yet, the last (shorter) one included."""
+        self._check_open()
+        self._cut()
+        if self._fill:
+            self._ready.append((self._offset, bytes(self._buf[: self._fill])))
+            self._offset += self._fill
+            self._fill = 0
+        self._finished = True
+        self._buf = bytearray()
+        return self.take()
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise ParameterError("stream cutter: the stream has been finished")
+
+    def _cut(self) -> None:
+        """Queue every chunk that ends in the buffer; keep the unfinished tail (< max_size)."""
+        fill, buf = self._fill, self._buf
+        cuts = self._find_cuts(buf, 0, fill, *self._args, fill)
+        if not cuts:
+            return
+        ready, offset, prev = self._ready, self._offset, 0
+        with memoryview(buf) as view:
+            for cut in cuts:
+                with view[prev:cut] as piece:
+                    ready.append((offset + prev, bytes(piece)))
+                prev = cut
+        buf[: fill - prev] = buf[prev:fill]
+        self._fill = fill - prev
+        self._offset = offset + prev

@@ -31,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from casync_format import _buzhash, chunker
-from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_chunks
+from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, StreamCutter, chunk_stream, iter_chunks
 from casync_format.errors import ParameterError
 from casync_format.index import read_index
 
@@ -442,6 +442,56 @@ def test_chunk_stream_rejects_non_blocking() -> None:
 
     with pytest.raises(ParameterError, match="blocking"):
         list(chunk_stream(NonBlocking(), DEFAULT_PARAMS))  # type: ignore[arg-type]
+
+
+def _push(cutter: StreamCutter, data: bytes, seed: int) -> list[tuple[int, bytes]]:
+    """Feed ``data`` to ``cutter`` in random pieces, by write() and by read_from(); collect the chunks."""
+    rng, source, out, pos = random.Random(seed), io.BytesIO(data), [], 0
+    while pos < len(data):
+        piece = rng.choice((1, 100, 5000, 70_000, 300_000, 3 * MIB))
+        if rng.random() < 0.5:
+            cutter.write(data[pos : pos + piece])
+            pos += len(data[pos : pos + piece])
+        else:
+            got = cutter.read_from(source.readinto, min(piece, len(data) - pos))
+            assert got and got <= piece
+            pos += got
+        source.seek(pos)
+        assert cutter.ready or not cutter.take()
+        out += cutter.take()
+    return out + cutter.finish()
+
+
+def test_stream_cutter_matches_iter_chunks(backend: ModuleType) -> None:
+    size = 150_000 if backend is _buzhash else 6 * MIB
+    data = rng_bytes(size, 21) + bytes(size // 3) + rng_bytes(size // 5, 22)
+    for params in (ChunkerParams(1024, 4096, 16384), DEFAULT_PARAMS):
+        chunks = _push(StreamCutter(params, backend=backend), data, 23)
+        assert b"".join(c for _, c in chunks) == data
+        assert [s for s, _ in chunks] == [0, *ends(data, params, backend)[:-1]]
+        assert [s + len(c) for s, c in chunks] == ends(data, params, backend)
+    empty = StreamCutter(DEFAULT_PARAMS, backend=backend)
+    empty.write(b"")
+    assert empty.finish() == []
+
+
+def test_stream_cutter_bounds_and_misuse() -> None:
+    params = ChunkerParams(1024, 4096, 16384)
+    cutter = StreamCutter(params)
+    assert cutter.block == MIB
+    data, written, taken = rng_bytes(4 * MIB, 24), 0, 0
+    for pos in range(0, len(data), 1000):
+        cutter.write(data[pos : pos + 1000])
+        written += len(data[pos : pos + 1000])
+        taken += sum(len(c) for _, c in cutter.take())
+        # chunks are cut off whenever the buffer is full: at most one block plus one maximum chunk held
+        assert written - taken <= cutter.block + params.max_size
+    assert taken > 3 * MIB
+    assert taken + sum(len(c) for _, c in cutter.finish()) == len(data)
+    with pytest.raises(ParameterError, match="finished"):
+        cutter.write(b"x" * (2 * MIB))
+    with pytest.raises(ParameterError, match="finished"):
+        cutter.finish()
 
 
 # --------------------------------------------------------------------------- casync golden data
