@@ -2,8 +2,7 @@
 
 casync keys the hash of each directory entry's name (its goodbye table) with
 a fixed 16-byte key; this module owns only the hash function itself, in pure
-Python over the standard library (the rounds written out inline, since an
-archive hashes every name once), and picks the C implementation of the
+Python over the standard library, and picks the C implementation of the
 optional extension ``casync_format._chunker`` when it imports (same results;
 the pure-Python one stays available as :func:`siphash24_py`).
 """
@@ -19,6 +18,23 @@ __all__ = ["siphash24", "siphash24_py", "siphash24_c"]
 _M = 0xFFFFFFFFFFFFFFFF
 
 
+def _rounds(v: tuple[int, int, int, int], n: int) -> tuple[int, int, int, int]:
+    """``n`` SipRounds over the state ``v``."""
+    v0, v1, v2, v3 = v
+    for _ in range(n):
+        v0 = (v0 + v1) & _M
+        v1 = ((v1 << 13) | (v1 >> 51)) & _M ^ v0
+        v0 = ((v0 << 32) | (v0 >> 32)) & _M
+        v2 = (v2 + v3) & _M
+        v3 = ((v3 << 16) | (v3 >> 48)) & _M ^ v2
+        v0 = (v0 + v3) & _M
+        v3 = ((v3 << 21) | (v3 >> 43)) & _M ^ v0
+        v2 = (v2 + v1) & _M
+        v1 = ((v1 << 17) | (v1 >> 47)) & _M ^ v2
+        v2 = ((v2 << 32) | (v2 >> 32)) & _M
+    return v0, v1, v2, v3
+
+
 def siphash24_py(data: bytes, key: bytes) -> int:
     """The SipHash-2-4 of ``data`` under the 16-byte ``key``, as an unsigned 64-bit int."""
     if len(key) != 16:
@@ -32,32 +48,11 @@ def siphash24_py(data: bytes, key: bytes) -> int:
     whole = length - length % 8
     words = list(struct.unpack(f"<{whole // 8}Q", data[:whole]))
     words.append(((length & 0xFF) << 56) | int.from_bytes(data[whole:], "little"))
+    v = (v0, v1, v2, v3)
     for m in words:
-        v3 ^= m
-        for _ in (0, 1):
-            v0 = (v0 + v1) & _M
-            v1 = ((v1 << 13) | (v1 >> 51)) & _M ^ v0
-            v0 = ((v0 << 32) | (v0 >> 32)) & _M
-            v2 = (v2 + v3) & _M
-            v3 = ((v3 << 16) | (v3 >> 48)) & _M ^ v2
-            v0 = (v0 + v3) & _M
-            v3 = ((v3 << 21) | (v3 >> 43)) & _M ^ v0
-            v2 = (v2 + v1) & _M
-            v1 = ((v1 << 17) | (v1 >> 47)) & _M ^ v2
-            v2 = ((v2 << 32) | (v2 >> 32)) & _M
-        v0 ^= m
-    v2 ^= 0xFF
-    for _ in (0, 1, 2, 3):
-        v0 = (v0 + v1) & _M
-        v1 = ((v1 << 13) | (v1 >> 51)) & _M ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & _M
-        v2 = (v2 + v3) & _M
-        v3 = ((v3 << 16) | (v3 >> 48)) & _M ^ v2
-        v0 = (v0 + v3) & _M
-        v3 = ((v3 << 21) | (v3 >> 43)) & _M ^ v0
-        v2 = (v2 + v1) & _M
-        v1 = ((v1 << 17) | (v1 >> 47)) & _M ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & _M
+        v = _rounds((v[0], v[1], v[2], v[3] ^ m), 2)
+        v = (v[0] ^ m, v[1], v[2], v[3])
+    v0, v1, v2, v3 = _rounds((v[0], v[1], v[2] ^ 0xFF, v[3]), 4)
     return v0 ^ v1 ^ v2 ^ v3
 
 

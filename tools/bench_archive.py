@@ -26,7 +26,6 @@ second. A missing tree, or a pycasync without ``tar``/``untar``, gives a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from typing import Callable
@@ -46,6 +45,7 @@ from bench import (
     flat_verdict,
     remove,
     run_command,
+    sha256_file,
     skipped,
 )
 
@@ -74,16 +74,6 @@ def _raise(exc: OSError) -> None:
     raise exc
 
 
-def _file_sha256(path: bytes) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            buf = f.read(PIECE)
-            if not buf:
-                return h.hexdigest()
-            h.update(buf)
-
-
 def _user_xattrs(path: bytes) -> tuple[tuple[str, bytes], ...]:
     try:
         names = sorted(n for n in os.listxattr(path, follow_symlinks=False) if n.startswith("user."))
@@ -104,7 +94,7 @@ def _entry(path: bytes) -> tuple[object, ...]:
         st.st_mtime_ns,
         st.st_rdev if kind in (stat.S_IFBLK, stat.S_IFCHR) else 0,
         os.readlink(path) if kind == stat.S_IFLNK else None,
-        _file_sha256(path) if regular else None,
+        sha256_file(path) if regular else None,
         _user_xattrs(path) if regular or directory else (),
     )
 
