@@ -32,7 +32,10 @@ from . import _buzhash
 from .constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNKER_WINDOW_SIZE
 from .errors import ParameterError
 
-__all__ = ["BACKEND", "ChunkerParams", "DEFAULT_PARAMS", "iter_chunks", "chunk_stream", "StreamCutter"]
+__all__ = [
+    "BACKEND", "ChunkerParams", "DEFAULT_PARAMS", "iter_chunks", "chunk_stream", "StreamCutter",
+    "READINTO_TYPES",
+]
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 
@@ -287,11 +290,13 @@ def chunk_stream(
     return _stream(fileobj, StreamCutter(params, backend=backend))
 
 
-_READINTO_TYPES = (io.FileIO, io.BufferedReader, io.BytesIO)  # whose readinto reads the stream itself
+#: File types whose ``readinto`` reads the stream itself, so data can go straight into
+#: a :class:`StreamCutter` (:meth:`StreamCutter.read_from`); other readers go through ``read``.
+READINTO_TYPES = (io.FileIO, io.BufferedReader, io.BytesIO)
 
 
 def _stream(fileobj: _Readable, cutter: StreamCutter) -> Iterator[tuple[int, bytes]]:
-    readinto = fileobj.readinto if isinstance(fileobj, _READINTO_TYPES) else None
+    readinto = fileobj.readinto if isinstance(fileobj, READINTO_TYPES) else None
     while True:
         room = cutter.room()  # cuts off the complete chunks when the buffer is full
         if cutter.ready:

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO, Callable, cast
 
 from casync_format.catar import DESYNC_TAR_FLAGS, CatarWriter, Entry, normalize_feature_flags
-from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, StreamCutter
+from casync_format.chunker import DEFAULT_PARAMS, READINTO_TYPES, ChunkerParams, StreamCutter
 from casync_format.constants import CA_FORMAT_SHA512_256
 from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import FormatError, ParameterError
@@ -243,7 +243,6 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 _SYNC_FILE_RANGE = _load_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2  # start writeback of dirty pages, do not wait
 _WRITEBACK_STEP = 8 << 20
-_READINTO_TYPES = (io.FileIO, io.BufferedReader, io.BytesIO)  # payloads read straight into the chunker
 _SENDFILE_MIN = 64 * 1024  # smaller payloads are read and buffered with their records
 _SENDFILE_BLOCK = 1 << 30
 _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ESPIPE}
@@ -401,7 +400,7 @@ def _payload_chunks(
     """Read ``left`` bytes of ``payload`` into ``cutter``, yielding the chunks that complete."""
     if payload is None:
         writer._read_payload(entry, payload, left)  # raises: no payload
-    readinto = payload.readinto if isinstance(payload, _READINTO_TYPES) else None
+    readinto = payload.readinto if isinstance(payload, READINTO_TYPES) else None
     while left:
         room = cutter.room()  # cuts off the complete chunks when the buffer is full
         if cutter.ready:
