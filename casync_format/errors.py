@@ -20,6 +20,7 @@ __all__ = [
     "ChunkInvalid",
     "StoreError",
     "MissingDependency",
+    "IndexNotFound",
 ]
 
 
@@ -37,6 +38,10 @@ class ParameterError(CasyncError, ValueError):
 
 class StoreError(CasyncError):
     """A store that cannot be reached, opened or written, or lacks a capability."""
+
+
+class IndexNotFound(StoreError):
+    """An index store does not hold the named index (a local file, an HTTP 404, a missing key)."""
 
 
 class ChunkMissing(CasyncError):

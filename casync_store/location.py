@@ -34,6 +34,9 @@ BACKENDS: dict[str, str] = {
     "http": "casync_store.http:open_http",
     "https": "casync_store.http:open_http",
     "ssh": "casync_store.ssh:open_ssh",
+    "sftp": "casync_store.sftp:open_sftp",
+    "s3+http": "casync_store.s3:open_s3",
+    "s3+https": "casync_store.s3:open_s3",
     "|": "casync_store.failover:FailoverGroup",
 }
 
