@@ -168,6 +168,9 @@ class StoreOptions:
     #: Parallel connections/sessions a network store may open (``-n``); 0 = the
     #: backend's default. Set from the command line, never read from or written to the file.
     concurrency: int = 0
+    #: The ``s3-credentials`` entry for an ``s3+http(s)://`` store, filled by
+    #: :meth:`Config.store_options_for`; never part of the ``store-options`` JSON.
+    s3_credentials: S3Credentials | None = field(default=None, repr=False, compare=False)
 
     def replace(self, **changes: Any) -> StoreOptions:
         """A copy with some fields changed (command-line flags over the config)."""
@@ -217,10 +220,13 @@ _STORE_KEYS = {
 
 @dataclass(frozen=True)
 class S3Credentials:
-    """Credentials for one S3 endpoint (``s3-credentials`` entry, keyed by scheme://host)."""
+    """Credentials for one S3 endpoint (``s3-credentials`` entry, keyed by scheme://host[:port]).
 
-    access_key: str = ""
-    secret_key: str = ""
+    The keys are kept out of ``repr``, so a logged entry cannot leak them.
+    """
+
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
     aws_credentials_file: str = ""
     aws_profile: str = ""
     aws_region: str = ""
@@ -331,7 +337,9 @@ class Config:
     def store_options_for(self, location: str) -> StoreOptions:
         """The options of the one entry matching ``location`` (or the defaults).
 
-        More than one matching entry is an error, as in desync.
+        More than one matching entry is an error, as in desync. For an
+        ``s3+http(s)://`` location the options also carry its
+        ``s3-credentials`` entry (:meth:`s3_credentials_for`).
         """
         found = [key for key in self.store_options if location_match(key, location)]
         if len(found) > 1:
@@ -339,13 +347,32 @@ class Config:
                 f"config file {self.path}: several store-options entries match {location!r}: "
                 + ", ".join(repr(k) for k in found)
             )
-        return self.store_options[found[0]] if found else self.default_store_options()
+        options = self.store_options[found[0]] if found else self.default_store_options()
+        if urllib.parse.urlsplit(location).scheme.lower() in ("s3+http", "s3+https"):
+            options = options.replace(s3_credentials=self.s3_credentials_for(location))
+        return options
 
     def s3_credentials_for(self, location: str) -> S3Credentials | None:
-        """The ``s3-credentials`` entry for an ``s3+http(s)://host/...`` location, if any."""
+        """The ``s3-credentials`` entry for an ``s3+http(s)://host[:port]/...`` location, if any.
+
+        Entries are keyed by the location's scheme without ``s3+`` and its
+        host and port (``http://127.0.0.1:9000``). An exact key wins;
+        otherwise keys are glob patterns matched as ``store-options`` keys are
+        (:func:`location_match`: Go's ``path.Match``, so ``*`` and ``?`` never
+        match ``/``; ``https://*.example.com``, ``http://127.0.0.1:*``). More
+        than one matching pattern is a :class:`ConfigError`.
+        """
         parts = urllib.parse.urlsplit(location)
-        key = f"{parts.scheme.removeprefix('s3+')}://{parts.netloc}"
-        return self.s3_credentials.get(key)
+        key = f"{parts.scheme.lower().removeprefix('s3+')}://{parts.netloc.rpartition('@')[2]}"
+        if key in self.s3_credentials:
+            return self.s3_credentials[key]
+        found = [k for k in self.s3_credentials if location_match(k, key)]
+        if len(found) > 1:
+            raise ConfigError(
+                f"config file {self.path}: several s3-credentials entries match {key!r}: "
+                + ", ".join(repr(k) for k in found)
+            )
+        return self.s3_credentials[found[0]] if found else None
 
     def to_json(self) -> dict[str, Any]:
         """The configuration under desync's JSON keys, unknown keys of the file kept."""

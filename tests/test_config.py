@@ -245,7 +245,7 @@ def test_options_for_each_location(tmp_path: os.PathLike[str]) -> None:
     assert store.verify is False and seen == [os.path.join(tmp_path, "s")]
 
 
-@pytest.mark.parametrize("location", ["sftp://u@h/s", "s3+https://h/b", "s3+http://h/b", "gs://b/s"])
+@pytest.mark.parametrize("location", ["gs://b/s", "oci+https://registry/repo"])
 def test_later_schemes_not_supported_yet(location: str) -> None:
     scheme = location.split("://")[0]
     assert scheme not in BACKENDS  # when one is built, it leaves this list
@@ -319,3 +319,65 @@ def test_write_keeps_keys_pycasync_does_not_model(tmp_path) -> None:
     assert written["future-key"] == [1, 2, 3]
     entry = written["store-options"]["/srv/enc"]
     assert entry["encryption-key"] == "K" and entry["n"] == 8 and entry["skip-verify"] is True
+
+
+# --------------------------------------------------------------------------- s3-credentials
+
+
+def _s3_config(tmp_path: os.PathLike[str], creds: dict[str, dict[str, str]], **extra: object) -> Config:
+    return load_config(write(os.path.join(tmp_path, "s3.json"), {"s3-credentials": creds, **extra}))
+
+
+@pytest.mark.parametrize(
+    "key, location, matches",
+    [
+        ("http://127.0.0.1:9000", "s3+http://127.0.0.1:9000/bucket/prefix", True),
+        ("http://127.0.0.1:9000", "s3+https://127.0.0.1:9000/bucket", False),  # the scheme counts
+        ("http://127.0.0.1:9000", "s3+http://127.0.0.1:9001/bucket", False),
+        ("http://127.0.0.1", "s3+http://127.0.0.1:9000/bucket", False),  # and the port
+        ("http://127.0.0.1:*", "s3+http://127.0.0.1:9000/bucket", True),
+        ("https://*.example.com", "s3+https://s3.eu.example.com/bucket", True),
+        ("https://*.example.com", "s3+https://example.com/bucket", False),
+        ("http://*", "S3+HTTP://Host:1/b?lookup=path", True),
+        ("http://minio-?:9000", "s3+http://minio-1:9000/b", True),
+        ("http://[ab]host", "s3+http://bhost/b", True),
+        ("*", "s3+http://h/b", False),  # * never matches "/": not a catch-all
+    ],
+)
+def test_s3_credentials_keys_and_globs(
+    tmp_path: os.PathLike[str], key: str, location: str, matches: bool
+) -> None:
+    config = _s3_config(tmp_path, {key: {"access-key": "AK", "secret-key": "SK"}})
+    creds = config.s3_credentials_for(location)
+    assert (creds is not None) == matches
+    assert (config.store_options_for(location).s3_credentials is not None) == matches
+
+
+def test_s3_credentials_exact_key_first_and_glob_conflicts(tmp_path: os.PathLike[str]) -> None:
+    globs = {"http://*": {"access-key": "A"}, "http://127.0.0.1:*": {"access-key": "B"}}
+    config = _s3_config(tmp_path, {**globs, "http://127.0.0.1:9000": {"access-key": "C"}})
+    creds = config.s3_credentials_for("s3+http://127.0.0.1:9000/b")
+    assert creds is not None and creds.access_key == "C"
+    with pytest.raises(ConfigError, match=r"several s3-credentials entries match 'http://127\.0\.0\.1:9001'"):
+        config.s3_credentials_for("s3+http://127.0.0.1:9001/b")
+    creds = config.s3_credentials_for("s3+http://other/b")
+    assert creds is not None and creds.access_key == "A"
+
+
+def test_s3_credentials_reach_store_options_only_for_s3(tmp_path: os.PathLike[str]) -> None:
+    config = _s3_config(
+        tmp_path,
+        {"http://*": {"access-key": "AKID", "secret-key": "s3cr3t", "aws-region": "eu-west-1"}},
+        **{"store-options": {"s3+http://h/b": {"error-retry": 9}, "http://h/b": {"error-retry": 8}}},
+    )
+    opts = config.store_options_for("s3+http://h/b")
+    assert opts.error_retry == 9 and opts.s3_credentials is not None
+    assert opts.s3_credentials.secret_key == "s3cr3t" and opts.s3_credentials.aws_region == "eu-west-1"
+    assert config.store_options_for("http://h/b").s3_credentials is None
+    assert config.store_options_for("s3+https://h/b").s3_credentials is None  # https:// has no entry
+    # Secrets stay out of repr, of the store-options JSON, and of equality.
+    for text in (repr(opts), repr(opts.s3_credentials), json.dumps(opts.to_json())):
+        assert "s3cr3t" not in text and "AKID" not in text
+    assert opts == opts.replace(s3_credentials=None)
+    assert "s3_credentials" not in json.dumps(config.to_json()["store-options"])
+    assert json.loads(config.dumps())["s3-credentials"]["http://*"]["secret-key"] == "s3cr3t"
