@@ -15,6 +15,14 @@ one program). :func:`write_pycasync_remote` writes a one-word
 :class:`SSHServer` and stops the server afterwards; it skips when OpenSSH is
 missing, but fails under ``CI=true``. Use it with
 ``from _sshd import sshd  # noqa: F401``.
+
+For clients that read OpenSSH's config themselves (the sftp:// store, via
+paramiko): :func:`write_ssh_home` writes a ``HOME`` whose ``.ssh/config``
+has a ``Host`` alias with ``HostName``, ``Port``, ``User`` and, as asked, an
+``IdentityFile``, a filled or empty ``UserKnownHostsFile`` and a
+``StrictHostKeyChecking`` value; :func:`start_ssh_agent` runs a real
+``ssh-agent`` holding given keys; :func:`require_paramiko` skips (fails
+under ``CI=true``) without paramiko.
 """
 
 from __future__ import annotations
@@ -31,7 +39,18 @@ from dataclasses import dataclass
 
 import pytest
 
-__all__ = ["HOST_ALIAS", "SSHServer", "start_sshd", "sshd", "require_openssh", "write_pycasync_remote"]
+__all__ = [
+    "HOST_ALIAS",
+    "SSHServer",
+    "SSHAgent",
+    "start_sshd",
+    "sshd",
+    "require_openssh",
+    "require_paramiko",
+    "write_pycasync_remote",
+    "write_ssh_home",
+    "start_ssh_agent",
+]
 
 HOST_ALIAS = "pycasync-test-host"
 SSHD = "/usr/sbin/sshd"
@@ -216,3 +235,89 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
         yield server
     finally:
         server.stop()
+
+
+def _skip_or_fail(why: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{why}, but CI=true requires it")
+    pytest.skip(why)
+
+
+def require_paramiko() -> None:
+    """Skip the test without paramiko (the ``ssh`` extra); fail under CI=true."""
+    try:
+        import paramiko  # noqa: F401
+    except ImportError:
+        _skip_or_fail("paramiko is not installed")
+
+
+def write_ssh_home(
+    server: SSHServer,
+    home: str,
+    *,
+    alias: str = HOST_ALIAS,
+    identity: bool = True,
+    known: bool = True,
+    strict: str | None = "yes",
+    extra: str = "",
+) -> str:
+    """Write ``HOME/.ssh/config`` (and ``known_hosts``) reaching ``server`` as ``alias``; the config's path.
+
+    ``identity`` adds ``IdentityFile`` (the server's user key) and
+    ``IdentitiesOnly yes``; ``known`` fills ``HOME/.ssh/known_hosts`` with the
+    server's key (else it is empty); ``strict`` is ``StrictHostKeyChecking``
+    (None leaves it unset); ``extra`` lines go into the ``Host`` block.
+    """
+    ssh = os.path.join(home, ".ssh")
+    os.makedirs(ssh, mode=0o700, exist_ok=True)
+    known_hosts = os.path.join(ssh, "known_hosts")
+    text = ""
+    if known:
+        with open(server.known_hosts) as f:
+            text = f.read()
+    _write(known_hosts, text)
+    lines = [f"Host {alias}", "    HostName 127.0.0.1", f"    Port {server.port}", f"    User {server.user}",
+             f"    UserKnownHostsFile {known_hosts}", "    GlobalKnownHostsFile /dev/null"]  # fmt: skip
+    if identity:
+        lines += [f"    IdentityFile {server.user_key}", "    IdentitiesOnly yes"]
+    if strict is not None:
+        lines.append(f"    StrictHostKeyChecking {strict}")
+    lines += ["    " + line for line in extra.splitlines() if line.strip()]
+    config = os.path.join(ssh, "config")
+    _write(config, "\n".join(lines) + "\n")
+    return config
+
+
+@dataclass
+class SSHAgent:
+    """A running ``ssh-agent`` listening on ``socket``."""
+
+    process: subprocess.Popen[bytes]
+    socket: str
+
+    def stop(self) -> None:
+        """Stop the agent."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(5)
+
+
+def start_ssh_agent(directory: str, *keys: str) -> SSHAgent:
+    """Start ``ssh-agent -D`` with its socket in ``directory`` and ``ssh-add`` each key file."""
+    agent_path = shutil.which("ssh-agent")
+    if not agent_path or not shutil.which("ssh-add"):
+        _skip_or_fail("ssh-agent or ssh-add is not installed")
+    sock = os.path.join(directory, "agent.sock")
+    proc = subprocess.Popen([agent_path, "-D", "-a", sock], stdin=subprocess.DEVNULL,  # type: ignore[list-item]
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    agent = SSHAgent(proc, sock)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            agent.stop()
+            raise RuntimeError("ssh-agent did not start")
+        time.sleep(0.02)
+    env = dict(os.environ, SSH_AUTH_SOCK=sock)
+    for key in keys:
+        subprocess.run(["ssh-add", "-q", key], env=env, check=True, capture_output=True)
+    return agent

@@ -34,7 +34,7 @@ FORMAT_FORBIDDEN = {
 STORE_CONFINED = {
     "boto3": {"s3.py"},
     "botocore": {"s3.py"},
-    "paramiko": {"sftp.py", "ssh.py"},
+    "paramiko": {"sftp.py", "_sshconnect.py", "ssh.py"},
     "fuse": {"mount.py"},
 }
 

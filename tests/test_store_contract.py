@@ -4,8 +4,10 @@ Each entry of :data:`FACTORIES` builds a :class:`Harness`: the store under
 test and a ``backing`` WriteStore through which the test plants chunks where
 that store will find them (for a wrapper, in the store it reads through; for
 a network store, the local directory its test server serves: ``http`` is an
-HTTPStore in front of a real ChunkServer). To bring a new backend (SFTP, S3)
-under the contract, add a factory; tests that need a capability (WriteStore,
+HTTPStore in front of a real ChunkServer). A factory is called with the test's
+temp directory and its ``request`` (for session fixtures such as a test server:
+``request.getfixturevalue(name)``). To bring a new backend under the contract,
+add a factory; tests that need a capability (WriteStore,
 PruneStore) skip stores that lack it.
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from typing import Callable
 
 import pytest
+from _sshd import sshd  # noqa: F401  (the "sftp" factory's server)
 
 from casync_format import chunk as chunk_codec
 from casync_format import compress
@@ -65,24 +68,24 @@ class Harness:
         ]
 
 
-def _local(tmp: str) -> Harness:
+def _local(tmp: str, request: pytest.FixtureRequest) -> Harness:
     store = LocalStore(os.path.join(tmp, "local"), sync=False)
     return Harness(store, store, [store.path])
 
 
-def _router(tmp: str) -> Harness:
+def _router(tmp: str, request: pytest.FixtureRequest) -> Harness:
     a = LocalStore(os.path.join(tmp, "a"), sync=False)
     b = LocalStore(os.path.join(tmp, "b"), sync=False)
     return Harness(StoreRouter([a, b]), b, [a.path, b.path])  # found in b: a says ChunkMissing
 
 
-def _cached(tmp: str) -> Harness:
+def _cached(tmp: str, request: pytest.FixtureRequest) -> Harness:
     remote = LocalStore(os.path.join(tmp, "remote"), sync=False)
     cache = LocalStore(os.path.join(tmp, "cache"), sync=False)
     return Harness(CachedStore(remote, cache), remote, [remote.path, cache.path])
 
 
-def _http(tmp: str) -> Harness:
+def _http(tmp: str, request: pytest.FixtureRequest) -> Harness:
     from casync_store.chunkserver import ChunkServer
     from casync_store.http import HTTPStore
 
@@ -96,7 +99,7 @@ def _http(tmp: str) -> Harness:
     return h
 
 
-def _failover(tmp: str) -> Harness:
+def _failover(tmp: str, request: pytest.FixtureRequest) -> Harness:
     from casync_store.failover import FailoverGroup
 
     a = LocalStore(os.path.join(tmp, "first"), sync=False)
@@ -107,18 +110,49 @@ def _failover(tmp: str) -> Harness:
     return h
 
 
-FACTORIES: dict[str, Callable[[str], Harness]] = {
+def _sftp(tmp: str, request: pytest.FixtureRequest) -> Harness:
+    from _sshd import require_paramiko
+
+    from casync_store.sftp import SFTPStore
+
+    server = request.getfixturevalue("sshd")  # the session's real OpenSSH server
+    require_paramiko()
+    backing = LocalStore(os.path.join(tmp, "sftp"), sync=False)  # the server's files are on this machine
+    url = f"sftp://{server.alias}{backing.path}"
+    return Harness(SFTPStore(url, ssh_config=server.client_config), backing, [backing.path], names=[url])
+
+
+def _s3(tmp: str, request: pytest.FixtureRequest) -> Harness:
+    from _moto import TEST_KEY, TEST_SECRET, make_bucket, shared_moto
+
+    from casync_store.config import S3Credentials, StoreOptions
+    from casync_store.s3 import S3Store
+
+    server = shared_moto()  # one moto server per test process (no fixture needed here)
+    bucket = "contract-" + os.urandom(6).hex()
+    make_bucket(server.endpoint, bucket)
+    url = f"s3+{server.endpoint}/{bucket}/store"
+    options = StoreOptions(s3_credentials=S3Credentials(access_key=TEST_KEY, secret_key=TEST_SECRET))
+    backing = S3Store(url, options)  # a second client on the same bucket plants the chunks
+    h = Harness(S3Store(url, options), backing, [], names=[url])
+    h.teardown.append(backing.close)
+    return h
+
+
+FACTORIES: dict[str, Callable[[str, pytest.FixtureRequest], Harness]] = {
     "local": _local,
     "router": _router,
     "cached": _cached,
     "http": _http,
     "failover": _failover,
+    "sftp": _sftp,
+    "s3": _s3,
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 def harness(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[Harness]:
-    h = FACTORIES[request.param](str(tmp_path))
+    h = FACTORIES[request.param](str(tmp_path), request)
     yield h
     h.store.close()
     for stop in h.teardown:
