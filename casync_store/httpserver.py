@@ -7,12 +7,14 @@ the given CA is required), and hands every request to an *app*: a callable
 taking a :class:`Request` and returning a :class:`Response` (or raising
 :class:`HTTPError`). The server owns what is the same for every route: an
 optional required ``Authorization`` value (compared in constant time, never
-logged), bounded request lines, headers and bodies, keep-alive, ``100
-Continue`` sent only when the app reads the body, a request log (a file, or
-``-`` for stdout) whose lines never carry header values, TLS handshakes in the
-connection's own thread (a slow client never stalls accepting), a bound on
-open connections, and a graceful stop: stop accepting, close idle keep-alive
-connections, let requests in flight finish (up to a grace period).
+logged), bounded request lines, headers and bodies (read whole, or streamed
+to a file by :meth:`Request.copy_body`), keep-alive, ``100 Continue`` sent
+only when the app reads the body, file bodies of responses closed once sent,
+a request log (a file, or ``-`` for stdout) whose lines never carry header
+values, TLS handshakes in the connection's own thread (a slow client never
+stalls accepting), a bound on open connections, and a graceful stop: stop
+accepting, close idle keep-alive connections, let requests in flight finish
+(up to a grace period).
 :meth:`Server.serve_until_signal` runs until SIGTERM or SIGINT and returns.
 """
 
@@ -48,6 +50,7 @@ IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent (idle keep-alive or 
 HANDSHAKE_TIMEOUT = 20.0  # seconds for a TLS handshake
 MAX_CONNECTIONS = 512  # open connections; accepting waits while this many are open
 _SERVICE_PORTS = {"http": 80, "https": 443}
+_BODY_BLOCK = 1 << 20  # bytes per read when a body is streamed
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
@@ -63,7 +66,11 @@ class TLSOptions:
 
 @dataclass
 class Response:
-    """What an app answers: a status, headers, and a body (bytes, or a file of ``length`` bytes)."""
+    """What an app answers: a status, headers, and a body (bytes, or a file of ``length`` bytes).
+
+    A file body is closed by the server once sent (or once the request ended
+    without sending it).
+    """
 
     status: int
     body: bytes | BinaryIO = b""
@@ -122,8 +129,8 @@ class Request:
         except HTTPError:
             return True
 
-    def read_body(self, limit: int) -> bytes:
-        """Read the whole body: Content-Length required (411) and at most ``limit`` (413)."""
+    def _start_body(self, limit: int) -> int:
+        """Check the declared length (411, 413), then let the client send: the body's length."""
         if "Transfer-Encoding" in self.headers:
             raise HTTPError(411, "a body needs Content-Length (no transfer coding)")
         length = self.content_length
@@ -134,11 +141,37 @@ class Request:
         self.body_read = True
         if self._handler.expect_continue:
             self._handler.send_continue()
+        return length
+
+    def read_body(self, limit: int) -> bytes:
+        """Read the whole body: Content-Length required (411) and at most ``limit`` (413)."""
+        length = self._start_body(limit)
         data = self._handler.rfile.read(length)
         if len(data) != length:
             self._handler.close_connection = True
             raise HTTPError(400, f"body ended after {len(data)} of {length} bytes")
         return data
+
+    def copy_body(self, out: BinaryIO, limit: int) -> int:
+        """Stream the whole body into ``out`` (as :meth:`read_body` checks it); returns its length.
+
+        Memory stays bounded (one block at a time). If the body ends early
+        (400) or writing ``out`` fails, the connection is closed after the
+        answer, since the rest of the body cannot be told from a next request.
+        """
+        length = self._start_body(limit)
+        left = length
+        try:
+            while left:
+                block = self._handler.rfile.read(min(left, _BODY_BLOCK))
+                if not block:
+                    raise HTTPError(400, f"body ended after {length - left} of {length} bytes")
+                out.write(block)
+                left -= len(block)
+        except BaseException:
+            self._handler.close_connection = True
+            raise
+        return length
 
 
 App = Callable[[Request], Response]
@@ -383,6 +416,13 @@ class _Handler(BaseHTTPRequestHandler):
             return text_response(500, "internal server error")
 
     def _send(self, response: Response) -> None:
+        try:
+            self._send_response(response)
+        finally:
+            if not isinstance(response.body, bytes):
+                response.body.close()
+
+    def _send_response(self, response: Response) -> None:
         body = response.body
         length = len(body) if isinstance(body, bytes) else response.length
         if self.server.shared.stopping:

@@ -20,7 +20,7 @@ import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Union
 
 from casync_format import chunk as chunk_codec
 from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_chunks
@@ -32,7 +32,9 @@ from casync_format.index import IndexHeader
 
 from ._fileio import same_file
 from ._pool import Claims, ThreadMap, default_workers, io_workers
+from .config import StoreOptions
 from .indexio import STDIO, index_writer
+from .indexstore import is_remote_location
 from .progress import Progress, phase
 from .store import WriteStore, require_writable
 
@@ -132,16 +134,19 @@ def make(
     concurrency: int | None = None,
     compression: str = "zstd",
     progress: Progress | None = None,
+    options_for: Callable[[str], StoreOptions] | None = None,
 ) -> MakeStats:
     """Chunk ``input_path`` into ``store`` and write its index to ``index_path``.
 
-    ``-`` reads stdin (streaming) / writes the index to stdout. Without a
-    store only the index is written. Raises :class:`StoreError`,
-    :class:`OSError` or :class:`ParameterError`; on failure no index is left.
+    ``-`` reads stdin (streaming) / writes the index to stdout; the index may
+    also be a remote location (``options_for`` gives its store's options, see
+    :func:`~.indexio.index_writer`). Without a store only the index is
+    written. Raises :class:`StoreError`, :class:`OSError` or
+    :class:`ParameterError`; on failure no index is left.
     """
     if store is not None:
         store = require_writable(store)
-    if same_file(index_path, input_path):
+    if not is_remote_location(index_path) and same_file(index_path, input_path):
         raise ParameterError(f"the index {index_path} and the input are the same file")
     if compression not in COMPRESSIONS:
         raise ParameterError(f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
@@ -156,7 +161,7 @@ def make(
         # store gets more threads, and smaller batches keep them all busy.
         threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
         stack.enter_context(phase(progress, "Chunking" if store is None else "Storing", source.size))
-        writer = stack.enter_context(index_writer(index_path, header))
+        writer = stack.enter_context(index_writer(index_path, header, options_for))
         with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
             for cid, size, fate, nbytes in results:
                 writer.add(cid, size)

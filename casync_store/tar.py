@@ -53,6 +53,7 @@ from casync_format.index import IndexHeader
 from ._atomic import atomic_write
 from ._pool import ThreadMap, default_workers, io_workers
 from ._walk import PathLike, TreeEvent, walk_tree
+from .config import StoreOptions
 from .indexio import STDIO, index_writer
 from .make import ChunkWorker, MakeStats, count_chunk
 from .progress import Progress, phase
@@ -431,20 +432,21 @@ def tar_index(
     no_time: bool = False,
     compression: str = "zstd",
     progress: Progress | None = None,
+    options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:
     """Archive ``source_dir``, chunk the stream into ``store`` and write a caidx.
 
     The archive's and the index's feature flags are :func:`index_flags` of
     ``feature_flags`` and ``digest``, as casync writes them. See
-    :func:`index_events` for the pipeline. Without a store only the index is
-    written.
+    :func:`index_events` for the pipeline (and ``options_for``). Without a
+    store only the index is written.
     """
     _check_source(source_dir)
     flags = index_flags(feature_flags, digest)
     events = walk_tree(source_dir, flags, one_file_system, no_time)
     return index_events(
         events, index_path, store, feature_flags=flags, params=params, digest=digest,
-        concurrency=concurrency, compression=compression, progress=progress,
+        concurrency=concurrency, compression=compression, progress=progress, options_for=options_for,
     )
 
 
@@ -459,6 +461,7 @@ def index_events(
     concurrency: int | None = None,
     compression: str = "zstd",
     progress: Progress | None = None,
+    options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:
     """Encode ``events`` as a catar, chunk it into ``store`` and write its caidx.
 
@@ -467,8 +470,10 @@ def index_events(
     chunks are hashed, compressed and stored on the worker pool ``make``
     uses, and the index replaces ``index_path``
     (``-``: stdout) only when complete — an error on either side (the walk,
-    the encoder, the store) leaves no index. The flags used are
-    :func:`index_flags` of ``feature_flags`` and ``digest``.
+    the encoder, the store) leaves no index. ``index_path`` may be a remote
+    location; ``options_for`` gives its store's options (see
+    :func:`~.indexio.index_writer`). The flags used are :func:`index_flags`
+    of ``feature_flags`` and ``digest``.
     """
     if store is not None:
         store = require_writable(store)
@@ -483,7 +488,7 @@ def index_events(
     with contextlib.ExitStack() as stack:
         stack.enter_context(contextlib.closing(spans))
         stack.enter_context(phase(progress, "Storing" if store else "Chunking", 0))
-        out = stack.enter_context(index_writer(index_path, header))
+        out = stack.enter_context(index_writer(index_path, header, options_for))
         work = ChunkWorker(None, store, digest, compression)
         with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
             for cid, size, fate, nbytes in results:

@@ -39,7 +39,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, Callable
 
 from casync_format.catar import DESYNC_TAR_FLAGS, CatarWriter, Entry, normalize_feature_flags
 from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams
@@ -52,6 +52,7 @@ from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import FormatError, ParameterError
 
 from ._atomic import atomic_write
+from .config import StoreOptions
 from .indexio import STDIO
 from .progress import Progress
 from .store import WriteStore, require_writable
@@ -437,12 +438,14 @@ def tar_index_from_tarstream(
     no_time: bool = False,
     compression: str = "zstd",
     progress: Progress | None = None,
+    options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:
     """Convert the tar stream ``source`` into a caidx at ``index_path``, chunks into ``store``.
 
     The tree is read as :func:`tar_from_tarstream` reads it, then goes through
     :func:`casync_store.tar.index_events` (same flags, chunking and storing as
-    ``tar -i``; no temporary catar; no index unless complete).
+    ``tar -i``; no temporary catar; no index unless complete; ``index_path``
+    may be remote, with ``options_for`` giving its store's options).
     """
     if store is not None:
         store = require_writable(store)
@@ -450,7 +453,7 @@ def tar_index_from_tarstream(
     with read_tarstream(source, feature_flags=flags, no_time=no_time) as tree:
         return index_events(
             tree.events(add_root), index_path, store, feature_flags=flags, params=params, digest=digest,
-            concurrency=concurrency, compression=compression, progress=progress,
+            concurrency=concurrency, compression=compression, progress=progress, options_for=options_for,
         )
 
 
