@@ -516,7 +516,7 @@ INPUT_FREE: set[str] = set()
 sys.modules.setdefault("bench", sys.modules[__name__])
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-for _extra in ("bench_net", "bench_archive"):
+for _extra in ("bench_net", "bench_archive", "bench_remote"):
     importlib.import_module(_extra)
 
 
