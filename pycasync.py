@@ -238,6 +238,36 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "pycasync chunk-server -s /srv/store -l :8080\n"
         "pycasync chunk-server -s http://upstream/store -c /var/cache/store -l 127.0.0.1:8080",
     ),
+    "index-server": (
+        "Serve index files over HTTP(S)",
+        "Serves the index files of the index store -s (a local directory, or an\n"
+        "http(s)://, sftp:// or s3+http(s):// location) at /<name>, the layout\n"
+        "desync's HTTP index stores read. Read-only unless -w, which accepts PUT\n"
+        "of indexes (checked to be valid indexes, stored atomically). Names are a\n"
+        "single path component; anything else is refused. HTTPS, mutual TLS,\n"
+        "--authorization and --log work as for chunk-server.",
+        "pycasync index-server -s /srv/indexes -l :8080\n"
+        "pycasync index-server -s /srv/indexes -w -l 127.0.0.1:8080",
+    ),
+    "mount-index": (
+        "Mount an index as a read-only file (FUSE)",
+        "Mounts the blob of INDEX at MOUNTPOINT as one read-only file named after\n"
+        "the index without its extension (image.caibx -> MOUNTPOINT/image), without\n"
+        "extracting it: reads fetch only the chunks they touch, from the stores -s\n"
+        "through an optional cache -c, and keep recent chunks in memory. A chunk\n"
+        "that cannot be read fails that read with EIO. Runs until unmounted\n"
+        "('fusermount -u MOUNTPOINT') or stopped with SIGINT/SIGTERM. Needs the\n"
+        "'fuse' extra (fusepy) and libfuse 2.",
+        "pycasync mount-index -s /srv/store image.caibx /mnt/image\n"
+        "pycasync mount-index -s s3+https://s3.example.com/bucket/store image.caibx /mnt/image",
+    ),
+    "upgrade-s3": (
+        "Convert an S3 store from the old flat layout",
+        "Moves the chunks of an S3 store written by desync before 2018 (objects named\n"
+        "by the bare chunk id) to the layout every store uses now (xxxx/<id>.cacnk).\n"
+        "Chunks already in the new layout are left alone, so it can be run again.",
+        "pycasync upgrade-s3 -s s3+https://s3.example.com/bucket/store",
+    ),
     "tar": (
         "Pack a directory tree into a catar archive or a caidx index",
         "Writes the tree under SOURCE as a catar archive with desync's feature set\n"
@@ -422,23 +452,47 @@ def _build_network_commands(sub: Any) -> None:
     p = _command(sub, "chunk-server")
     _add_stores(p, True, "store to serve chunks from")
     p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache")
-    p.add_argument("-l", "--listen", action="append", metavar="ADDRESS",
-                   help="listen address, e.g. :8080 or 127.0.0.1:8080 (repeatable; default :http)")
-    p.add_argument("-w", "--writable", "--writeable", action="store_true",
-                   help="accept chunks by PUT (only with a single store)")
+    _add_server_flags(p, "chunks")
     p.add_argument("-u", "--uncompressed", action="store_true", help="serve uncompressed chunks")
-    p.add_argument("--cert", metavar="FILE", help="server certificate (PEM) for HTTPS, needs --key")
-    p.add_argument("--key", metavar="FILE", help="server key (PEM) for HTTPS, needs --cert")
-    p.add_argument("--mutual-tls", action="store_true", help="require a valid client certificate")
-    p.add_argument("--client-ca", metavar="FILE", help="authorities that sign client certificates")
-    p.add_argument("--authorization", metavar="VALUE", help="required value of the Authorization header")
-    p.add_argument("--log", metavar="FILE", help="request log file ('-' for stdout)")
     p.add_argument("--skip-verify-read", nargs="?", const=True, default=None, type=_bool_value,
                    metavar="BOOL", help="do not verify chunks read from the stores (-u and cache fills)")
     for flag in ("--skip-verify-write", "--store-file", "--encryption", "--encryption-key",
                  "--encryption-algorithm"):  # desync's; PUTs are always verified here
         p.add_argument(flag, nargs="?", action=_NotSupported, help=argparse.SUPPRESS)
     _add_store_flags(p)
+
+
+    p = _command(sub, "index-server")
+    _add_stores(p, False, "index store to serve (a directory or a URL)")
+    _add_server_flags(p, "indexes")
+    _add_store_flags(p)
+
+    p = _command(sub, "mount-index", ("index", "index file or URL"), ("mountpoint", "directory to mount on"))
+    _add_stores(p, True, "store to read chunks from")
+    p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache")
+    for flag in ("--store-file", "--cor-file", "--cor-state-save", "--cor-state-init", "--cor-init-n",
+                 "--sparse-file"):  # desync's copy-on-read options
+        p.add_argument(flag, nargs="?", action=_NotSupported, help=argparse.SUPPRESS)
+    _add_store_flags(p, cache_repair=True)
+
+    p = _command(sub, "upgrade-s3")
+    _add_stores(p, False, "S3 store to convert (s3+http(s)://host/bucket/prefix)")
+    _add_store_flags(p)
+
+
+def _add_server_flags(p: _Parser, what: str) -> None:
+    """Listening, TLS, authorization and logging flags of chunk-server and index-server."""
+    p.add_argument("-l", "--listen", action="append", metavar="ADDRESS",
+                   help="listen address, e.g. :8080 or 127.0.0.1:8080 (repeatable; default :http)")
+    p.add_argument("-w", "--writable", "--writeable", action="store_true",
+                   help=f"accept {what} by PUT" + (" (only with a single store)" if what == "chunks" else ""))
+    p.add_argument("--cert", metavar="FILE", help="server certificate (PEM) for HTTPS, needs --key")
+    p.add_argument("--key", metavar="FILE", help="server key (PEM) for HTTPS, needs --cert")
+    p.add_argument("--mutual-tls", action="store_true", help="require a valid client certificate")
+    p.add_argument("--client-ca", metavar="FILE", help="authorities that sign client certificates")
+    p.add_argument("--authorization", metavar="VALUE",
+                   help="required value of the Authorization header (default $DESYNC_HTTP_AUTH)")
+    p.add_argument("--log", metavar="FILE", help="request log file ('-' for stdout)")
 
 
 def _build_archive_commands(sub: Any) -> None:
@@ -481,8 +535,10 @@ def build_parser() -> _Parser:
         description="Chunk files into content-addressed stores and rebuild them from indexes,\n"
         "compatible with casync and desync (blob indexes .caibx and chunk stores).\n\n"
         "Store locations (-s, -c) are local directories (or file:// URLs),\n"
-        "http(s)://host/path/ chunk servers, ssh://[user@]host[:port]/path, and\n"
-        "failover groups of those joined by '|'.",
+        "http(s)://host/path/ chunk servers, ssh://[user@]host[:port]/path,\n"
+        "sftp://[user@]host[:port]/path, s3+http(s)://host[:port]/bucket/prefix,\n"
+        "and failover groups of those joined by '|'. Index arguments may be local\n"
+        "files or http(s)://, sftp:// and s3+http(s):// URLs.",
         epilog="Run 'pycasync COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action=_VersionAction, help="print version and backends, then exit")
@@ -609,7 +665,7 @@ class _Context:
 
         if list(paths).count("-") > 1:
             raise ParameterError("standard input ('-') can be only one of the indexes")
-        return [stack.enter_context(open_index(p)) for p in paths]
+        return [stack.enter_context(open_index(p, options_for=self.options_for)) for p in paths]
 
 
 def _print_json(data: object, stream: Any = None) -> None:
@@ -633,7 +689,7 @@ def cmd_make(ctx: _Context) -> int:
     with contextlib.ExitStack() as stack:
         store = ctx.open(stack, a.store, writable=True) if a.store else None
         stats = make(a.index, a.file, store, params=params, digest=ctx.digest, concurrency=ctx.concurrency,
-                     compression=a.compression, progress=ctx.progress)
+                     compression=a.compression, progress=ctx.progress, options_for=ctx.options_for)
     if a.print_stats:  # stderr: stdout may be carrying the index
         _print_json(stats.to_dict(), sys.stderr)
     return 0
@@ -837,31 +893,97 @@ def cmd_pull(ctx: _Context) -> int:
 def cmd_chunk_server(ctx: _Context) -> int:
     """``chunk-server``: serve stores over HTTP(S) until SIGTERM/SIGINT."""
     from casync_store.chunkserver import serve_chunks
-    from casync_store.httpserver import TLSOptions
     from casync_store.router import combine
 
     a = ctx.args
     _require(a.store, "no store given (use -s)")
     if a.writable and (len(a.store) > 1 or a.cache):
         raise ParameterError("-w needs exactly one store and no cache")
-    if (a.cert is None) != (a.key is None):
-        raise ParameterError("--cert and --key must be given together")
-    if a.mutual_tls and not (a.cert and a.client_ca):
-        raise ParameterError("--mutual-tls needs --cert, --key and --client-ca")
-    tls = TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls) if a.cert else None
+    tls = _server_tls(a)
     if a.skip_verify_read is not None:
         ctx.skip_verify = a.skip_verify_read
     with contextlib.ExitStack() as stack:
         stores = [ctx.open(stack, loc, writable=a.writable, must_exist=True) for loc in a.store]
         store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
-
-        def ready(addresses: list[tuple[str, int]]) -> None:
-            for host, port in addresses:
-                log.info("serving %s on %s:%d", store, host, port)
-
+        ready = _log_addresses(store)
         serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
-                     uncompressed=a.uncompressed, tls=tls, authorization=a.authorization, log=a.log,
+                     uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
                      ready=ready)
+    return 0
+
+
+def _server_tls(a: argparse.Namespace) -> Any:
+    """The TLSOptions of --cert/--key/--mutual-tls/--client-ca (None for plain HTTP)."""
+    from casync_store.httpserver import TLSOptions
+
+    if (a.cert is None) != (a.key is None):
+        raise ParameterError("--cert and --key must be given together")
+    if a.mutual_tls and not (a.cert and a.client_ca):
+        raise ParameterError("--mutual-tls needs --cert, --key and --client-ca")
+    return TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls) if a.cert else None
+
+
+def _authorization(a: argparse.Namespace) -> str | None:
+    """--authorization, else $DESYNC_HTTP_AUTH as desync's servers read it."""
+    return a.authorization or os.environ.get("DESYNC_HTTP_AUTH") or None
+
+
+def _log_addresses(what: object) -> Callable[[list[tuple[str, int]]], None]:
+    def ready(addresses: list[tuple[str, int]]) -> None:
+        for host, port in addresses:
+            log.info("serving %s on %s:%d", what, host, port)
+
+    return ready
+
+
+def cmd_index_server(ctx: _Context) -> int:
+    """``index-server``: serve an index store over HTTP(S) until SIGTERM/SIGINT."""
+    from casync_store.indexserver import serve_indexes
+    from casync_store.indexstore import WriteIndexStore, open_index_store
+
+    a = ctx.args
+    _require(a.store, "no index store given (use -s)")
+    tls = _server_tls(a)
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(open_index_store(a.store, ctx.options_for))
+        if a.writable and not isinstance(store, WriteIndexStore):
+            raise ParameterError(f"index store {a.store} is read-only: -w cannot be used")
+        serve_indexes(store, a.listen or [":http"], writable=a.writable, tls=tls,
+                      authorization=_authorization(a), log=a.log, ready=_log_addresses(store))
+    return 0
+
+
+def cmd_mount_index(ctx: _Context) -> int:
+    """``mount-index``: a blob as a read-only FUSE file until unmounted."""
+    from casync_store.mount import mount_index, mount_name
+    from casync_store.router import combine
+
+    a = ctx.args
+    _require(a.store, "no store given (use -s)")
+    if not os.path.isdir(a.mountpoint):
+        raise ParameterError(f"mount point {a.mountpoint} is not a directory")
+    with contextlib.ExitStack() as stack:
+        stores = [ctx.open(stack, loc) for loc in a.store]
+        store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
+        (index,) = ctx.indexes(stack, [a.index])
+        mtime = os.stat(a.index).st_mtime if os.path.isfile(a.index) else None
+        mount_index(index, store, a.mountpoint, mount_name(a.index), mtime=mtime,
+                    ready=lambda path: log.info("mounted %s", path))
+    return 0
+
+
+def cmd_upgrade_s3(ctx: _Context) -> int:
+    """``upgrade-s3``: move an S3 store's chunks from the flat layout to xxxx/<id>.cacnk."""
+    from casync_store.s3 import S3Store, upgrade_s3
+
+    a = ctx.args
+    _require(a.store, "no store given (use -s)")
+    with contextlib.ExitStack() as stack:
+        store = ctx.open(stack, a.store)
+        if not isinstance(store, S3Store):
+            raise ParameterError(f"store {a.store} is not an S3 store (s3+http(s)://host/bucket/prefix)")
+        moved = upgrade_s3(store, progress=ctx.progress)
+    log.info("converted %d chunk(s)", moved)
     return 0
 
 
@@ -897,8 +1019,8 @@ def cmd_tar(ctx: _Context) -> int:
             store = ctx.open(stack, a.store, writable=True)
             convert = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
             params = ChunkerParams.from_string(a.chunk_size or "16:64:256")
-            stats = convert(source, a.archive, store, params=params,
-                            digest=ctx.digest, concurrency=ctx.concurrency, **common)
+            stats = convert(source, a.archive, store, params=params, digest=ctx.digest,
+                            concurrency=ctx.concurrency, options_for=ctx.options_for, **common)
     log.info("%s", stats)
     return 0
 
@@ -986,6 +1108,9 @@ _COMMANDS: dict[str, Callable[[_Context], int]] = {
     "config": cmd_config,
     "pull": cmd_pull,
     "chunk-server": cmd_chunk_server,
+    "index-server": cmd_index_server,
+    "mount-index": cmd_mount_index,
+    "upgrade-s3": cmd_upgrade_s3,
     "tar": cmd_tar,
     "untar": cmd_untar,
     "mtree": cmd_mtree,

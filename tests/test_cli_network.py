@@ -25,10 +25,11 @@ _SERVING = re.compile(rb"serving .* on 127\.0\.0\.1:(\d+)")
 
 
 class Server:
-    """A ``pycasync chunk-server`` subprocess."""
+    """A ``pycasync chunk-server`` (or ``index-server``) subprocess."""
 
-    def __init__(self, environ: dict[str, str], *args: str) -> None:
-        argv = [sys.executable, CLI, "-v", "chunk-server", "-l", "127.0.0.1:0", *args]
+    def __init__(self, environ: dict[str, str], *args: str, command: str = "chunk-server") -> None:
+        self.command = command
+        argv = [sys.executable, CLI, "-v", command, "-l", "127.0.0.1:0", *args]
         self.proc = subprocess.Popen(argv, env=environ, cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.port = self._wait_port()
@@ -47,7 +48,7 @@ class Server:
             if m:
                 return int(m.group(1))
         self.proc.kill()
-        raise AssertionError(f"chunk-server did not start: {seen.decode(errors='replace')}")
+        raise AssertionError(f"{self.command} did not start: {seen.decode(errors='replace')}")
 
     def stop(self) -> int:
         """SIGTERM, then the exit status."""
@@ -66,8 +67,8 @@ class Server:
 def serve(env: dict[str, str]) -> Iterator[Callable[..., Server]]:  # noqa: F811
     started: list[Server] = []
 
-    def start(*args: str) -> Server:
-        server = Server(env, *args)
+    def start(*args: str, command: str = "chunk-server") -> Server:
+        server = Server(env, *args, command=command)
         started.append(server)
         return server
 

@@ -1,0 +1,104 @@
+"""Remote indexes end to end through the real command line.
+
+``pycasync index-server`` runs as a subprocess on 127.0.0.1; ``make`` writes
+its index there by PUT (with ``-w``), ``extract``/``info``/``list-chunks``
+read it back by URL, and casync's own client fetches the index from it. The
+same commands use indexes on a real sshd (``sftp://``) and a real S3 API
+server (moto) when those fixtures are available.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Callable
+
+import pytest
+from _sshd import SSHServer, sshd, write_ssh_home  # noqa: F401
+from test_cli import blob, chunk_files, env, ok, one_error, read, run  # noqa: F401
+from test_cli_network import Server, serve  # noqa: F401
+
+
+def _dirs(tmp_path: os.PathLike[str], *names: str) -> list[str]:
+    out = []
+    for name in names:
+        path = os.path.join(tmp_path, name)
+        os.makedirs(path, exist_ok=True)
+        out.append(path)
+    return out
+
+
+def test_make_to_index_server_and_read_back(
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
+    serve: Callable[..., Server], run_casync: Callable[..., subprocess.CompletedProcess[bytes]],  # noqa: F811
+) -> None:
+    src, content = blob
+    indexes, store = _dirs(tmp_path, "indexes", "store")
+    server = serve("-w", "-s", indexes, command="index-server")
+    url = server.url + "blob.caibx"
+    ok(env, "make", "-s", store, url, src)
+    local = os.path.join(tmp_path, "local.caibx")
+    ok(env, "make", local, src)
+    assert read(os.path.join(indexes, "blob.caibx")) == read(local)  # the same bytes, uploaded
+    assert not [n for n in os.listdir(indexes) if n != "blob.caibx"]  # no temp left
+
+    out = os.path.join(tmp_path, "out")
+    ok(env, "extract", "-s", store, url, out)
+    assert read(out) == content
+    listed = ok(env, "list-chunks", url).stdout.decode().split()
+    assert listed == ok(env, "list-chunks", local).stdout.decode().split()
+    assert b'"size": %d' % len(content) in ok(env, "info", "-s", store, url).stdout
+
+    # casync's own client reads the index from the server
+    casync_out = os.path.join(tmp_path, "casync-out")
+    run_casync(f"--store={store}", "--seed-output=no", "extract", url, casync_out)
+    assert read(casync_out) == content
+    assert server.stop() == 0
+
+
+def test_read_only_index_server_refuses_make(
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
+    serve: Callable[..., Server],  # noqa: F811
+) -> None:
+    src, _ = blob
+    indexes, store = _dirs(tmp_path, "indexes", "store")
+    server = serve("-s", indexes, command="index-server")
+    one_error(run(env, "make", "-s", store, server.url + "x.caibx", src), 1, "x.caibx")
+    assert os.listdir(indexes) == []
+    missing = run(env, "extract", "-s", store, server.url + "nope.caibx", os.path.join(tmp_path, "o"))
+    one_error(missing, 1, "nope.caibx")
+    assert not os.path.exists(os.path.join(tmp_path, "o"))
+
+
+def test_index_server_usage_errors(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:  # noqa: F811
+    one_error(run(env, "index-server", "-l", "127.0.0.1:0"), 2, "no index store")
+    one_error(run(env, "index-server", "-s", str(tmp_path), "--cert", "c.pem"), 2, "--cert and --key")
+    one_error(run(env, "index-server", "-s", "ssh://host/x"), 1, "ssh://")
+
+
+def test_sftp_store_and_index_with_home_ssh_config(
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
+    sshd: SSHServer,  # noqa: F811
+) -> None:
+    """A user's ``~/.ssh/config`` alias is all it takes: chunks and the index on the SSH host."""
+    pytest.importorskip("paramiko")
+    src, content = blob
+    write_ssh_home(sshd, env["HOME"], alias="backup-host")
+    remote = os.path.join(tmp_path, "remote")  # the sshd runs on this machine
+    store_url = f"sftp://backup-host{remote}/store"
+    index_url = f"sftp://backup-host{remote}/indexes/blob.caibx"
+    os.makedirs(os.path.join(remote, "indexes"))
+    ok(env, "make", "-n", "3", "-s", store_url, index_url, src)
+    local = os.path.join(tmp_path, "local.caibx")
+    ok(env, "make", local, src)
+    assert read(os.path.join(remote, "indexes", "blob.caibx")) == read(local)
+    assert chunk_files(os.path.join(remote, "store"))
+    out = os.path.join(tmp_path, "out")
+    ok(env, "extract", "-s", store_url, index_url, out)
+    assert read(out) == content
+    ok(env, "verify", "-s", store_url)
+    # an unknown host key is refused: empty known_hosts
+    write_ssh_home(sshd, env["HOME"], alias="backup-host", known=False)
+    proc = run(env, "list-chunks", index_url)
+    one_error(proc, 1, "backup-host")
+    assert b"known_hosts" in proc.stderr
