@@ -621,3 +621,15 @@ def test_info_with_missing_store_or_cache_fails(
     one_error(run(env, "info", "-s", missing, index), 1, f"store {missing} does not exist")
     one_error(run(env, "info", "-s", store, "-c", missing, index), 1, f"store {missing} does not exist")
     assert '"in-store"' in ok(env, "info", "-s", store, index).stdout.decode()
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="the example reads /usr/bin/python3")
+def test_readme_remote_index_example_runs(tmp_path: os.PathLike[str]) -> None:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    code = readme.split("```python\n")[3].split("```", 1)[0]
+    code = code.replace("/tmp/", f"{tmp_path}/")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout.decode().strip() == "['python3.caibx']"
+    assert read(os.path.join(tmp_path, "pycasync-python3.copy")) == read("/usr/bin/python3")
