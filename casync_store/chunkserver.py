@@ -218,12 +218,13 @@ class ChunkRoutes:
         return Response(200)
 
 
-class ChunkServer:
+class ChunkServer(Server):
     """A chunk server running in background threads (for library users and tests).
 
     ``start()`` binds every ``listen`` address and returns; :attr:`addresses`
     gives the bound (host, port) pairs (port 0 picks a free port);
-    ``shutdown()`` stops it gracefully. The caller keeps ownership of ``store``.
+    ``shutdown()`` stops it gracefully; ``with`` starts and stops it. The
+    caller keeps ownership of ``store``.
     """
 
     def __init__(self, store: Store, listen: Sequence[str] = ("127.0.0.1:0",), *,
@@ -232,31 +233,7 @@ class ChunkServer:
                  log: str | None = None) -> None:
         self.store = store
         self.routes = ChunkRoutes(store, digest=digest, writable=writable, uncompressed=uncompressed)
-        self.server = Server(self.routes, listen, tls=tls, authorization=authorization, log=log)
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        """The bound (host, port) of every listen address."""
-        return self.server.addresses
-
-    def start(self) -> list[tuple[str, int]]:
-        """Start serving in background threads; returns :attr:`addresses`."""
-        return self.server.start()
-
-    def shutdown(self, grace: float = 30.0) -> None:
-        """Stop accepting, let requests in flight finish (up to ``grace`` seconds)."""
-        self.server.shutdown(grace)
-
-    def serve_until_signal(self, ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
-        """Serve until SIGTERM/SIGINT (or :meth:`shutdown`), then stop gracefully."""
-        self.server.serve_until_signal(ready)
-
-    def __enter__(self) -> ChunkServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log)
 
 
 def serve_chunks(
