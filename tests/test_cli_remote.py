@@ -102,3 +102,25 @@ def test_sftp_store_and_index_with_home_ssh_config(
     proc = run(env, "list-chunks", index_url)
     one_error(proc, 1, "backup-host")
     assert b"known_hosts" in proc.stderr
+
+
+def test_tar_untar_mtree_with_a_remote_caidx(
+    env: dict[str, str], tmp_path: os.PathLike[str], serve: Callable[..., Server],  # noqa: F811
+) -> None:
+    indexes, store, tree = _dirs(tmp_path, "indexes", "store", "tree")
+    os.makedirs(os.path.join(tree, "sub"))
+    with open(os.path.join(tree, "sub", "f.txt"), "wb") as f:
+        f.write(os.urandom(100_000))
+    os.symlink("sub/f.txt", os.path.join(tree, "link"))
+    server = serve("-w", "-s", indexes, command="index-server")
+    url = server.url + "tree.caidx"
+    ok(env, "tar", "-i", "-s", store, url, tree)
+    local = os.path.join(tmp_path, "local.caidx")
+    ok(env, "tar", "-i", "-s", store, local, tree)
+    assert read(os.path.join(indexes, "tree.caidx")) == read(local)
+    out = os.path.join(tmp_path, "out")
+    ok(env, "untar", "-i", "-s", store, url, out)
+    assert read(os.path.join(out, "sub", "f.txt")) == read(os.path.join(tree, "sub", "f.txt"))
+    assert os.readlink(os.path.join(out, "link")) == "sub/f.txt"
+    mtree = [ok(env, "mtree", "-i", "-s", store, where).stdout for where in (url, local)]
+    assert mtree[0] == mtree[1] and b"f.txt" in mtree[0]
