@@ -51,6 +51,8 @@ HANDSHAKE_TIMEOUT = 20.0  # seconds for a TLS handshake
 MAX_CONNECTIONS = 512  # open connections; accepting waits while this many are open
 _SERVICE_PORTS = {"http": 80, "https": 443}
 _BODY_BLOCK = 1 << 20  # bytes per read when a body is streamed
+_CHUNK_LINE = 8192  # longest chunk-size or trailer line of a chunked body
+_CHUNK_TRAILERS = 64
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
@@ -129,15 +131,26 @@ class Request:
         except HTTPError:
             return True
 
-    def _start_body(self, limit: int) -> int:
-        """Check the declared length (411, 413), then let the client send: the body's length."""
-        if "Transfer-Encoding" in self.headers:
-            raise HTTPError(411, "a body needs Content-Length (no transfer coding)")
-        length = self.content_length
-        if length is None:
-            raise HTTPError(411, "Content-Length required")
-        if length > limit:
-            raise HTTPError(413, f"body of {length} bytes exceeds the limit of {limit}")
+    def _start_body(self, limit: int, chunked_ok: bool = False) -> int | None:
+        """Check the declared length (411, 413) or coding, then let the client send.
+
+        Returns the body's length, or None for a ``Transfer-Encoding: chunked``
+        body (accepted only when ``chunked_ok``; any other coding is 501).
+        """
+        codings = self.headers.get_all("Transfer-Encoding") or []
+        if codings:
+            if not chunked_ok:
+                raise HTTPError(411, "a body needs Content-Length (no transfer coding)")
+            if [c.strip().lower() for c in codings] != ["chunked"] or "Content-Length" in self.headers:
+                self._handler.close_connection = True
+                raise HTTPError(501, "only Transfer-Encoding: chunked (without Content-Length) is supported")
+            length = None
+        else:
+            length = self.content_length
+            if length is None:
+                raise HTTPError(411, "Content-Length required")
+            if length > limit:
+                raise HTTPError(413, f"body of {length} bytes exceeds the limit of {limit}")
         self.body_read = True
         if self._handler.expect_continue:
             self._handler.send_continue()
@@ -146,6 +159,7 @@ class Request:
     def read_body(self, limit: int) -> bytes:
         """Read the whole body: Content-Length required (411) and at most ``limit`` (413)."""
         length = self._start_body(limit)
+        assert length is not None
         data = self._handler.rfile.read(length)
         if len(data) != length:
             self._handler.close_connection = True
@@ -153,25 +167,59 @@ class Request:
         return data
 
     def copy_body(self, out: BinaryIO, limit: int) -> int:
-        """Stream the whole body into ``out`` (as :meth:`read_body` checks it); returns its length.
+        """Stream the whole body into ``out``; returns its length.
 
-        Memory stays bounded (one block at a time). If the body ends early
-        (400) or writing ``out`` fails, the connection is closed after the
-        answer, since the rest of the body cannot be told from a next request.
+        The body has a Content-Length (at most ``limit``, else 413) or is sent
+        with ``Transfer-Encoding: chunked`` (as Go clients send a piped body;
+        decoded here, 413 as soon as it passes ``limit``). Memory stays bounded
+        (one block at a time). If the body is malformed or ends early (400) or
+        writing ``out`` fails, the connection is closed after the answer, since
+        the rest of the body cannot be told from a next request.
         """
-        length = self._start_body(limit)
-        left = length
+        length = self._start_body(limit, chunked_ok=True)
         try:
-            while left:
-                block = self._handler.rfile.read(min(left, _BODY_BLOCK))
-                if not block:
-                    raise HTTPError(400, f"body ended after {length - left} of {length} bytes")
-                out.write(block)
-                left -= len(block)
+            if length is None:
+                return self._copy_chunked(out, limit)
+            self._copy_exactly(out, length, length)
         except BaseException:
             self._handler.close_connection = True
             raise
         return length
+
+    def _copy_exactly(self, out: BinaryIO, n: int, total: int) -> None:
+        left = n
+        while left:
+            block = self._handler.rfile.read(min(left, _BODY_BLOCK))
+            if not block:
+                raise HTTPError(400, f"body ended after {total - left} of {total} bytes")
+            out.write(block)
+            left -= len(block)
+
+    def _line(self) -> bytes:
+        line = self._handler.rfile.readline(_CHUNK_LINE + 1)
+        if len(line) > _CHUNK_LINE or not line.endswith(b"\n"):
+            raise HTTPError(400, "malformed chunked body")
+        return line.rstrip(b"\r\n")
+
+    def _copy_chunked(self, out: BinaryIO, limit: int) -> int:
+        total = 0
+        while True:
+            size_text = self._line().split(b";", 1)[0].strip()
+            if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_text):
+                raise HTTPError(400, "malformed chunk size in a chunked body")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            if total + size > limit:
+                raise HTTPError(413, f"body exceeds the limit of {limit} bytes")
+            self._copy_exactly(out, size, total + size)
+            total += size
+            if self._line():
+                raise HTTPError(400, "malformed chunked body")
+        for _ in range(_CHUNK_TRAILERS):  # trailer fields, ignored, up to the empty line
+            if not self._line():
+                return total
+        raise HTTPError(400, "too many trailer fields in a chunked body")
 
 
 App = Callable[[Request], Response]

@@ -9,8 +9,9 @@ query, no fragment, no further ``/``; percent escapes are decoded strictly
 (``%`` must be followed by two hex digits, the result must be UTF-8) and
 the decoded name must pass :func:`~.indexstore.valid_index_name` (no ``/``,
 ``\\``, ``.``, ``..``, NUL or control characters), so no request can name a
-file outside the store. Anything else is a 400. A PUT body (Content-Length
-required, at most ``max_index_size`` bytes) is streamed to a spool, never
+file outside the store. Anything else is a 400. A PUT body (with a
+Content-Length, or ``Transfer-Encoding: chunked`` as desync's Go client sends
+a piped index; at most ``max_index_size`` bytes) is streamed to a spool, never
 held whole in memory, parsed as an index (415 when it is not one, and
 nothing is stored), then handed to the store's atomic
 :meth:`~.indexstore.WriteIndexStore.put_index`. Status codes follow desync:

@@ -201,10 +201,48 @@ def test_put_length_rules(tree: Tree, index_bytes: bytes, serve: Callable[..., I
     before = tree.snapshot()
     assert request(server, "PUT", "/big.caibx", body=index_bytes)[0] == 413
     head = "PUT /x.caibx HTTP/1.1\r\nHost: h\r\n"
-    assert raw_request(server, (head + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode()) == 411
     assert raw_request(server, (head + "\r\n").encode()) == 411
     assert raw_request(server, (head + "Content-Length: 500\r\n\r\n" + "x" * 100).encode()) == 400
+    chunked = head + "Transfer-Encoding: chunked\r\n\r\n"
+    too_big = (chunked + f"{len(index_bytes):x}\r\n").encode() + index_bytes + b"\r\n0\r\n\r\n"
+    assert raw_request(server, too_big) == 413
+    for bad in ("zz\r\nx\r\n0\r\n\r\n", "5\r\nabc", "2\r\nabXY0\r\n\r\n", "1" * 20 + "\r\n"):
+        assert raw_request(server, (chunked + bad).encode()) == 400, bad
+    other = head + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+    assert raw_request(server, other.encode()) == 501
     assert tree.snapshot() == before and temp_files(tree.root) == []
+
+
+def _chunked(data: bytes, sizes: list[int]) -> bytes:
+    out, pos, i = b"", 0, 0
+    while pos < len(data):
+        n = sizes[i % len(sizes)]
+        i += 1
+        piece = data[pos : pos + n]
+        pos += len(piece)
+        out += f"{len(piece):x};ext=1\r\n".encode() + piece + b"\r\n"
+    return out + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def test_chunked_put_as_go_clients_send_it(
+    tree: Tree, index_bytes: bytes, serve: Callable[..., IndexServer]
+) -> None:
+    """desync's HTTP index store PUTs a piped body: Transfer-Encoding: chunked, no length."""
+    server = serve(tree.store, writable=True)
+    head = "PUT /chunked.caibx HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert raw_request(server, head.encode() + _chunked(index_bytes, [7, 1, 4096])) == 200
+    with open(os.path.join(tree.root, "chunked.caibx"), "rb") as f:
+        assert f.read() == index_bytes
+    assert temp_files(tree.root) == []
+    # http.client's own chunked encoding, on a keep-alive connection followed by a GET
+    conn = http.client.HTTPConnection(*server.addresses[0], timeout=10)
+    conn.request("PUT", "/again.caibx", body=iter([index_bytes[:10], index_bytes[10:]]), encode_chunked=True)
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+    conn.request("GET", "/again.caibx")
+    assert conn.getresponse().read() == index_bytes
+    conn.close()
 
 
 def test_other_methods_are_405(tree: Tree, serve: Callable[..., IndexServer]) -> None:
