@@ -1134,12 +1134,19 @@ def _report(exc: BaseException, status: int, verbose: bool, internal: bool = Fal
     return status
 
 
+#: Libraries whose debug logs carry request headers (S3 signatures and session
+#: tokens, SSH details): kept at WARNING even with --verbose, so secrets stay out.
+_QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "paramiko")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format=f"{PROG}: %(levelname)s: %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _run(argv: Sequence[str]) -> int:

@@ -428,6 +428,26 @@ def test_cli_commands(moto_server: MotoServer, bucket: str, blob_file: str, tmp_
     assert _cli("extract", "-e", "0", "-s", nobucket, index, str(tmp_path / "o2")) != 0
 
 
+def test_verbose_cli_logs_no_secrets(
+    moto_server: MotoServer, bucket: str, blob_file: str, tmp_path: Any
+) -> None:
+    """--verbose shows pycasync's debug lines, never the key, secret or session token of a request."""
+    import subprocess
+
+    store = f"s3+{moto_server.endpoint}/{bucket}/verbose"
+    secret, token = "Sec" + uuid.uuid4().hex, "Tok" + uuid.uuid4().hex
+    env = dict(os.environ, S3_ACCESS_KEY="AKIAVERBOSETEST", S3_SECRET_KEY=secret, S3_SESSION_TOKEN=token,
+               HOME=str(tmp_path))
+    cli = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pycasync.py")
+    for args in (["make", "-s", store, str(tmp_path / "v.caibx"), blob_file],
+                 ["info", "-s", store, str(tmp_path / "v.caibx")]):
+        proc = subprocess.run([sys.executable, cli, "-v", *args], env=env, capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        assert b"DEBUG" in proc.stderr or b"INFO" in proc.stderr  # verbose is on
+        for leak in (secret, token, "AKIAVERBOSETEST", "Signature="):
+            assert leak.encode() not in proc.stderr, leak
+
+
 # --- credentials ----------------------------------------------------------------------------------
 
 
