@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from casync_format import __version__
 from casync_format.compress import COMPRESSIONS
 from casync_format.digest import Digest, digest_by_name
-from casync_format.errors import CasyncError, ParameterError
+from casync_format.errors import CasyncError, ParameterError, StoreError
 from casync_store._fileio import same_file
 from casync_store.config import Config, StoreOptions, load_config, parse_duration
 from casync_store.location import open_store
@@ -177,7 +177,7 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "pycasync chunk -m 16:64:256 image.raw",
     ),
     "verify": (
-        "Check every chunk in a local store",
+        "Check every chunk in a store",
         "Reads every chunk in the store, decompresses it and checks that it hashes to\n"
         "its name (with --digest). Damaged chunks are listed on stderr and make the\n"
         "command fail; with -r they are deleted instead, so that the next 'make',\n"
@@ -243,9 +243,10 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "Serves the index files of the index store -s (a local directory, or an\n"
         "http(s)://, sftp:// or s3+http(s):// location) at /<name>, the layout\n"
         "desync's HTTP index stores read. Read-only unless -w, which accepts PUT\n"
-        "of indexes (checked to be valid indexes, stored atomically). Names are a\n"
-        "single path component; anything else is refused. HTTPS, mutual TLS,\n"
-        "--authorization and --log work as for chunk-server.",
+        "of indexes (checked to be valid indexes, stored atomically). The name is\n"
+        "the last path segment, as desync takes it; '.', '..' and encoded '/' are\n"
+        "refused. HTTPS, mutual TLS, --authorization and --log work as for\n"
+        "chunk-server.",
         "pycasync index-server -s /srv/indexes -l :8080\n"
         "pycasync index-server -s /srv/indexes -w -l 127.0.0.1:8080",
     ),
@@ -409,8 +410,8 @@ def _build_commands(sub: Any) -> None:
 
     p = _command(sub, "verify")
     _add_stores(p, False, "store to verify")
-    _add_concurrency(p)
     p.add_argument("-r", "--repair", action="store_true", help="delete damaged chunks")
+    _add_store_flags(p)
 
     p = _command(sub, "chop", index_in, ("file", "the blob the index describes"))
     _add_stores(p, False, "store to write the chunks to")
@@ -939,13 +940,15 @@ def _log_addresses(what: object) -> Callable[[list[tuple[str, int]]], None]:
 def cmd_index_server(ctx: _Context) -> int:
     """``index-server``: serve an index store over HTTP(S) until SIGTERM/SIGINT."""
     from casync_store.indexserver import serve_indexes
-    from casync_store.indexstore import WriteIndexStore, open_index_store
+    from casync_store.indexstore import LocalIndexStore, WriteIndexStore, open_index_store
 
     a = ctx.args
     _require(a.store, "no index store given (use -s)")
     tls = _server_tls(a)
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(open_index_store(a.store, ctx.options_for))
+        if isinstance(store, LocalIndexStore) and not os.path.isdir(store.path):
+            raise StoreError(f"index store {a.store} is not a directory")
         if a.writable and not isinstance(store, WriteIndexStore):
             raise ParameterError(f"index store {a.store} is read-only: -w cannot be used")
         serve_indexes(store, a.listen or [":http"], writable=a.writable, tls=tls,
@@ -962,8 +965,10 @@ def cmd_mount_index(ctx: _Context) -> int:
     _require(a.store, "no store given (use -s)")
     if not os.path.isdir(a.mountpoint):
         raise ParameterError(f"mount point {a.mountpoint} is not a directory")
+    if os.listdir(a.mountpoint):  # libfuse would refuse it with two lines of its own
+        raise ParameterError(f"mount point {a.mountpoint} is not empty")
     with contextlib.ExitStack() as stack:
-        stores = [ctx.open(stack, loc) for loc in a.store]
+        stores = [ctx.open(stack, loc, must_exist=True) for loc in a.store]
         store = combine(stores, ctx.open(stack, a.cache, writable=True) if a.cache else None)
         (index,) = ctx.indexes(stack, [a.index])
         mtime = os.stat(a.index).st_mtime if os.path.isfile(a.index) else None

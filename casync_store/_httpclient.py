@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from casync_format.errors import ParameterError, StoreError
 
-from .config import StoreOptions
+from .config import StoreOptions, split_url
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -59,7 +59,7 @@ TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLSyscallError, ssl.SSLZeroReturnError,
 
 def redact_url(url: str) -> str:
     """``url`` without the ``user:password@`` part, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
+    parts = split_url(url)
     if "@" not in parts.netloc:
         return url
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
@@ -104,7 +104,7 @@ def proxy_for(scheme: str, host: str, where: str) -> Proxy | None:
     url = proxies.get(scheme)
     if not url or urllib.request.proxy_bypass_environment(host, proxies):
         return None
-    parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+    parts = split_url(url if "://" in url else "http://" + url)
     try:
         port = parts.port or 80
     except ValueError:

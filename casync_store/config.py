@@ -33,6 +33,7 @@ __all__ = [
     "load_config",
     "location_match",
     "parse_duration",
+    "split_url",
     "DEFAULT_ERROR_RETRY",
     "DEFAULT_ERROR_RETRY_BASE_INTERVAL",
 ]
@@ -284,8 +285,17 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
+def split_url(location: str) -> urllib.parse.SplitResult:
+    """``urllib.parse.urlsplit``, with a malformed URL (``http://[::1/x``) as a ParameterError naming it."""
+    try:
+        return urllib.parse.urlsplit(location)
+    except ValueError as exc:
+        shown = re.sub(r"^([^/]*//[^/@]*?):[^/@]*@", r"\1:***@", location)  # never echo a password
+        raise ParameterError(f"invalid location {shown!r}: {exc}") from None
+
+
 def _is_url(location: str) -> bool:
-    scheme = urllib.parse.urlsplit(location).scheme
+    scheme = split_url(location).scheme
     return len(scheme) > 1 and "://" in location
 
 
@@ -348,7 +358,7 @@ class Config:
                 + ", ".join(repr(k) for k in found)
             )
         options = self.store_options[found[0]] if found else self.default_store_options()
-        if urllib.parse.urlsplit(location).scheme.lower() in ("s3+http", "s3+https"):
+        if split_url(location).scheme.lower() in ("s3+http", "s3+https"):
             options = options.replace(s3_credentials=self.s3_credentials_for(location))
         return options
 
@@ -362,7 +372,7 @@ class Config:
         match ``/``; ``https://*.example.com``, ``http://127.0.0.1:*``). More
         than one matching pattern is a :class:`ConfigError`.
         """
-        parts = urllib.parse.urlsplit(location)
+        parts = split_url(location)
         key = f"{parts.scheme.lower().removeprefix('s3+')}://{parts.netloc.rpartition('@')[2]}"
         if key in self.s3_credentials:
             return self.s3_credentials[key]

@@ -71,7 +71,7 @@ from ._httpclient import (
     snippet,
     tls_context,
 )
-from .config import StoreOptions
+from .config import StoreOptions, split_url
 from .indexstore import WriteIndexStore, check_index_name
 from .store import WriteStore
 
@@ -154,7 +154,7 @@ class _HTTPBase:
         options = options if options is not None else StoreOptions()
         self.location = redact_url(location)
         self.options = options
-        parts = urllib.parse.urlsplit(location)
+        parts = split_url(location)
         self.scheme = parts.scheme.lower()
         if self.scheme not in ("http", "https"):
             raise ParameterError(f"{self.kind} {self}: not an http:// or https:// location")

@@ -2,14 +2,15 @@
 
 Routes (on :mod:`.httpserver`): ``GET /<name>`` streams the index file's
 bytes, ``HEAD /<name>`` tells whether it exists, and ``PUT /<name>`` stores a
-new index when the server is writable. A well-formed target is exactly ``/``
-followed by one path segment, taken from the request target as sent (an
+new index when the server is writable. The name is the last segment of the
+target's path, as desync's server takes it (``/indexes/x.caibx`` names
+``x.caibx``; a query is ignored), taken from the request target as sent (an
 absolute-form target ``http://host/...`` is reduced to its path first): no
-query, no fragment, no further ``/``; percent escapes are decoded strictly
-(``%`` must be followed by two hex digits, the result must be UTF-8) and
-the decoded name must pass :func:`~.indexstore.valid_index_name` (no ``/``,
-``\\``, ``.``, ``..``, NUL or control characters), so no request can name a
-file outside the store. Anything else is a 400. A PUT body (with a
+fragment, no empty segment; percent escapes are decoded strictly (``%`` must
+be followed by two hex digits, the result must be UTF-8) and every decoded
+segment must pass :func:`~.indexstore.valid_index_name` (no ``/``, ``\\``,
+``.``, ``..``, NUL or control characters), so no request can name a file
+outside the store. Anything else is a 400. A PUT body (with a
 Content-Length, or ``Transfer-Encoding: chunked`` as desync's Go client sends
 a piped index; at most ``max_index_size`` bytes) is streamed to a spool, never
 held whole in memory, parsed as an index (415 when it is not one, and
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_INDEX_SIZE = 1 << 30
 
 _ABSOLUTE = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
-_SEGMENT = re.compile(r"/((?:[^/?#%]|%[0-9A-Fa-f]{2})+)")
+_TARGET = re.compile(r"((?:/(?:[^/?#%]|%[0-9A-Fa-f]{2})+)+)(?:\?[^#]*)?")
 _OCTETS = ("Content-Type", "application/octet-stream")
 _SPOOL_MEMORY = 1 << 20  # bytes of a PUT or remote index kept in memory before spilling to disk
 
@@ -62,14 +63,14 @@ def index_name_from_target(target: str) -> str | None:
     absolute = _ABSOLUTE.match(target)
     if absolute:
         target = target[absolute.end():]
-    m = _SEGMENT.fullmatch(target)
+    m = _TARGET.fullmatch(target)
     if m is None:
         return None
     try:
-        name = urllib.parse.unquote_to_bytes(m.group(1)).decode("utf-8")
+        names = [urllib.parse.unquote_to_bytes(s).decode("utf-8") for s in m.group(1).split("/")[1:]]
     except UnicodeDecodeError:
         return None
-    return name if valid_index_name(name) else None
+    return names[-1] if all(valid_index_name(name) for name in names) else None
 
 
 def _spool() -> BinaryIO:

@@ -25,7 +25,7 @@ from typing import BinaryIO, Callable
 from casync_format.errors import IndexNotFound, ParameterError, StoreError
 
 from ._atomic import atomic_write
-from .config import StoreOptions
+from .config import StoreOptions, split_url
 
 __all__ = [
     "IndexStore",
@@ -128,13 +128,13 @@ class LocalIndexStore(WriteIndexStore):
     def open_index(self, name: str) -> BinaryIO:
         path = self._file(name)
         try:
-            # O_NONBLOCK: a fifo in the directory must not hang the open (no effect on files)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            # Symlinks are followed (``latest.caibx -> v3.caibx``, as desync does):
+            # they are the store owner's; names from requests never hold a "/".
+            # O_NONBLOCK: a fifo in the directory must not hang the open (no effect on files).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise IndexNotFound(f"index {path} does not exist") from None
         except OSError as exc:
-            if exc.errno == 40:  # ELOOP: a symlink where the index should be
-                raise StoreError(f"index {path} is a symbolic link: refused") from None
             raise StoreError(f"index {path}: {exc.strerror}") from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -165,7 +165,7 @@ def copy_exactly(source: BinaryIO, out: BinaryIO, size: int) -> int:
 def open_local_index_store(location: str, options: StoreOptions) -> LocalIndexStore:
     """A :class:`LocalIndexStore` for a directory path or ``file://`` URL."""
     if location.startswith("file://"):
-        parts = urllib.parse.urlsplit(location)
+        parts = split_url(location)
         if parts.netloc not in ("", "localhost"):
             raise StoreError(f"index store {location}: file:// URLs must name a local path")
         location = urllib.parse.unquote(parts.path) or "/"
@@ -173,7 +173,7 @@ def open_local_index_store(location: str, options: StoreOptions) -> LocalIndexSt
 
 
 def _scheme(location: str) -> str:
-    scheme = urllib.parse.urlsplit(location).scheme.lower()
+    scheme = split_url(location).scheme.lower()
     if len(scheme) > 1 and location[len(scheme) : len(scheme) + 3] == "://":
         return scheme
     return ""
@@ -195,7 +195,7 @@ def split_index_location(location: str) -> tuple[str, str]:
     if scheme in ("", "file") and not location.startswith("file://"):
         base, name = os.path.split(location)
         return base or ".", check_index_name(name, location)
-    parts = urllib.parse.urlsplit(location)
+    parts = split_url(location)
     path = parts.path
     slash = path.rfind("/")
     if slash < 0:

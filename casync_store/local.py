@@ -62,6 +62,10 @@ class LocalStore(PruneStore):
     def has_chunk(self, chunk_id: bytes) -> bool:
         return os.path.exists(self.chunk_path(chunk_id))
 
+    def check(self) -> None:
+        if not os.path.isdir(self.path):
+            raise StoreError(f"store {self} does not exist")
+
     def touch(self, chunk_id: bytes) -> None:
         """Set the chunk's mtime to now (a cache hit keeps it fresh)."""
         with contextlib.suppress(OSError):  # a read-only cache still serves reads

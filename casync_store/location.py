@@ -14,14 +14,13 @@ is called with the list of member stores.
 from __future__ import annotations
 
 import importlib
-import os
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Callable
 
 from casync_format.errors import ParameterError, StoreError
 
-from .config import StoreOptions
+from .config import StoreOptions, split_url
 from .local import LocalStore
 from .store import Store, require_writable
 
@@ -53,7 +52,7 @@ def split_location(location: str) -> tuple[str, str]:
     A one-letter "scheme" is a Windows drive letter, and ``name:x`` without
     ``//`` is a path, as in desync.
     """
-    scheme = urllib.parse.urlsplit(location).scheme.lower()
+    scheme = split_url(location).scheme.lower()
     if len(scheme) > 1 and location[len(scheme) : len(scheme) + 3] == "://":
         return scheme, location[len(scheme) + 3 :]
     return "", location
@@ -73,7 +72,7 @@ def open_local(location: str, options: StoreOptions) -> Store:
     scheme, _ = split_location(location)
     path = location
     if scheme == "file":
-        parts = urllib.parse.urlsplit(location)
+        parts = split_url(location)
         if parts.netloc not in ("", "localhost"):
             raise StoreError(f"store {location}: file:// URLs must name a local path")
         path = urllib.parse.unquote(parts.path)
@@ -92,9 +91,12 @@ def _open_one(location: str, options: StoreOptions, must_exist: bool = False) ->
     if options.encryption:
         raise StoreError(f"store {location}: encrypted stores are not supported in this version")
     store = factory(location, options)
-    if must_exist and isinstance(store, LocalStore) and not os.path.isdir(store.path):
-        store.close()
-        raise StoreError(f"store {location} does not exist")
+    if must_exist:
+        try:
+            store.check()
+        except BaseException:
+            store.close()
+            raise
     return store
 
 
@@ -110,10 +112,11 @@ def open_store(
     ``options`` apply to every member of a ``a|b`` failover group unless
     ``options_for(member)`` is given, which then supplies each member's own
     options (e.g. :meth:`Config.store_options_for` merged with flags).
-    ``writable`` requires a WriteStore. ``must_exist`` refuses a local store
-    whose directory is missing (for reports such as ``info``, where an empty
-    answer would hide a typo; extract needs no such check, since an index of
-    zero chunks needs no store at all). Raises :class:`StoreError` for a
+    ``writable`` requires a WriteStore. ``must_exist`` refuses a store
+    whose directory or bucket is missing (:meth:`Store.check`; for reports
+    such as ``info`` and for servers, where an empty answer would hide a
+    typo; extract needs no such check, since an index of zero chunks needs
+    no store at all). Raises :class:`StoreError` for a
     scheme that is unknown or not supported yet, :class:`ParameterError`
     for an empty location or ``-``.
     """

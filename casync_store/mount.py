@@ -33,6 +33,7 @@ from typing import Any, Callable
 from casync_format.errors import CasyncError, MissingDependency, ParameterError, StoreError
 from casync_format.index import Index, IndexChunk
 
+from .config import split_url
 from .extract import fetch_chunk, zero_chunk
 from .indexstore import is_remote_location
 from .store import Store
@@ -61,7 +62,7 @@ def mount_name(index_location: str) -> str:
     (``-`` for stdin, ``.caibx``, a URL ending in ``/``), the name is ``blob``.
     """
     if is_remote_location(index_location) or index_location.startswith("file://"):
-        path = urllib.parse.urlsplit(index_location).path
+        path = split_url(index_location).path
         base = urllib.parse.unquote(path.rsplit("/", 1)[-1])
     else:
         base = os.path.basename(index_location.rstrip("/"))

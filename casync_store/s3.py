@@ -43,7 +43,7 @@ from typing import Any, BinaryIO, Callable
 
 from casync_format.errors import ChunkMissing, IndexNotFound, MissingDependency, ParameterError, StoreError
 
-from .config import S3Credentials, StoreOptions
+from .config import S3Credentials, StoreOptions, split_url
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name
 from .progress import Progress, phase
@@ -115,7 +115,7 @@ class S3Location:
 
 def parse_s3_location(location: str) -> S3Location:
     """Split ``s3+http(s)://host[:port]/bucket[/prefix][?lookup=...]``; ParameterError names what is wrong."""
-    parts = urllib.parse.urlsplit(location)
+    parts = split_url(location)
     if parts.scheme not in ("s3+http", "s3+https"):
         raise ParameterError(f"store {location}: not an s3+http:// or s3+https:// location")
     if "@" in parts.netloc:
@@ -406,6 +406,12 @@ class S3Store(PruneStore):
 
     def __repr__(self) -> str:
         return f"S3Store({self.where.location!r})"
+
+    def check(self) -> None:
+        try:
+            self._s3.call("head_bucket", "checking the bucket")
+        except KeyError:  # HEAD has no error code: a 404 is the bucket's absence
+            raise StoreError(f"store {self}: bucket {self._s3.bucket} does not exist") from None
 
     def chunk_key(self, chunk_id: bytes) -> str:
         """The object key of a chunk."""

@@ -65,7 +65,7 @@ from ._sshconnect import (
     reason,
     resolve_target,
 )
-from .config import StoreOptions
+from .config import StoreOptions, split_url
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name, copy_exactly
 from .local import CHUNK_SUFFIX, STALE_TEMP_AGE
@@ -107,7 +107,7 @@ class SFTPLocation:
 
 def parse_location(location: str) -> SFTPLocation:
     """Split ``sftp://[user@]host[:port]/path``; raises ParameterError (never echoing a password)."""
-    parts = urllib.parse.urlsplit(location)
+    parts = split_url(location)
     shown = location if parts.password is None else location.replace(f":{parts.password}@", ":***@", 1)
     what = f"sftp store location {shown!r}"
     if parts.scheme.lower() != "sftp" or not location[len(parts.scheme) :].startswith("://"):
@@ -289,6 +289,10 @@ class SFTPStore(_SFTPBase, PruneStore):
             raise StoreError(f"store {location}: uncompressed stores are not supported in this version")
         _SFTPBase.__init__(self, location, options, ssh_config)
         self.verify = not options.skip_verify
+
+    def check(self) -> None:
+        if not self._run("check the store", lambda sftp: _exists(sftp, self.path)):
+            raise StoreError(f"store {self} does not exist")
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """Where the chunk's file lives on the server."""

@@ -80,6 +80,12 @@ class Store(ABC):
             store=self,
         )
 
+    def check(self) -> None:
+        """Raise StoreError when the store plainly cannot serve: its directory
+        or bucket does not exist. Costs a round trip on network stores; stores
+        with nothing to check (HTTP, wrappers) return at once."""
+        return None
+
     def close(self) -> None:
         """Release connections and files; the store is unusable afterwards."""
         return None

@@ -124,3 +124,40 @@ def test_tar_untar_mtree_with_a_remote_caidx(
     assert os.readlink(os.path.join(out, "link")) == "sub/f.txt"
     mtree = [ok(env, "mtree", "-i", "-s", store, where).stdout for where in (url, local)]
     assert mtree[0] == mtree[1] and b"f.txt" in mtree[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "http://me:hunter2@[::1/idx/b.caibx"],
+        ["list-chunks", "s3+http://[::1/bucket/x.caibx"],
+        ["info", "sftp://[::1/x.caibx"],
+        ["extract", "-s", "http://[::1/store", "x.caibx", "out"],
+        ["index-server", "-s", "https://[::1/indexes"],
+    ],
+)
+def test_malformed_urls_are_usage_errors(env: dict[str, str], args: list[str]) -> None:  # noqa: F811
+    message = one_error(run(env, *args), 2, "invalid location", "Invalid IPv6 URL")
+    assert "hunter2" not in message
+
+
+def test_servers_and_reports_refuse_missing_stores(
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str], sshd: SSHServer,  # noqa: F811
+) -> None:
+    """A typo in a store location is an error, not an empty answer, for every backend that can tell."""
+    pytest.importorskip("paramiko")
+    src, _ = blob
+    index = os.path.join(tmp_path, "x.caibx")
+    ok(env, "make", index, src)
+    one_error(run(env, "index-server", "-s", os.path.join(tmp_path, "nope"), "-l", "127.0.0.1:0"), 1,
+              "nope", "not a directory")  # fmt: skip
+    one_error(run(env, "index-server", "-s", index, "-l", "127.0.0.1:0"), 1, "not a directory")
+    write_ssh_home(sshd, env["HOME"], alias="backup-host")
+    missing = f"sftp://backup-host{tmp_path}/no-store"
+    one_error(run(env, "info", "-s", missing, index), 1, "no-store", "does not exist")
+    mnt = os.path.join(tmp_path, "mnt")
+    os.mkdir(mnt)
+    one_error(run(env, "mount-index", "-s", missing, index, mnt), 1, "no-store", "does not exist")
+    with open(os.path.join(mnt, "occupied"), "w"):
+        pass
+    one_error(run(env, "mount-index", "-s", str(tmp_path), index, mnt), 2, "not empty")

@@ -269,10 +269,20 @@ def test_writable_needs_a_writable_store(tree: Tree) -> None:
 
 BAD_TARGETS = [
     "/", "//blob.caibx", "/../secret.caibx", "/%2e%2e/secret.caibx", "/%2E%2E%2Fsecret.caibx",
-    "/..%2fsecret.caibx", "/%2e%2e", "/..", "/.", "/%2e", "/a/b", "/a%2fb", "/a%2Fb", "/..%5csecret.caibx",
-    "/a%5cb", "/a%00b", "/a%0ab", "/a%7f", "/%", "/%zz.caibx", "/%4", "/%ff.caibx", "/blob.caibx?x=1",
-    "/blob.caibx#f", "blob.caibx", "*", "/indexes/blob.caibx", "http://h/../secret.caibx",
+    "/..%2fsecret.caibx", "/%2e%2e", "/..", "/.", "/%2e", "/a/", "/a%2fb", "/a%2Fb", "/..%5csecret.caibx",
+    "/a%5cb", "/a%00b", "/a%0ab", "/a%7f", "/%", "/%zz.caibx", "/%4", "/%ff.caibx", "/x/../blob.caibx",
+    "/blob.caibx#f", "blob.caibx", "*", "/indexes//blob.caibx", "http://h/../secret.caibx", "/%2e/blob.caibx",
 ]
+
+
+@pytest.mark.parametrize("target", ["/indexes/blob.caibx", "/blob.caibx?v=2", "/a/b/c/blob.caibx?x#"[:-1],
+                                    "http://h:1/pre/blob.caibx"])
+def test_prefixes_and_queries_name_the_last_segment_as_desync(
+    tree: Tree, index_bytes: bytes, serve: Callable[..., IndexServer], target: str
+) -> None:
+    server = serve(tree.store)
+    raw = f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+    assert raw_request(server, raw) == 200
 
 
 @pytest.mark.parametrize("target", BAD_TARGETS)

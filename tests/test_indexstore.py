@@ -145,16 +145,25 @@ def test_local_store_short_source_stores_nothing(tmp_path: str) -> None:
     assert os.listdir(tmp_path) == []
 
 
-def test_local_store_refuses_links_directories_and_bad_names(tmp_path: str) -> None:
+def test_local_store_follows_links_and_refuses_bad_names(tmp_path: str) -> None:
     outside = os.path.join(tmp_path, "secret")
     with open(outside, "wb") as f:
         f.write(b"secret")
     root = os.path.join(tmp_path, "root")
     os.mkdir(root)
-    os.symlink(outside, os.path.join(root, "link.caibx"))
+    with open(os.path.join(root, "v3.caibx"), "wb") as f:
+        f.write(b"version 3")
+    os.symlink("v3.caibx", os.path.join(root, "latest.caibx"))  # the owner's link, as desync follows
+    os.symlink("gone.caibx", os.path.join(root, "dangling.caibx"))
     store = LocalIndexStore(root)
-    with pytest.raises(StoreError, match="symbolic link"):
-        store.open_index("link.caibx")
+    with store.open_index("latest.caibx") as f:
+        assert f.read() == b"version 3"
+    with pytest.raises(IndexNotFound):
+        store.open_index("dangling.caibx")
+    store.put_index("latest.caibx", io.BytesIO(b"version 4"), 9)  # replaces the link, not its target
+    assert not os.path.islink(os.path.join(root, "latest.caibx"))
+    with open(os.path.join(root, "v3.caibx"), "rb") as f:
+        assert f.read() == b"version 3"
     for bad in ("../secret", "..", "a/b", "a\\b", "a\0b"):
         with pytest.raises(ParameterError, match="invalid index name"):
             store.open_index(bad)

@@ -428,6 +428,18 @@ def test_cli_commands(moto_server: MotoServer, bucket: str, blob_file: str, tmp_
     assert _cli("extract", "-e", "0", "-s", nobucket, index, str(tmp_path / "o2")) != 0
 
 
+def test_check_names_a_missing_bucket(
+    moto_server: MotoServer, bucket: str, blob_file: str, tmp_path: Any
+) -> None:
+    S3Store(f"s3+{moto_server.endpoint}/{bucket}/any/prefix").check()  # the bucket exists: no error
+    missing = f"s3+{moto_server.endpoint}/no-such-bucket-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreError, match=r"bucket no-such-bucket-\w+ does not exist"):
+        S3Store(missing).check()
+    index = str(tmp_path / "c.caibx")
+    assert _cli("make", index, blob_file) == 0
+    assert _cli("info", "-s", missing, index) == 1  # a report on a missing bucket is an error, not "0 chunks"
+
+
 def test_verbose_cli_logs_no_secrets(
     moto_server: MotoServer, bucket: str, blob_file: str, tmp_path: Any
 ) -> None:
