@@ -428,6 +428,23 @@ def test_cli_commands(moto_server: MotoServer, bucket: str, blob_file: str, tmp_
     assert _cli("extract", "-e", "0", "-s", nobucket, index, str(tmp_path / "o2")) != 0
 
 
+def test_s3_as_cache(moto_server: MotoServer, bucket: str, blob_file: str, tmp_path: Any) -> None:
+    """An S3 store as the cache (-c): filled on the first extract, the only source on the second."""
+    import shutil
+
+    remote_dir = str(tmp_path / "remote")
+    index = str(tmp_path / "c.caibx")
+    make(index, blob_file, LocalStore(remote_dir, sync=False), params=SMALL)
+    cache = S3Store(f"s3+{moto_server.endpoint}/{bucket}/as-cache-{uuid.uuid4().hex[:6]}")
+    with open_index(index) as idx:
+        extract(idx, str(tmp_path / "out1"), CachedStore(LocalStore(remote_dir), cache), concurrency=4)
+        cached, held = set(cache.iter_chunk_ids()), set(LocalStore(remote_dir).iter_chunk_ids())
+        assert cached <= held and len(cached) >= len(held) - 1  # all but the all-zero chunk (a hole)
+        shutil.rmtree(remote_dir)
+        extract(idx, str(tmp_path / "out2"), CachedStore(LocalStore(remote_dir), cache), concurrency=4)
+    assert _read(str(tmp_path / "out1")) == _read(str(tmp_path / "out2")) == _read(blob_file)
+
+
 def test_check_names_a_missing_bucket(
     moto_server: MotoServer, bucket: str, blob_file: str, tmp_path: Any
 ) -> None:
