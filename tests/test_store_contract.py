@@ -132,7 +132,10 @@ def _s3(tmp: str, request: pytest.FixtureRequest) -> Harness:
     bucket = "contract-" + os.urandom(6).hex()
     make_bucket(server.endpoint, bucket)
     url = f"s3+{server.endpoint}/{bucket}/store"
-    options = StoreOptions(s3_credentials=S3Credentials(access_key=TEST_KEY, secret_key=TEST_SECRET))
+    # moto's in-memory objects race when one key is overwritten concurrently ("I/O operation on
+    # closed file", HTTP 500): more retries than the default let the client ride that out.
+    options = StoreOptions(s3_credentials=S3Credentials(access_key=TEST_KEY, secret_key=TEST_SECRET),
+                           error_retry=10)
     backing = S3Store(url, options)  # a second client on the same bucket plants the chunks
     h = Harness(S3Store(url, options), backing, [], names=[url])
     h.teardown.append(backing.close)
@@ -277,9 +280,14 @@ def test_concurrent_writers_threads(harness: Harness) -> None:
             if got != blob:
                 seen.append(got)
 
+    failures: list[BaseException] = []
+
     def write() -> None:
-        for _ in range(10):
-            store.put_raw(cid, blob)
+        try:
+            for _ in range(10):
+                store.put_raw(cid, blob)
+        except BaseException as exc:  # a writer that fails must fail the test
+            failures.append(exc)
 
     readers = [threading.Thread(target=read) for _ in range(2)]
     writers = [threading.Thread(target=write) for _ in range(8)]
@@ -291,6 +299,7 @@ def test_concurrent_writers_threads(harness: Harness) -> None:
     for t in readers:
         t.join()
     assert not seen, "a reader saw a partial chunk"
+    assert not failures, f"a writer failed: {failures[0]}"
     assert store.get_chunk(cid, SHA512_256, size=len(data)) == data
     assert not harness.leftovers()
 
