@@ -32,6 +32,7 @@ from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 
+from ._singleflight import SingleFlight
 from .httpserver import HTTPError, Request, Response, Server, TLSOptions, text_response
 from .router import CachedStore
 from .store import Store, require_writable
@@ -60,43 +61,6 @@ def chunk_id_from_target(target: str, uncompressed: bool = False) -> bytes | Non
 def max_body_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
     """The largest PUT body accepted: a chunk's size plus the worst compression overhead."""
     return max_chunk_size + max_chunk_size // 128 + 65536
-
-
-class _SingleFlight:
-    """Runs one call per key at a time; callers arriving meanwhile share its outcome."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[object, _Call] = {}
-
-    def run(self, key: object, fn: Callable[[], bytes]) -> bytes:
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if not leader:
-            call.done.wait()
-            if call.error is not None:
-                raise call.error
-            return call.result
-        try:
-            call.result = fn()
-            return call.result
-        except BaseException as exc:
-            call.error = exc
-            raise
-        finally:
-            with self._lock:
-                del self._calls[key]
-            call.done.set()
-
-
-class _Call:
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result = b""
-        self.error: BaseException | None = None
 
 
 class _Budget:
@@ -131,7 +95,7 @@ class ChunkRoutes:
         self.max_chunk_size = max_chunk_size
         if writable:
             require_writable(store)
-        self._flights = _SingleFlight()
+        self._flights: SingleFlight[bytes] = SingleFlight()
         self._budget = _Budget(_BODY_BUDGET)
         self._suffix = "" if uncompressed else ".cacnk"
 

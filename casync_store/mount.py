@@ -33,6 +33,7 @@ from typing import Any, Callable
 from casync_format.errors import CasyncError, MissingDependency, ParameterError, StoreError
 from casync_format.index import Index, IndexChunk
 
+from ._singleflight import SingleFlight
 from .config import split_url
 from .extract import fetch_chunk, zero_chunk
 from .indexstore import is_remote_location
@@ -74,15 +75,6 @@ def mount_name(index_location: str) -> str:
     return stem
 
 
-class _Pending:
-    """One fetch in flight; readers arriving meanwhile wait for its outcome."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result = b""
-        self.error: BaseException | None = None
-
-
 class ChunkCache:
     """Decoded chunks by id: least recently used first out, at most ``max_bytes`` held.
 
@@ -101,45 +93,44 @@ class ChunkCache:
         self.hits = 0
         self._lock = threading.Lock()
         self._data: OrderedDict[bytes, bytes] = OrderedDict()
-        self._pending: dict[bytes, _Pending] = {}
+        self._flight: SingleFlight[bytes] = SingleFlight()
 
     def __contains__(self, key: bytes) -> bool:
         with self._lock:
-            return key in self._data or key in self._pending
+            if key in self._data:
+                return True
+        return self._flight.in_flight(key)
 
     def __len__(self) -> int:
         return len(self._data)
 
+    def _held(self, key: bytes) -> bytes | None:
+        """The kept data of ``key`` (now the most recently used), or None; call with the lock held."""
+        data = self._data.get(key)
+        if data is not None:
+            self._data.move_to_end(key)
+            self.hits += 1
+        return data
+
     def get(self, key: bytes, fetch: Callable[[], bytes]) -> bytes:
         """The chunk ``key``, from memory or from ``fetch()`` (called by one thread only)."""
         with self._lock:
-            data = self._data.get(key)
-            if data is not None:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return data
-            pending = self._pending.get(key)
-            leader = pending is None
-            if pending is None:
-                pending = self._pending[key] = _Pending()
-                self.fetches += 1
-        if not leader:
-            pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            return pending.result
-        try:
-            pending.result = fetch()
-            return pending.result
-        except BaseException as exc:
-            pending.error = exc
-            raise
-        finally:
-            with self._lock:
-                del self._pending[key]
-                if pending.error is None:
-                    self._keep(key, pending.result)
-            pending.done.set()
+            data = self._held(key)
+        if data is not None:
+            return data
+
+        def load() -> bytes:
+            with self._lock:  # kept by a fetch that ended after the check above?
+                data = self._held(key)
+                if data is None:
+                    self.fetches += 1
+            if data is None:
+                data = fetch()
+                with self._lock:
+                    self._keep(key, data)
+            return data
+
+        return self._flight.run(key, load)
 
     def _keep(self, key: bytes, data: bytes) -> None:
         if len(data) > self.max_bytes:
