@@ -14,6 +14,7 @@ import subprocess
 from typing import Callable
 
 import pytest
+from _moto import TEST_KEY, TEST_SECRET, MotoServer, make_bucket, moto_server  # noqa: F401
 from _sshd import SSHServer, sshd, write_ssh_home  # noqa: F401
 from test_cli import blob, chunk_files, env, ok, one_error, read, run  # noqa: F401
 from test_cli_network import Server, serve  # noqa: F401
@@ -161,3 +162,33 @@ def test_servers_and_reports_refuse_missing_stores(
     with open(os.path.join(mnt, "occupied"), "w"):
         pass
     one_error(run(env, "mount-index", "-s", str(tmp_path), index, mnt), 2, "not empty")
+
+
+def test_chop_cache_and_tar_index_into_s3(
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
+    moto_server: MotoServer,  # noqa: F811
+) -> None:
+    """The writing commands other than make, with an S3 store as their target."""
+    src, content = blob
+    bucket = "cli-remote-" + os.urandom(4).hex()
+    make_bucket(moto_server.endpoint, bucket)
+    env = dict(env, S3_ACCESS_KEY=TEST_KEY, S3_SECRET_KEY=TEST_SECRET)
+    s3 = f"s3+{moto_server.endpoint}/{bucket}"
+    local_store, tree = _dirs(tmp_path, "local-store", "tree")
+    index = os.path.join(tmp_path, "x.caibx")
+    ok(env, "make", "-s", local_store, index, src)
+
+    ok(env, "chop", "-s", f"{s3}/chopped", index, src)  # the file's chunks as the index cuts them
+    ok(env, "cache", "-s", local_store, "-c", f"{s3}/cached", index)  # copied from another store
+    for prefix in ("chopped", "cached"):
+        out = os.path.join(tmp_path, f"out-{prefix}")
+        ok(env, "extract", "-s", f"{s3}/{prefix}", index, out)
+        assert read(out) == content
+
+    with open(os.path.join(tree, "f.bin"), "wb") as f:
+        f.write(content)
+    caidx = os.path.join(tmp_path, "t.caidx")
+    ok(env, "tar", "-i", "-s", f"{s3}/tree", caidx, tree)
+    out = os.path.join(tmp_path, "tree-out")
+    ok(env, "untar", "-i", "-s", f"{s3}/tree", caidx, out)
+    assert read(os.path.join(out, "f.bin")) == content
