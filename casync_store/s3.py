@@ -2,13 +2,14 @@
 
 A location names an S3-compatible endpoint, a bucket and an optional key
 prefix; ``?lookup=path|dns|auto`` picks path-style, virtual-host ("dns") or
-boto's automatic addressing (path-style for any endpoint but AWS's). Chunks
+boto's automatic addressing (path style: the endpoint is always explicit). Chunks
 are the objects ``<prefix>/xxxx/<id>.cacnk`` (as in local stores and desync),
 indexes the objects ``<prefix>/<name>``; listings stream one
 ListObjectsV2 page at a time, prune deletes in batches, and
 :func:`upgrade_s3` moves desync's old flat layout. One thread-safe boto3
-client per store carries every request: ``options.concurrency`` pooled
-connections (``-n``, default 10; more threads wait for one),
+client per store carries every request but the fast path's (below), both
+within ``options.concurrency`` connections in use (``-n``, default 10; more
+threads wait for one),
 ``options.timeout`` for connecting and each read
 (desync's one minute when unset, negative = no limit), ``options.error_retry``
 retries with botocore's "standard" backoff on throttling, 5xx and connection
@@ -22,28 +23,53 @@ or an AWS shared credentials file and profile), else boto3's standard chain,
 and unsigned (anonymous) requests when that finds nothing. The region is
 ``S3_REGION``, else the entry's ``aws-region``, else the chain's, else
 ``us-east-1``. Messages name the store location and never a key or token.
-boto3 is imported only when a store is opened (extra ``s3``).
+boto3 is imported only when a store is opened (extra ``s3``). The client
+and the fast path are built by :mod:`._s3client`; this module holds the
+locations, the stores and their error handling.
+
+The per-chunk requests (GET, HEAD and PUT of one object; HEAD of an index)
+take a fast path: botocore spends milliseconds of CPU on each call, so they
+are signed here with AWS Signature V4 (:mod:`._sigv4`; GET and HEAD with
+``UNSIGNED-PAYLOAD``, PUT with the body's SHA-256, which every S3-compatible
+server accepts and which protects bodies sent over plain HTTP) and sent over
+:mod:`.http`'s pooled request loop, with its TLS context (``trust_insecure``,
+``ca_cert``, client certificate), proxies (loopback hosts go direct),
+timeouts and retries: 5xx, connection errors, timeouts and short bodies
+are retried ``error_retry`` times, ``attempt * error_retry_base_interval``
+apart. boto3 still picks the credentials (each request asks botocore's
+credentials object afresh, so refreshed ones are used), and the URL and
+signing region come from botocore itself: one HeadObject request is made
+by the client when the store opens and answered in-process, never sent,
+showing where botocore sends this bucket's requests (path style, virtual
+host, or what ``lookup=auto`` means to it) and for which region it signs.
+A 200 (2xx for PUT) is the answer, 404 a missing object (or a missing
+bucket, when S3 says NoSuchBucket), 403 with a credentials error code is
+"access denied"; any other status goes to boto3 for that request (a 301
+or 400, e.g. a bucket in another region, switches the fast path off for
+good, so botocore's redirect handling takes over). ARN and S3 Express
+buckets, or a fast path that cannot be set up (e.g. an https proxy), use
+boto3 throughout.
 """
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import io
 import itertools
 import logging
-import os
 import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
-from casync_format.errors import ChunkMissing, IndexNotFound, MissingDependency, ParameterError, StoreError
+from casync_format.errors import ChunkMissing, IndexNotFound, ParameterError, StoreError
 
-from .config import S3Credentials, StoreOptions, split_url
+from ._httpclient import TooLarge
+from ._s3client import DEFAULT_CONCURRENCY, DEFAULT_REGION, fast_path, make_client
+from .config import StoreOptions, split_url
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name
 from .progress import Progress, phase
@@ -66,10 +92,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Connections per store when ``options.concurrency`` is 0 (desync's ``-n`` default).
-DEFAULT_CONCURRENCY = 10
-#: The region signed for when nothing names one.
-DEFAULT_REGION = "us-east-1"
 #: Keys asked for per ListObjectsV2 page (S3's maximum; tests lower it).
 LIST_PAGE_SIZE = 1000
 #: Keys removed per DeleteObjects request while pruning (S3's maximum).
@@ -77,26 +99,18 @@ DELETE_BATCH = 1000
 #: Bytes per part of a multipart index upload; smaller indexes take one PUT (S3's minimum is 5 MiB).
 INDEX_PART_SIZE = 8 << 20
 
-_DEFAULT_TIMEOUT = 60.0
-_NO_TIMEOUT = 7 * 86400.0  # botocore has no "none"; a week stands for it
 _LOOKUPS = {"auto": "auto", "path": "path", "dns": "virtual"}
 _MISSING = ("NoSuchKey", "NotFound", "404")
 _DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
            "ExpiredToken", "403", "401", "Forbidden")  # fmt: skip
 _CHUNK_KEY = re.compile(r"([0-9a-f]{4})/(\1[0-9a-f]{60})\.cacnk\Z")
 _OLD_CHUNK_KEY = re.compile(r"[0-9a-f]{64}\Z")
-_PROFILE_KEYS = ("access_key_id", "secret_access_key", "session_token")
 _TYPE = "application/octet-stream"
 _READ_STEP = 1 << 20
-
-
-def _boto() -> Any:
-    """The boto3 module, or MissingDependency("s3", "boto3")."""
-    try:
-        import boto3
-    except ImportError:
-        raise MissingDependency("s3", "boto3") from None
-    return boto3
+_ERROR_LIMIT = 1 << 16  # bytes of a fast-path answer that is not a 200 GET
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+#: Fast-path answers meaning the bucket lives elsewhere (region, endpoint): botocore takes over for good.
+_WRONG_PLACE = (301, 400)
 
 
 # --------------------------------------------------------------------------- locations
@@ -151,108 +165,6 @@ def parse_s3_location(location: str) -> S3Location:
 # --------------------------------------------------------------------------- credentials
 
 
-@dataclass(frozen=True)
-class _Credentials:
-    source: str  # where they came from, for logs (never the values)
-    access_key: str = field(default="", repr=False)
-    secret_key: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-    region: str = ""
-    chain: bool = False  # use boto3's standard chain
-
-
-def _profile(path: str, profile: str, where: str) -> tuple[str, str, str]:
-    """(key id, secret, token) of ``profile`` in an AWS shared credentials file."""
-    parser = configparser.RawConfigParser()
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8") as f:
-            parser.read_file(f)
-    except OSError as exc:
-        raise StoreError(f"store {where}: cannot read AWS credentials file {path}: {exc.strerror}") from None
-    except (configparser.Error, UnicodeDecodeError):
-        raise StoreError(f"store {where}: AWS credentials file {path} is not an INI file") from None
-    if not parser.has_section(profile):
-        raise StoreError(f"store {where}: AWS credentials file {path} has no profile {profile!r}")
-    section = parser[profile]
-    access, secret, token = (section.get(f"aws_{k}", "").strip() for k in _PROFILE_KEYS)
-    if not access or not secret:
-        raise StoreError(f"store {where}: profile {profile!r} of {path} lacks a key id or secret")
-    return access, secret, token
-
-
-def _credentials(where: str, entry: S3Credentials | None) -> _Credentials:
-    """Pick the credentials for a store, in desync's order (see the module docstring)."""
-    env = os.environ
-    region = env.get("S3_REGION", "")
-    for names in (("S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_SESSION_TOKEN"),
-                  ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")):  # fmt: skip
-        access, secret, token = (env.get(n, "") for n in names)
-        if access or secret:
-            return _Credentials(f"environment {names[0]}", access, secret, token, region)
-    if entry is not None:
-        region = region or entry.aws_region
-        if entry.access_key:
-            return _Credentials("config access-key", entry.access_key, entry.secret_key, "", region)
-        if entry.aws_credentials_file:
-            profile = entry.aws_profile or env.get("AWS_PROFILE") or "default"
-            keys = _profile(entry.aws_credentials_file, profile, where)
-            return _Credentials(f"config aws-credentials-file, profile {profile}", *keys, region)
-    return _Credentials("AWS default credential chain", region=region, chain=True)
-
-
-# --------------------------------------------------------------------------- the client
-
-
-def _timeout(seconds: float | None) -> float:
-    if seconds is None or seconds == 0:
-        return _DEFAULT_TIMEOUT
-    return _NO_TIMEOUT if seconds < 0 else float(seconds)
-
-
-def _session(creds: _Credentials, where: str) -> tuple[Any, bool]:
-    """A boto3 session with the chosen credentials, and whether requests go unsigned."""
-    boto3 = _boto()
-    from botocore.exceptions import BotoCoreError
-
-    try:
-        if not creds.chain:
-            return boto3.session.Session(
-                aws_access_key_id=creds.access_key,
-                aws_secret_access_key=creds.secret_key,
-                aws_session_token=creds.token or None,
-                region_name=creds.region or None,
-            ), False
-        session = boto3.session.Session(region_name=creds.region or None)
-        return session, session.get_credentials() is None
-    except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
-        raise StoreError(f"store {where}: S3 credentials: {exc}") from None
-
-
-def _client_config(options: StoreOptions, where: S3Location, region: str, anonymous: bool) -> Any:
-    """botocore's Config for a store: pool, timeouts, retries, addressing, TLS client certificate."""
-    import botocore
-    from botocore.config import Config
-
-    settings: dict[str, Any] = {
-        "region_name": region,
-        "connect_timeout": _timeout(options.timeout),
-        "read_timeout": _timeout(options.timeout),
-        "retries": {"max_attempts": max(0, options.error_retry), "mode": "standard"},
-        "max_pool_connections": options.concurrency or DEFAULT_CONCURRENCY,
-        "s3": {"addressing_style": where.addressing},
-    }
-    if anonymous:
-        settings["signature_version"] = botocore.UNSIGNED
-    if options.client_cert:
-        key = options.client_key
-        settings["client_cert"] = (options.client_cert, key) if key else options.client_cert
-    if "request_checksum_calculation" in Config.OPTION_DEFAULTS:
-        # Many S3-compatible servers reject the CRC trailers newer botocore sends by default.
-        settings["request_checksum_calculation"] = "when_required"
-        settings["response_checksum_validation"] = "when_required"
-    return Config(**settings)
-
-
 class _BrokenBody(Exception):
     """A body that ended early or stalled (retried)."""
 
@@ -275,7 +187,7 @@ def _read_body(body: Any, limit: int) -> bytes:
 
 
 class _Bucket:
-    """One boto3 client bound to a bucket and prefix; turns boto's errors into ours."""
+    """One boto3 client bound to a bucket and prefix, and the fast path; turns their errors into ours."""
 
     def __init__(self, where: S3Location, options: StoreOptions) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -285,27 +197,29 @@ class _Bucket:
         self.bucket = where.bucket
         self.retries = max(0, options.error_retry)
         self.retry_interval = max(0.0, options.error_retry_base_interval)
-        creds = _credentials(where.location, options.s3_credentials)
-        session, anonymous = _session(creds, where.location)
-        self.credentials_source = "none found: anonymous requests" if anonymous else creds.source
-        log.debug("store %s: S3 credentials from %s", where.location, self.credentials_source)
-        config = _client_config(options, where, session.region_name or DEFAULT_REGION, anonymous)
-        verify: bool | str = False if options.trust_insecure else (options.ca_cert or True)
-        self.client = session.client("s3", endpoint_url=where.endpoint, verify=verify, config=config)
+        made = make_client(where, options)
+        self.client = made.client
+        self.credentials_source = made.credentials_source
+        #: The fast path for single-object requests; None: boto3 makes them all.
+        self.fast = fast_path(made.client, made.session, where, options, made.anonymous)
+        self._fast_transport = self.fast
         #: One slot per pooled connection: more threads wait rather than open (and drop) extra connections.
-        self.slots = threading.BoundedSemaphore(config.max_pool_connections)
+        self.slots = threading.BoundedSemaphore(made.pool_size)
         #: transport errors (connection, timeout, short body: urllib3's are not always wrapped)
         self.errors: tuple[type[BaseException], ...] = (BotoCoreError, URLLib3Error)
         self.client_error: type[BaseException] = ClientError
 
     def error(self, exc: BaseException, what: str) -> StoreError:
         """A one-line StoreError for a boto error (never showing credentials)."""
-        loc = self.where.location
         response = getattr(exc, "response", None)
         if not isinstance(response, dict):
-            return StoreError(f"store {loc}: {what}: {exc}".splitlines()[0])
+            return StoreError(f"store {self.where.location}: {what}: {exc}".splitlines()[0])
         code = str(response.get("Error", {}).get("Code", ""))
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return self.status_error(code, response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"), what)
+
+    def status_error(self, code: str, status: object, what: str) -> StoreError:
+        """The StoreError for an S3 error code and HTTP status."""
+        loc = self.where.location
         if code == "NoSuchBucket":
             return StoreError(f"store {loc}: bucket {self.bucket} does not exist")
         if code in _DENIED:
@@ -334,8 +248,43 @@ class _Bucket:
         except self.errors as exc:
             raise self.error(exc, what) from None
 
+    def signed(
+        self, method: str, key: str, what: str, body: bytes | None = None, limit: int = _ERROR_LIMIT
+    ) -> bytes | None:
+        """The body of a success on the fast path; KeyError for 404, StoreError for 403 and no bucket.
+
+        None: boto3 must make this request (no fast path, or an answer it handles; see the module).
+        """
+        fast = self.fast
+        if fast is None:
+            return None
+        with self.slots:
+            try:
+                status, data = fast.request(method, key, what, body, limit)
+            except TooLarge:
+                loc = self.where.location
+                raise StoreError(f"store {loc}: {what} is larger than {limit} bytes") from None
+            except self.errors as exc:  # botocore could not refresh the credentials
+                raise self.error(exc, f"{method} {what}") from None
+        if status == 200 or (method == "PUT" and 200 <= status < 300):
+            return data
+        found = _ERROR_CODE.search(data)
+        code = found.group(1).decode("ascii", "replace") if found else str(status)
+        if (status == 404 and code == "NoSuchBucket") or (status in (401, 403) and code in _DENIED):
+            raise self.status_error(code, status, f"{method} {what}")
+        if status == 404 and method != "PUT":
+            raise KeyError(key)
+        if status in _WRONG_PLACE:
+            self.fast = None
+        log.debug("store %s: %s %s: fast path answered HTTP %s %s: asking boto3%s", self.where.location,
+                  method, what, status, code, " (from now on)" if self.fast is None else "")  # fmt: skip
+        return None
+
     def read(self, key: str, limit: int, what: str) -> bytes:
         """A whole object of at most ``limit`` bytes; bodies cut short are retried."""
+        data = self.signed("GET", key, what, limit=limit)
+        if data is not None:
+            return data
         for attempt in itertools.count(1):
             try:
                 return self._read_once(key, limit, what)
@@ -362,10 +311,15 @@ class _Bucket:
 
     def exists(self, key: str, what: str) -> bool:
         try:
-            self.call("head_object", f"HEAD {what}", Key=key)
+            if self.signed("HEAD", key, what) is None:
+                self.call("head_object", f"HEAD {what}", Key=key)
         except KeyError:
             return False
         return True
+
+    def put(self, key: str, body: bytes, what: str) -> None:
+        if self.signed("PUT", key, what, body) is None:
+            self.call("put_object", f"PUT {what}", Key=key, Body=body, ContentType=_TYPE)
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``, one ListObjectsV2 page (:data:`LIST_PAGE_SIZE`) in memory at a time."""
@@ -380,6 +334,8 @@ class _Bucket:
             more = {"ContinuationToken": token}
 
     def close(self) -> None:
+        if self._fast_transport is not None:
+            self._fast_transport.close()
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
@@ -428,8 +384,7 @@ class S3Store(PruneStore):
         return self._s3.exists(self.chunk_key(chunk_id), f"chunk {chunk_id.hex()}")
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
-        what, key = f"PUT chunk {chunk_id.hex()}", self.chunk_key(chunk_id)
-        self._s3.call("put_object", what, Key=key, Body=bytes(blob), ContentType=_TYPE)
+        self._s3.put(self.chunk_key(chunk_id), bytes(blob), f"chunk {chunk_id.hex()}")
 
     def iter_chunk_ids(self) -> Iterator[bytes]:
         start = len(self.where.prefix)

@@ -32,8 +32,8 @@ FORMAT_FORBIDDEN = {
 }  # fmt: skip
 # third-party module -> the only casync_store modules that may import it
 STORE_CONFINED = {
-    "boto3": {"s3.py"},
-    "botocore": {"s3.py"},
+    "boto3": {"s3.py", "_s3client.py"},
+    "botocore": {"s3.py", "_s3client.py"},
     "paramiko": {"sftp.py", "_sshconnect.py", "ssh.py"},
     "fuse": {"mount.py"},
 }

@@ -12,18 +12,31 @@ moto server with its IAM checks on: a request signed with the wrong key fails,
 so a store that works used the credentials the test expected (environment
 over config, exact config key, glob key, shared credentials file and
 profile, AWS chain, anonymous), and no secret appears in any message.
+
+The fast path (chunk GET/HEAD/PUT signed by ``casync_store._sigv4``) is
+proven three ways: its signatures equal botocore's ``S3SigV4Auth`` ones for
+awkward keys, tokens, methods, regions and times (hypothesis); on the
+signature-checking server, chunk requests go through it and never through
+boto3, a wrong secret is refused there, and refreshed credentials are used
+at once; on a fault-injecting server, 5xx, throttling and short bodies are
+retried, and answers it leaves to boto3 (redirects, 400, other statuses)
+are served by boto3.
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
 import io
 import json
 import os
 import re
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 from _moto import TEST_KEY, TEST_SECRET, MotoServer, client, enable_auth, make_bucket, moto_server, start_moto
@@ -35,7 +48,7 @@ from casync_format import chunk as chunk_codec
 from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkMissing, IndexNotFound, MissingDependency, ParameterError, StoreError
-from casync_store import CachedStore, LocalStore
+from casync_store import CachedStore, LocalStore, _s3client
 from casync_store import s3 as s3mod
 from casync_store.config import StoreOptions, load_config
 from casync_store.extract import extract
@@ -78,6 +91,7 @@ def bucket(moto_server: MotoServer) -> str:
     return name
 
 
+@functools.cache  # the same bytes for a seed: the gzip header holds the time
 def chunk(seed: int, size: int = 3000) -> tuple[bytes, bytes, bytes]:
     data = seed.to_bytes(4, "little") * (size // 4)
     return SHA512_256(data), data, chunk_codec.encode(data, "gzip")
@@ -220,25 +234,27 @@ def test_retries_throttling_5xx_and_short_bodies() -> None:
     slow_down = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
     with FaultyServer() as server:
         server.chunks[path] = blob
-        # botocore's standard mode waits up to 2**attempt seconds: few retries keep this fast.
-        store = S3Store(f"s3+{server.url}/bkt", StoreOptions(error_retry=1, error_retry_base_interval=0.01))
+        store = S3Store(f"s3+{server.url}/bkt", StoreOptions(error_retry=2, error_retry_base_interval=0.01))
         server.plan(path, Status(503, slow_down), Short(blob[:5], len(blob)))
         assert store.get_raw(cid) == blob and server.count("GET", path) == 3
-        server.plan(path, Status(500), Status(502))
+        server.plan(path, Status(500), Status(502), Status(503, slow_down))
         with pytest.raises(StoreError) as exc:
             store.get_raw(cid)
-        assert str(exc.value) == f"store {store}: GET chunk {cid.hex()}: HTTP 502"
-        assert server.count("GET", path) == 5
+        message = str(exc.value)
+        assert message.startswith(f"store {store}: GET chunk {cid.hex()}: HTTP 503 ") and "\n" not in message
+        assert message.endswith("(gave up after 3 attempts)") and server.count("GET", path) == 6
         server.plan(path, Status(403))  # not retried
         with pytest.raises(StoreError, match="access denied"):
             S3Store(str(store), FAST).get_raw(cid)
-        assert server.count("GET", path) == 6
+        assert server.count("GET", path) == 7
         server.plan(path, Status(500))
         with pytest.raises(StoreError):  # "cannot tell" is not "missing"
             S3Store(str(store), FAST).has_chunk(cid)
         server.plan(path, Slow(5))
-        with pytest.raises(StoreError, match="timeout"):
+        with pytest.raises(StoreError, match="timed out"):
             S3Store(str(store), StoreOptions(error_retry=0, timeout=0.3)).get_raw(cid)
+        chunk_requests = [r for r in server.requests if r.path == path]
+        assert all(r.headers.get("User-Agent") == "pycasync" for r in chunk_requests), "not the fast path"
         server.chunks["/bkt/x.caibx"] = b"i" * 100
         server.plan("/bkt/x.caibx", Short(b"i" * 10, 100))
         with pytest.raises(StoreError) as exc, S3IndexStore(str(store), FAST).open_index("x.caibx") as f:
@@ -250,21 +266,60 @@ def test_retries_throttling_5xx_and_short_bodies() -> None:
         assert not store.has_chunk(other)
 
 
+@pytest.fixture
+def fast_sends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, str]]]:
+    """(method, path, headers) of every request the S3 fast path sends, and none made by boto3."""
+    sent: list[tuple[str, str, dict[str, str]]] = []
+    real_send = _s3client.FastPath._send
+
+    def send(self: Any, conn: Any, method: str, path: str, body: Any) -> Any:
+        conn_request = conn.request
+
+        def request(method: str, url: str, body: Any = None, headers: Any = None, **kw: Any) -> Any:
+            sent.append((method, url, dict(headers or {})))
+            return conn_request(method, url, body=body, headers=headers, **kw)
+
+        conn.request = request
+        try:
+            return real_send(self, conn, method, path, body)
+        finally:
+            conn.request = conn_request
+
+    monkeypatch.setattr(_s3client.FastPath, "_send", send)
+    return sent
+
+
+def boto_object_calls(store: S3Store | S3IndexStore) -> list[str]:
+    """The single-object operations boto3 makes from now on (the fast path's fallbacks)."""
+    calls: list[str] = []
+    for op in ("GetObject", "HeadObject", "PutObject"):
+        store._s3.client.meta.events.register(f"before-call.s3.{op}", lambda op=op, **kw: calls.append(op))
+    return calls
+
+
 @pytest.mark.parametrize(("lookup", "virtual"), [("?lookup=dns", True), ("?lookup=path", False), ("", False)])
 def test_lookup_styles(
-    moto_server: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch, lookup: str, virtual: bool
-) -> None:
+    moto_server: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch, lookup: str, virtual: bool,
+    fast_sends: list[tuple[str, str, dict[str, str]]],
+) -> None:  # fmt: skip
     # bucket.localhost does not resolve here: moto itself is the HTTP proxy, and its log shows the URL.
+    # (The fast path, like the HTTP store, reaches the loopback host localhost directly, not by proxy.)
     monkeypatch.setenv("HTTP_PROXY", moto_server.endpoint)
     store = S3Store(f"s3+http://localhost:{moto_server.port}/{bucket}/look{lookup}")
+    boto = boto_object_calls(store)
     cid, _data, blob = chunk(9)
     store.put_raw(cid, blob)
-    assert store.get_raw(cid) == blob and list(store.iter_chunk_ids()) == [cid]
+    assert store.get_raw(cid) == blob and store.has_chunk(cid) and list(store.iter_chunk_ids()) == [cid]
+    assert [m for m, _url, _h in fast_sends] == ["PUT", "GET", "HEAD"] and boto == []
     with open(moto_server.log, errors="replace") as f:
         log = f.read()
-    host = f"http://{bucket}.localhost:{moto_server.port}/look/{cid.hex()[:4]}/"
-    path = f"http://localhost:{moto_server.port}/{bucket}/look/{cid.hex()[:4]}/"
+    tail = f"/look/{cid.hex()[:4]}/{cid.hex()}.cacnk"
+    host = f"http://{bucket}.localhost:{moto_server.port}{tail}"
+    path = f" /{bucket}{tail} "  # a request line to localhost itself
     assert (host in log, path in log) == (virtual, not virtual)
+    assert {h["Host"] for _m, _url, h in fast_sends} == {
+        f"{bucket}.localhost:{moto_server.port}" if virtual else f"localhost:{moto_server.port}"
+    }
 
 
 def test_pagination_streams_and_prune_batches(
@@ -627,3 +682,130 @@ def test_credentials_cli(
         "access-key": auth.key_a, "secret-key": "nope"}}}))  # fmt: skip
     assert _cli("--config", str(conf), "extract", "-e", "0", "-s", auth.location, index, out + "2") != 0
 
+
+
+# --- the fast path: SigV4 signing, fallback to boto3 ------------------------------------------------
+
+_KEY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+_AWKWARD = st.one_of(_KEY_TEXT, st.lists(st.sampled_from(
+    [*" +%~!*'()&=:@,$;[]^`{}|\\\"<>#?/.ä€\t", "a/../b", "//", "%41", "%2F", "../"]), min_size=1,
+    max_size=12).map("".join))  # fmt: skip
+
+
+@given(key=_AWKWARD, method=st.sampled_from(["GET", "HEAD", "PUT"]), body=st.binary(max_size=64),
+       token=st.sampled_from([None, "", "FwoGZXIvYXdzE+/tok=="]),
+       region=st.sampled_from(["us-east-1", "eu-west-3", "ap-southeast-2"]),
+       host=st.sampled_from(["127.0.0.1:9000", "bucket.s3.example.com", "[::1]:8080"]),
+       when=st.datetimes(datetime.datetime(2000, 1, 1), datetime.datetime(2099, 12, 31)))  # fmt: skip
+def test_sigv4_matches_botocore(
+    key: str, method: str, body: bytes, token: str | None, region: str, host: str, when: datetime.datetime
+) -> None:
+    """Our signature of a request is botocore's S3SigV4Auth signature of the same request, to the byte."""
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.config import Config
+    from botocore.credentials import Credentials
+
+    from casync_store import _sigv4
+
+    when = when.replace(microsecond=0)
+    path = "/bucket/" + _sigv4.quote_key("pre fix/" + key)
+    put = method == "PUT"
+    headers = {"Content-Type": "application/octet-stream"} if put else {}
+    payload = _sigv4.payload_hash(body) if put else _sigv4.UNSIGNED_PAYLOAD
+    ours = _sigv4.sign(method, host, path, headers, payload, ("AKIDEXAMPLE", "se/cr+et", token), region,
+                       now=when)  # fmt: skip
+    request = AWSRequest(method=method, url=f"https://{host}{path}", data=body if put else None,
+                         headers=dict(headers))  # fmt: skip
+    request.context["client_config"] = Config(s3={"payload_signing_enabled": put})
+    signer = botocore.auth.S3SigV4Auth(Credentials("AKIDEXAMPLE", "se/cr+et", token), "s3", region)
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=when):
+        signer.add_auth(request)
+    assert ours["Authorization"] == request.headers["Authorization"]
+    for name in ("X-Amz-Date", "X-Amz-Content-SHA256", "X-Amz-Security-Token"):
+        assert ours.get(name) == request.headers.get(name)
+
+
+def test_fast_path_signs_for_real(
+    auth: AuthServer, monkeypatch: pytest.MonkeyPatch, fast_sends: list[tuple[str, str, dict[str, str]]]
+) -> None:
+    """Against a server that checks signatures, chunks go through the fast path only, with awkward
+    prefixes too; a wrong secret is refused there; refreshed credentials are used at once."""
+    from botocore.credentials import RefreshableCredentials
+
+    monkeypatch.setenv("S3_ACCESS_KEY", auth.key_a)
+    monkeypatch.setenv("S3_SECRET_KEY", auth.secret_a)
+    # moto's own check refuses botocore's signatures too for most other reserved characters and non-ASCII
+    # (test_sigv4_matches_botocore covers those): spaces, "~" and an empty segment pass it.
+    prefix = urllib.parse.quote("we ird~pre fix/sub dir//x")
+    for location in (auth.location, f"{auth.location}/{prefix}?lookup=path"):
+        store = S3Store(location, FAST)
+        boto, before = boto_object_calls(store), len(fast_sends)
+        cid, _data, blob = chunk(101)
+        assert not store.has_chunk(cid)
+        store.put_raw(cid, blob)
+        assert store.has_chunk(cid) and store.get_raw(cid) == blob
+        with pytest.raises(ChunkMissing):
+            store.get_raw(chunk(102)[0])
+        assert len(fast_sends) - before == 5 and boto == []
+    assert all(h["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=") for _m, _u, h in fast_sends)
+    monkeypatch.setenv("S3_SECRET_KEY", "wrong-secret")
+    store = S3Store(auth.location, FAST)
+    boto = boto_object_calls(store)
+    for call in (lambda: store.get_raw(cid), lambda: store.has_chunk(cid), lambda: store.put_raw(cid, blob)):
+        with pytest.raises(StoreError) as exc:
+            call()
+        assert "access denied" in str(exc.value) and "wrong-secret" not in str(exc.value)
+    assert boto == []
+    keys = {"secret": "wrong-secret"}  # refreshable credentials, asked again for every request
+
+    def refresh() -> dict[str, Any]:  # expiring within botocore's mandatory refresh time: asked every time
+        soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)
+        return {"access_key": auth.key_a, "secret_key": keys["secret"], "token": None,
+                "expiry_time": soon.isoformat()}  # fmt: skip
+
+    store._s3.fast._credentials = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
+    with pytest.raises(StoreError, match="access denied"):
+        store.get_raw(cid)
+    keys["secret"] = auth.secret_a
+    assert store.get_raw(cid) == blob and boto == []
+
+
+def test_fast_path_falls_back_to_boto3(
+    monkeypatch: pytest.MonkeyPatch, fast_sends: list[tuple[str, str, dict[str, str]]]
+) -> None:
+    """Answers the fast path does not handle go to boto3: a redirect or 400 (wrong region or endpoint)
+    for good, any other status for that request only; anonymous requests carry no signature."""
+    from _faulty_http import FaultyServer, Status
+
+    cid, _data, blob = chunk(110)
+    path = f"/bkt/p/{cid.hex()[:4]}/{cid.hex()}.cacnk"
+    moved = b"<Error><Code>PermanentRedirect</Code><Endpoint>elsewhere</Endpoint></Error>"
+    region = b"<Error><Code>AuthorizationHeaderMalformed</Code><Region>eu-west-3</Region></Error>"
+
+    def by_boto(server: FaultyServer) -> int:
+        return sum("Botocore/" in r.headers.get("User-Agent", "") for r in server.requests if r.path == path)
+
+    with FaultyServer() as server:
+        server.chunks[path] = blob
+        for status in (Status(409, b"<Error><Code>OperationAborted</Code></Error>"), Status(307)):
+            store = S3Store(f"s3+{server.url}/bkt/p", FAST)
+            server.plan(path, status)
+            assert store.get_raw(cid) == blob and store._s3.fast is not None
+            assert store.get_raw(cid) == blob
+        assert by_boto(server) == 2 and len(fast_sends) == 4
+        for status in (Status(301, moved), Status(400, region)):
+            store = S3Store(f"s3+{server.url}/bkt/p", FAST)
+            server.plan(path, status)
+            assert store.get_raw(cid) == blob and store._s3.fast is None
+            assert store.has_chunk(cid) and store.get_raw(cid) == blob
+        assert by_boto(server) == 2 + 6 and len(fast_sends) == 6
+        store = S3Store(f"s3+{server.url}/bkt/p", FAST)
+        server.plan(path, Status(400, region))
+        store.put_raw(cid, blob[::-1])  # PUT falls back too
+        assert server.chunks[path] == blob[::-1] and store._s3.fast is None and by_boto(server) == 9
+        monkeypatch.delenv("S3_ACCESS_KEY")
+        monkeypatch.delenv("S3_SECRET_KEY")
+        store = S3Store(f"s3+{server.url}/bkt/p", FAST)
+        assert store.credentials_source.startswith("none found") and store.get_raw(cid) == blob[::-1]
+        assert "Authorization" not in server.requests[-1].headers and by_boto(server) == 9
