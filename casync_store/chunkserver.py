@@ -21,7 +21,6 @@ is verified with the server's digest and stored in the cache (a caching proxy).
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -33,13 +32,12 @@ from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 
 from ._singleflight import SingleFlight
-from .httpserver import HTTPError, Request, Response, Server, TLSOptions, text_response
+from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
 from .router import CachedStore
 from .store import Store, require_writable
 
 __all__ = ["ChunkServer", "ChunkRoutes", "serve_chunks", "chunk_id_from_target", "max_body_size"]
 
-logger = logging.getLogger(__name__)
 
 _PATH = re.compile(r"/([0-9a-f]{4})/([0-9a-f]{64})(\.cacnk)?")
 _ABSOLUTE = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
@@ -83,8 +81,10 @@ class _Budget:
             self._cond.notify_all()
 
 
-class ChunkRoutes:
+class ChunkRoutes(ResourceRoutes):
     """The chunk server's app: maps requests to store calls (usable with any :class:`Server`)."""
+
+    kind = "chunk"
 
     def __init__(self, store: Store, *, digest: Digest = SHA512_256, writable: bool = False,
                  uncompressed: bool = False, max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> None:
@@ -99,22 +99,11 @@ class ChunkRoutes:
         self._budget = _Budget(_BODY_BUDGET)
         self._suffix = "" if uncompressed else ".cacnk"
 
-    def __call__(self, request: Request) -> Response:
-        chunk_id = chunk_id_from_target(request.target, self.uncompressed)
-        if chunk_id is None:
-            return text_response(400, f"expected /<prefix>/<chunkid>{self._suffix}")
-        if request.method == "GET":
-            return self._get(chunk_id)
-        if request.method == "HEAD":
-            return self._head(chunk_id)
-        if request.method == "PUT":
-            return self._put(chunk_id, request)
-        allow = "GET, HEAD, PUT" if self.writable else "GET, HEAD"
-        return text_response(405, "only GET, PUT and HEAD are supported", [("Allow", allow)])
+    def key(self, target: str) -> bytes | None:
+        return chunk_id_from_target(target, self.uncompressed)
 
-    def _failed(self, what: str, chunk_id: bytes, exc: Exception) -> Response:
-        logger.error("failed to %s chunk %s: %s", what, chunk_id.hex(), exc)
-        return text_response(500, f"internal server error: cannot {what} chunk {chunk_id.hex()}")
+    def bad_target(self) -> str:
+        return f"expected /<prefix>/<chunkid>{self._suffix}"
 
     def _get(self, chunk_id: bytes) -> Response:
         if self.uncompressed:
@@ -128,7 +117,7 @@ class ChunkRoutes:
         except ChunkMissing:
             return text_response(404, f"chunk {chunk_id.hex()} not found")
         except (CasyncError, OSError) as exc:
-            return self._failed("read", chunk_id, exc)
+            return self._failed("read", chunk_id.hex(), exc)
         return Response(200, body, [_OCTETS])
 
     def _get_raw(self, chunk_id: bytes) -> bytes:
@@ -141,7 +130,7 @@ class ChunkRoutes:
         try:
             present = self.store.has_chunk(chunk_id)
         except (CasyncError, OSError) as exc:
-            return self._failed("look up", chunk_id, exc)
+            return self._failed("look up", chunk_id.hex(), exc)
         if not present:
             return text_response(404, f"chunk {chunk_id.hex()} not found")
         return Response(200, b"", [_OCTETS])
@@ -178,7 +167,7 @@ class ChunkRoutes:
             else:
                 store.put_raw(chunk_id, body)
         except (CasyncError, OSError) as exc:
-            return self._failed("store", chunk_id, exc)
+            return self._failed("store", chunk_id.hex(), exc)
         return Response(200)
 
 

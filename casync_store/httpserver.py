@@ -43,7 +43,8 @@ from casync_format.errors import CasyncError, ParameterError
 from ._httpmessage import App, HTTPError, Request, Response, text_response
 
 __all__ = [
-    "TLSOptions", "Request", "Response", "HTTPError", "App", "Server", "RequestLog", "text_response",
+    "TLSOptions", "Request", "Response", "HTTPError", "App", "Server", "RequestLog", "ResourceRoutes",
+    "text_response",
     "parse_listen", "server_context", "MAX_REQUEST_LINE", "IDLE_TIMEOUT", "MAX_CONNECTIONS",
 ]
 
@@ -65,6 +66,54 @@ class TLSOptions:
     key: str
     client_ca: str | None = None
     mutual: bool = False
+
+
+class ResourceRoutes:
+    """An app serving one kind of named resource (chunks, indexes) by GET, HEAD and PUT.
+
+    A subclass turns the request target into a key (None: 400 with
+    :attr:`bad_target`) and implements ``_get``, ``_head`` and ``_put``; any
+    other method is a 405 naming those allowed. :meth:`_failed` answers a
+    store failure with a 500 and logs it, naming the resource.
+    """
+
+    #: the resource's name in messages ("chunk", "index")
+    kind = "resource"
+    writable = False
+
+    def key(self, target: str) -> Any:
+        """The resource a target names, or None when the target is malformed."""
+        raise NotImplementedError
+
+    def bad_target(self) -> str:
+        """The 400 answer's text for a malformed target."""
+        return f"invalid {self.kind} name"
+
+    def __call__(self, request: Request) -> Response:
+        key = self.key(request.target)
+        if key is None:
+            return text_response(400, self.bad_target())
+        if request.method == "GET":
+            return self._get(key)
+        if request.method == "HEAD":
+            return self._head(key)
+        if request.method == "PUT":
+            return self._put(key, request)
+        allow = "GET, HEAD, PUT" if self.writable else "GET, HEAD"
+        return text_response(405, "only GET, PUT and HEAD are supported", [("Allow", allow)])
+
+    def _get(self, key: Any) -> Response:
+        raise NotImplementedError
+
+    def _head(self, key: Any) -> Response:
+        raise NotImplementedError
+
+    def _put(self, key: Any, request: Request) -> Response:
+        raise NotImplementedError
+
+    def _failed(self, doing: str, name: str, exc: BaseException) -> Response:
+        logging.getLogger(type(self).__module__).error("failed to %s %s %s: %s", doing, self.kind, name, exc)
+        return text_response(500, f"internal server error: cannot {doing} {self.kind} {name}")
 
 
 class RequestLog:

@@ -24,7 +24,6 @@ store are spooled before they are served, so the answer has a length.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import stat
@@ -36,7 +35,7 @@ from typing import BinaryIO, Callable
 from casync_format.errors import CasyncError, FormatError, IndexNotFound, StoreError
 from casync_format.index import Index
 
-from .httpserver import HTTPError, Request, Response, Server, TLSOptions, text_response
+from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
 from .indexstore import IndexStore, LocalIndexStore, WriteIndexStore, copy_stream, valid_index_name
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "DEFAULT_MAX_INDEX_SIZE",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: The largest index a PUT may carry by default (about 27 million chunks).
 DEFAULT_MAX_INDEX_SIZE = 1 << 30
@@ -86,8 +84,10 @@ def _file_size(f: BinaryIO) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-class IndexRoutes:
+class IndexRoutes(ResourceRoutes):
     """The index server's app: maps requests to index store calls (usable with any :class:`Server`)."""
+
+    kind = "index"
 
     def __init__(self, store: IndexStore, *, writable: bool = False,
                  max_index_size: int = DEFAULT_MAX_INDEX_SIZE) -> None:
@@ -97,22 +97,8 @@ class IndexRoutes:
         self.writable = writable
         self.max_index_size = max_index_size
 
-    def __call__(self, request: Request) -> Response:
-        name = index_name_from_target(request.target)
-        if name is None:
-            return text_response(400, "invalid index name")
-        if request.method == "GET":
-            return self._get(name)
-        if request.method == "HEAD":
-            return self._head(name)
-        if request.method == "PUT":
-            return self._put(name, request)
-        allow = "GET, HEAD, PUT" if self.writable else "GET, HEAD"
-        return text_response(405, "only GET, PUT and HEAD are supported", [("Allow", allow)])
-
-    def _failed(self, what: str, name: str, exc: BaseException) -> Response:
-        logger.error("failed to %s index %s: %s", what, name, exc)
-        return text_response(500, f"internal server error: cannot {what} index {name}")
+    def key(self, target: str) -> str | None:
+        return index_name_from_target(target)
 
     def _open(self, name: str) -> tuple[BinaryIO, int]:
         """The index as a file with its length (a non-file stream is spooled first)."""
