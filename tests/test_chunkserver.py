@@ -36,7 +36,7 @@ from casync_format.digest import SHA512_256
 from casync_format.errors import CasyncError, ParameterError, StoreError
 from casync_store import LocalStore, combine
 from casync_store.chunkserver import ChunkServer, chunk_id_from_target
-from casync_store.httpserver import TLSOptions, parse_listen
+from casync_store.httpserver import Server, TLSOptions, parse_listen
 from casync_store.indexio import open_index
 from casync_store.make import make
 from casync_store.store import Store
@@ -92,7 +92,7 @@ def chunk_path(cid: bytes, suffix: str = ".cacnk") -> str:
     return f"/{cid.hex()[:4]}/{cid.hex()}{suffix}"
 
 
-def request(server: ChunkServer, method: str, target: str, body: bytes | None = None,
+def request(server: Server, method: str, target: str, body: bytes | None = None,
             headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
             ) -> tuple[int, http.client.HTTPResponse, bytes]:
     host, port = server.addresses[0]
@@ -106,7 +106,7 @@ def request(server: ChunkServer, method: str, target: str, body: bytes | None = 
         return response.status, response, response.read()
 
 
-def raw_request(server: ChunkServer, data: bytes) -> tuple[int, bytes]:
+def raw_request(server: Server, data: bytes) -> tuple[int, bytes]:
     """Send raw bytes, return (status, whole response); the server must close or answer one request."""
     with socket.create_connection(server.addresses[0], timeout=10) as sock:
         sock.sendall(data)

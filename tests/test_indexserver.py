@@ -9,14 +9,11 @@ subprocess running :func:`serve_indexes` stopped with SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import io
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -25,10 +22,12 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
+import test_chunkserver as chunkserver_tests
 from _certs import Certs, make_certs
 from conftest import ROOT, rng_bytes
 from hypothesis import given
 from hypothesis import strategies as st
+from test_chunkserver import request
 
 from casync_format.chunker import ChunkerParams
 from casync_format.errors import IndexNotFound, StoreError
@@ -113,32 +112,9 @@ def url(server: IndexServer, scheme: str = "http") -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def request(server: IndexServer, method: str, target: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
-            ) -> tuple[int, http.client.HTTPResponse, bytes]:
-    host, port = server.addresses[0]
-    if context is None:
-        conn: http.client.HTTPConnection = http.client.HTTPConnection(host, port, timeout=10)
-    else:
-        conn = http.client.HTTPSConnection(host, port, timeout=10, context=context)
-    with contextlib.closing(conn):
-        conn.request(method, target, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response, response.read()
-
-
 def raw_request(server: IndexServer, data: bytes) -> int:
     """Send raw bytes (one request), return the answer's status."""
-    with socket.create_connection(server.addresses[0], timeout=10) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        while True:
-            block = sock.recv(65536)
-            if not block:
-                break
-            reply += block
-    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
+    return chunkserver_tests.raw_request(server, data)[0]
 
 
 def temp_files(directory: str) -> list[str]:
