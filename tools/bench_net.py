@@ -29,7 +29,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Callable
+from typing import IO, Callable, TypeVar
 
 from bench import (
     CASES,
@@ -50,11 +50,13 @@ __all__ = [
     "NET_CASES",
     "READY_TIMEOUT",
     "STOP_TIMEOUT",
+    "Child",
     "ChunkServer",
     "case_http_extract",
     "case_http_load",
     "free_port",
     "has_command",
+    "peak_rss_kib",
     "pycasync_tool",
     "store_chunks",
 ]
@@ -86,24 +88,42 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class ChunkServer:
-    """A ``chunk-server`` child process on 127.0.0.1 (a context manager that stops it)."""
+def peak_rss_kib(pid: int) -> int:
+    """A live process's peak RSS (``VmHWM``) in KiB, 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
-    host = "127.0.0.1"
 
-    def __init__(self, tool: Tool, store: str) -> None:
-        self.port = free_port(self.host)
-        self.url = f"http://{self.host}:{self.port}/"
-        self.argv = [*tool.command, "chunk-server", "-s", store, "-l", f"{self.host}:{self.port}"]
+class Child:
+    """A pycasync child process (server, mount) as a context manager: started and waited
+    for on entry (:meth:`ready`), stopped on exit (:meth:`stop`), its stderr kept."""
+
+    #: what the child is, for messages
+    what = "child"
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
 
-    def __enter__(self) -> ChunkServer:
+    def __enter__(self: _C) -> _C:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self.log)
         try:
-            self._wait_ready()
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not self.ready():
+                if self.proc.poll() is not None:
+                    raise BenchError(f"{self.what} exited with {self.proc.returncode}: {self.stderr()}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.what} was not ready within {READY_TIMEOUT:.0f} s")
+                time.sleep(0.05)
         except BaseException:
             self.stop()
             self.log.close()
@@ -114,48 +134,64 @@ class ChunkServer:
         self.stop()
         self.log.close()
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise BenchError(f"chunk-server exited with {self.proc.returncode}: {self.stderr()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise BenchError(f"chunk-server did not accept connections within {READY_TIMEOUT:.0f} s")
+    def ready(self) -> bool:
+        """Whether the child is ready for use (polled after it started)."""
+        raise NotImplementedError
 
     def stderr(self) -> str:
-        """The server's last stderr line."""
+        """The child's last stderr line."""
         self.log.seek(0)
         return _last_line(self.log.read()[-4000:].decode("utf-8", "replace"))
 
     def peak_rss_kib(self) -> int:
-        """The server process's peak RSS (VmHWM) in KiB, 0 if unknown."""
-        if self.proc is None:
-            return 0
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            return 0
-        value = fields.get("VmHWM", "0 kB").split()
-        return int(value[0]) if value and value[0].isdigit() else 0
+        """The child's peak RSS so far (VmHWM) in KiB, 0 if unknown."""
+        return peak_rss_kib(self.proc.pid) if self.proc is not None else 0
+
+    def _request_stop(self) -> None:
+        """Ask the child to end (SIGTERM; nothing once it has exited)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    def _force_stop(self) -> None:
+        """End a child that did not stop in time."""
+        assert self.proc is not None
+        self.proc.kill()
 
     def stop(self) -> int:
-        """SIGTERM, wait (kill after :data:`STOP_TIMEOUT`); the exit code (-9: had to be killed)."""
+        """Stop and wait (forced after :data:`STOP_TIMEOUT`); the exit code (-9: had to be killed)."""
         if self.proc is None or self.exit_code is not None:
             return self.exit_code if self.exit_code is not None else 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.proc.poll()
+        self._request_stop()  # also for a child already gone (a mount may outlive its process)
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._force_stop()
+            self.proc.wait()
         self.exit_code = self.proc.returncode
         return self.exit_code
+
+
+_C = TypeVar("_C", bound=Child)
+
+
+class ChunkServer(Child):
+    """A ``chunk-server`` child process on 127.0.0.1 (a context manager that stops it)."""
+
+    host = "127.0.0.1"
+    what = "chunk-server"
+
+    def __init__(self, tool: Tool, store: str) -> None:
+        self.port = free_port(self.host)
+        self.url = f"http://{self.host}:{self.port}/"
+        super().__init__([*tool.command, "chunk-server", "-s", store, "-l", f"{self.host}:{self.port}"])
+
+    def ready(self) -> bool:
+        try:
+            socket.create_connection((self.host, self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def verdict(self, row: Row) -> None:
         """Stop the server and add its peak RSS and a bad exit to ``row``."""

@@ -37,12 +37,11 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
 from types import ModuleType
-from typing import IO, Callable
+from typing import Callable
 
 from bench import (
     CASES,
@@ -61,7 +60,7 @@ from bench import (
     sha256_file,
     skipped,
 )
-from bench_net import has_command, pycasync_tool
+from bench_net import READY_TIMEOUT, STOP_TIMEOUT, Child, has_command, peak_rss_kib, pycasync_tool
 
 __all__ = [
     "BUCKET",
@@ -85,23 +84,7 @@ RANDOM_READS = 2000
 """Random reads of ``fuse-read:random``."""
 RANDOM_SIZE = 4096
 """Bytes per random read."""
-READY_TIMEOUT = 30.0
-"""Seconds a starting mount may take to appear."""
-STOP_TIMEOUT = 20.0
-"""Seconds a mount process may take to exit after ``fusermount -u``."""
 _S3_ENV = {"S3_ACCESS_KEY": "bench-access-key", "S3_SECRET_KEY": "bench-secret-key", "S3_REGION": "us-east-1"}
-
-
-def peak_rss_kib(pid: int) -> int:
-    """A live process's peak RSS (``VmHWM``) in KiB, 0 if unknown."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _only(ctx: Context, tool: Tool) -> Context:
@@ -212,63 +195,30 @@ def fuse_problem(tool: Tool) -> str | None:
     return None
 
 
-class Mount:
+class Mount(Child):
     """A ``pycasync mount-index`` child process (a context manager that unmounts it)."""
+
+    what = "mount-index"
 
     def __init__(self, tool: Tool, store: str, index: str, mountpoint: str) -> None:
         self.mountpoint = mountpoint
         os.makedirs(mountpoint, exist_ok=True)
         name = os.path.splitext(os.path.basename(index))[0]
         self.file = os.path.join(mountpoint, name)
-        self.argv = [*tool.command, "mount-index", "-s", store, index, mountpoint]
-        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.exit_code: int | None = None
+        super().__init__([*tool.command, "mount-index", "-s", store, index, mountpoint])
 
-    def __enter__(self) -> Mount:
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.log)
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while not (os.path.ismount(self.mountpoint) and os.path.exists(self.file)):
-                if self.proc.poll() is not None:
-                    raise BenchError(f"mount-index exited with {self.proc.returncode}: {self.stderr()}")
-                if time.monotonic() > deadline:
-                    raise BenchError(f"mount-index did not mount within {READY_TIMEOUT:.0f} s")
-                time.sleep(0.05)
-        except BaseException:
-            self.stop()
-            self.log.close()
-            raise
-        return self
+    def ready(self) -> bool:
+        return os.path.ismount(self.mountpoint) and os.path.exists(self.file)
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.log.close()
-
-    def stderr(self) -> str:
-        """The mount's last stderr line."""
-        self.log.seek(0)
-        return _last_line(self.log.read()[-4000:].decode("utf-8", "replace"))
-
-    def peak_rss_kib(self) -> int:
-        """The mount process's peak RSS so far."""
-        return peak_rss_kib(self.proc.pid) if self.proc is not None else 0
-
-    def stop(self) -> int:
-        """``fusermount -u`` and wait (lazy unmount and kill after :data:`STOP_TIMEOUT`); the exit code."""
-        if self.proc is None or self.exit_code is not None:
-            return self.exit_code or 0
+    def _request_stop(self) -> None:
+        """``fusermount -u`` (the mount process then exits)."""
         if os.path.ismount(self.mountpoint):
             subprocess.run(["fusermount", "-u", self.mountpoint], capture_output=True, check=False)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["fusermount", "-u", "-z", self.mountpoint], capture_output=True, check=False)
-            self.proc.kill()
-            self.proc.wait()
-        self.exit_code = self.proc.returncode
-        return self.exit_code
+
+    def _force_stop(self) -> None:
+        """A lazy unmount, then kill."""
+        subprocess.run(["fusermount", "-u", "-z", self.mountpoint], capture_output=True, check=False)
+        super()._force_stop()
 
     def verdict(self, row: Row) -> None:
         """Unmount and fail ``row`` when the mount did not exit 0."""
