@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from _sshd import stop_process
 
 __all__ = ["MotoServer", "start_moto", "make_bucket", "require_moto", "shared_moto", "moto_server",
            "enable_auth", "client", "TEST_KEY", "TEST_SECRET"]  # fmt: skip
@@ -57,13 +58,7 @@ class MotoServer:
 
     def stop(self) -> None:
         """Stop the server."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def require_moto() -> None:

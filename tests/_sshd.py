@@ -84,13 +84,18 @@ class SSHServer:
 
     def stop(self) -> None:
         """Stop the server (sessions still open end with it)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM a test server's process, and SIGKILL it when it has not exited within ``grace`` s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def write_pycasync_remote(directory: str) -> str:
@@ -297,9 +302,7 @@ class SSHAgent:
 
     def stop(self) -> None:
         """Stop the agent."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(5)
+        stop_process(self.process)
 
 
 def start_ssh_agent(directory: str, *keys: str) -> SSHAgent:
