@@ -50,6 +50,7 @@ __all__ = [
     "write_pycasync_remote",
     "write_ssh_home",
     "start_ssh_agent",
+    "stop_process",
 ]
 
 HOST_ALIAS = "pycasync-test-host"
