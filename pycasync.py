@@ -210,8 +210,9 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
     "config": (
         "Show or write the configuration",
         "Prints the effective configuration (defaults, and the values of the config\n"
-        "file) as JSON. With -w it is written to the config file instead: --config\n"
-        "FILE, or $HOME/.config/desync/config.json.",
+        "file) as JSON, with every secret (http-auth, http-cookie, S3 keys) shown as\n"
+        "\"***\". With -w it is written, secrets intact, to the config file instead:\n"
+        "--config FILE, or $HOME/.config/desync/config.json.",
         "pycasync config\n"
         "pycasync --config ./desync.json config -w",
     ),
@@ -862,10 +863,10 @@ def cmd_config(ctx: _Context) -> int:
     """``config``: print or write the effective configuration."""
     from casync_store._atomic import write_file_atomic
 
-    text = ctx.config.dumps()
-    if not ctx.args.write:
-        sys.stdout.write(text)
+    if not ctx.args.write:  # shown: secrets as "***"; written: the real values
+        sys.stdout.write(ctx.config.dumps(redact=True))
         return 0
+    text = ctx.config.dumps()
     path = ctx.config.path
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -7,7 +7,13 @@ defaults), ``s3-credentials`` keyed by ``scheme://host``, and
 ``store-options`` keyed by a store location or a glob pattern over locations.
 Durations are nanoseconds as desync writes them (strings such as ``"30s"``
 are accepted too) and are seconds (floats) in Python. Every type error is
-reported as one :class:`ConfigError` naming the file and the key.
+reported as one :class:`ConfigError` naming the file, the key and the
+value's JSON type; a value is shown only for keys known to hold no secret.
+Secrets (``http-auth``, ``http-cookie``, S3 keys and any key named like a
+password or token) never reach a message, a log or ``repr``: the printed
+configuration (:meth:`Config.dumps` with ``redact=True``) shows
+:data:`REDACTED` in their place, and passwords in locations are masked
+(:func:`mask_password`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ __all__ = [
     "location_match",
     "parse_duration",
     "split_url",
+    "mask_password",
+    "is_secret_key",
+    "REDACTED",
     "DEFAULT_ERROR_RETRY",
     "DEFAULT_ERROR_RETRY_BASE_INTERVAL",
 ]
@@ -43,6 +52,9 @@ log = logging.getLogger(__name__)
 DEFAULT_ERROR_RETRY = 3
 DEFAULT_ERROR_RETRY_BASE_INTERVAL = 0.5  # seconds
 _NS = 1_000_000_000
+#: Deepest nesting of lists and objects a config file may have (desync's use 3).
+MAX_DEPTH = 32
+_TOO_DEEP = object()
 
 
 class ConfigError(ParameterError):
@@ -87,6 +99,81 @@ def _seconds_to_ns(seconds: float) -> int:
     return round(seconds * _NS)
 
 
+# --------------------------------------------------------------------------- secrets
+
+#: What ``pycasync config`` prints instead of a secret's value.
+REDACTED = "***"
+
+#: Keys that hold a secret, in desync's files (store-options, s3-credentials).
+_SECRET_KEYS = frozenset({"http-auth", "http-cookie", "access-key", "secret-key", "session-token"})
+#: Keys pycasync does not model but that are named like a secret (desync's or
+#: another tool's: encryption-password, oci-credentials passwords, tokens).
+_SECRET_NAME = re.compile(r"auth|cookie|secret|token|passw|passphrase|private|api-?key", re.IGNORECASE)
+#: Keys whose values hold no secret and are shown in type errors to help fix them.
+_SHOWN_KEYS = frozenset({
+    "timeout", "error-retry", "error-retry-base-interval", "trust-insecure", "ca-cert", "client-cert",
+    "client-key", "skip-verify", "uncompressed", "encryption", "n", "http-timeout", "http-error-retry",
+    "aws-credentials-file", "aws-profile", "aws-region",
+})
+_PASSWORD_IN_URL = re.compile(r"^([^/]*//[^/@]*?):[^/@]*@")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a config key holds a secret (by desync's name or a secret-like name)."""
+    return key in _SECRET_KEYS or _SECRET_NAME.search(key) is not None
+
+
+def mask_password(location: str) -> str:
+    """``location`` with the password of a ``scheme://user:password@`` prefix as ``***``."""
+    return _PASSWORD_IN_URL.sub(r"\1:***@", location)
+
+
+def _json_type(value: object) -> str:
+    """The JSON type of ``value`` as a message names it (never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+#: Top-level maps keyed by store locations rather than by option names.
+_LOCATION_MAPS = ("store-options", "s3-credentials")
+
+
+def _redacted(data: object) -> object:
+    """A copy of ``data`` with the value of every secret-named key as :data:`REDACTED`."""
+    if isinstance(data, list):
+        return [_redacted(v) for v in data]
+    if not isinstance(data, dict):
+        return data
+    return {k: _shown(k, v) for k, v in data.items()}
+
+
+def _shown(key: str, value: object) -> object:
+    """``value`` of ``key`` as shown: :data:`REDACTED` for a (non-empty) secret."""
+    return REDACTED if is_secret_key(key) and value not in ("", None) else _redacted(value)
+
+
+def _redacted_config(data: dict[str, Any]) -> dict[str, Any]:
+    """The config file's JSON as shown: secrets as :data:`REDACTED`, passwords in locations masked.
+
+    ``store-options`` and ``s3-credentials`` are keyed by locations, never
+    taken for option names (``https://u:secret@host`` is not a secret's name).
+    """
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _LOCATION_MAPS and isinstance(value, dict):
+            out[key] = {mask_password(loc): _redacted(entry) for loc, entry in value.items()}
+        else:
+            out[key] = _shown(key, value)
+    return out
+
+
 # --------------------------------------------------------------------------- value checks
 
 
@@ -101,10 +188,11 @@ class _Reader:
         self.obj: dict[str, Any] = obj  # type: ignore[assignment]
 
     def fail(self, key: str, expected: str, value: object) -> NoReturn:
+        """Name the key and the value's type; show the value only for a key that holds no secret."""
         name = f"{self.where}.{key}" if self.where and key else (self.where or key or "top level")
-        raise ConfigError(
-            f"config file {self.path}: {name} must be {expected}, not {json.dumps(value)}"
-        )
+        scalar = value is None or isinstance(value, (bool, int, float, str))
+        got = json.dumps(value) if key in _SHOWN_KEYS and scalar else _json_type(value)
+        raise ConfigError(f"config file {self.path}: {name} must be {expected}, not {got}")
 
     def has(self, key: str) -> bool:
         return key in self.obj and self.obj[key] is not None
@@ -290,8 +378,7 @@ def split_url(location: str) -> urllib.parse.SplitResult:
     try:
         return urllib.parse.urlsplit(location)
     except ValueError as exc:
-        shown = re.sub(r"^([^/]*//[^/@]*?):[^/@]*@", r"\1:***@", location)  # never echo a password
-        raise ParameterError(f"invalid location {shown!r}: {exc}") from None
+        raise ParameterError(f"invalid location {mask_password(location)!r}: {exc}") from None
 
 
 def _is_url(location: str) -> bool:
@@ -335,7 +422,8 @@ class Config:
     store_options: dict[str, StoreOptions] = field(default_factory=dict)
     #: The file's JSON as read: keys pycasync does not model (desync's
     #: oci-credentials, encryption keys, ...) are written back unchanged.
-    raw: dict[str, Any] = field(default_factory=dict)
+    #: Out of ``repr``: it holds the secrets as the file does.
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def default_store_options(self) -> StoreOptions:
         """Options for a store no ``store-options`` entry matches."""
@@ -354,8 +442,8 @@ class Config:
         found = [key for key in self.store_options if location_match(key, location)]
         if len(found) > 1:
             raise ConfigError(
-                f"config file {self.path}: several store-options entries match {location!r}: "
-                + ", ".join(repr(k) for k in found)
+                f"config file {self.path}: several store-options entries match {mask_password(location)!r}: "
+                + ", ".join(repr(mask_password(k)) for k in found)
             )
         options = self.store_options[found[0]] if found else self.default_store_options()
         if split_url(location).scheme.lower() in ("s3+http", "s3+https"):
@@ -395,9 +483,15 @@ class Config:
         out["store-options"] = _merged(out.get("store-options"), self.store_options)
         return out
 
-    def dumps(self) -> str:
-        """The configuration as indented JSON text (with a final newline)."""
-        return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
+    def dumps(self, redact: bool = False) -> str:
+        """The configuration as indented JSON text (with a final newline).
+
+        ``redact``: every secret as :data:`REDACTED` and passwords in
+        locations masked, for showing; without it the real values, for
+        writing the file back.
+        """
+        data = self.to_json()
+        return json.dumps(_redacted_config(data) if redact else data, indent=2, sort_keys=False) + "\n"
 
 
 def _merged(raw: object, entries: dict[str, Any]) -> dict[str, Any]:
@@ -421,14 +515,14 @@ def _parse(path: str, data: object) -> Config:
         creds = _Reader(path, "s3-credentials", top.obj["s3-credentials"])
         for key, entry in creds.obj.items():
             config.s3_credentials[key] = S3Credentials.from_json(
-                _Reader(path, f"s3-credentials[{key!r}]", entry)
+                _Reader(path, f"s3-credentials[{mask_password(key)!r}]", entry)
             )
     if top.has("store-options"):
         stores = _Reader(path, "store-options", top.obj["store-options"])
         base = config.default_store_options()
         for key, entry in stores.obj.items():
             config.store_options[key] = StoreOptions.from_json(
-                _Reader(path, f"store-options[{key!r}]", entry), base
+                _Reader(path, f"store-options[{mask_password(key)!r}]", entry), base
             )
     top.unknown({"http-timeout", "http-error-retry", "s3-credentials", "store-options", "oci-credentials"})
     return config
@@ -460,4 +554,20 @@ def load_config(path: str | None = None, missing_ok: bool = False) -> Config:
         raise ConfigError(
             f"config file {path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        data = _TOO_DEEP
+    if data is _TOO_DEEP or _depth(data) > MAX_DEPTH:
+        # Copying, showing and writing the JSON back recurse: refuse what they could not handle.
+        raise ConfigError(f"config file {path}: JSON nested more than {MAX_DEPTH} levels deep")
     return _parse(path, data)
+
+
+def _depth(data: object) -> int:
+    """How deeply lists and objects nest in ``data`` (iteratively: ``data`` may be hostile)."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, (list, dict)):
+            deepest = max(deepest, level)
+            todo.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest

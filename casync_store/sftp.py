@@ -65,7 +65,7 @@ from ._sshconnect import (
     reason,
     resolve_target,
 )
-from .config import StoreOptions, split_url
+from .config import StoreOptions, mask_password, split_url
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name, copy_exactly
 from .local import CHUNK_SUFFIX, STALE_TEMP_AGE
@@ -108,7 +108,7 @@ class SFTPLocation:
 def parse_location(location: str) -> SFTPLocation:
     """Split ``sftp://[user@]host[:port]/path``; raises ParameterError (never echoing a password)."""
     parts = split_url(location)
-    shown = location if parts.password is None else location.replace(f":{parts.password}@", ":***@", 1)
+    shown = mask_password(location)
     what = f"sftp store location {shown!r}"
     if parts.scheme.lower() != "sftp" or not location[len(parts.scheme) :].startswith("://"):
         raise ParameterError(f"{what}: not an sftp:// location")

@@ -40,7 +40,7 @@ from casync_format import chunk as chunk_codec
 from casync_format import protocol as proto
 from casync_format.errors import ChunkMissing, FormatError, ParameterError, StoreError
 
-from .config import StoreOptions
+from .config import StoreOptions, mask_password
 from .store import Store
 
 __all__ = ["SSHStore", "SSHLocation", "open_ssh", "parse_location", "DEFAULT_SESSIONS"]
@@ -55,7 +55,6 @@ _CLOSE_WAIT = 5.0
 _HOST = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]")
 _USER = re.compile(r"[A-Za-z0-9_.-]+")
 _PORT = re.compile(r"[0-9]{1,5}")
-_PASSWORD = re.compile(r"^([^/]*//[^/@]*?):[^/@]*@")
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class SSHLocation:
 
 
 def _refuse(location: str, what: str) -> ParameterError:
-    shown = _PASSWORD.sub(r"\1:***@", location)  # never echo a password
+    shown = mask_password(location)  # never echo a password
     return ParameterError(f"ssh store location {shown!r}: {what}")
 
 

@@ -24,7 +24,8 @@ nothing lands outside ``target_dir``. The target directory is created when
 missing; an existing one is extracted into, as desync and casync do: an
 existing real directory of the same name is reused, anything else in the way
 (a file, a symlink, or a directory where the archive has a non-directory) is
-removed first, without following symlinks. A regular file that fails half-way
+removed first, without following symlinks and without recursion, whatever its
+depth (:mod:`casync_store._dirfd`). A regular file that fails half-way
 is removed; no temporary names are used.
 """
 
@@ -57,6 +58,10 @@ from casync_format.constants import (
 )
 from casync_format.index import Index, IndexChunk
 
+from ._dirfd import DIR_FLAGS as _DIR_FLAGS
+from ._dirfd import FD_WINDOW as _FD_WINDOW
+from ._dirfd import remove as _remove
+from ._dirfd import reopen_dotdot as _reopen_dotdot
 from ._pool import ThreadMap, default_workers
 from .extract import fetch_chunk, zero_chunk
 from .store import Store
@@ -70,9 +75,7 @@ _TIME_FLAGS = (
     CA_FORMAT_WITH_SEC_TIME | CA_FORMAT_WITH_USEC_TIME | CA_FORMAT_WITH_NSEC_TIME | CA_FORMAT_WITH_2SEC_TIME
 )
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_FD_WINDOW = 64  # ancestor directories kept open; deeper ones are reopened through ".."
 _COPY_BLOCK = 1 << 20
 _BATCH = 4  # chunks a fetching thread takes at a time
 _XATTR_REFUSALS = frozenset(
@@ -372,12 +375,7 @@ class _Extractor:
 
     def _reopen_parent(self, level: _Level) -> int:
         parent = self.levels[-1]
-        fd = os.open("..", _DIR_FLAGS, dir_fd=level.fd)
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != parent.ident:
-            os.close(fd)
-            raise OSError(errno.ESTALE, "directory was moved during extraction", os.fsdecode(parent.path))
-        return fd
+        return _reopen_dotdot(level.fd, parent.ident, "during extraction", os.fsdecode(parent.path))
 
     # -- other objects ------------------------------------------------------------
 
@@ -551,25 +549,3 @@ def _create(pfd: int, name: bytes, make: Callable[[], object]) -> int:
         _remove(pfd, name)
         result = make()
     return result if isinstance(result, int) else -1
-
-
-def _remove(pfd: int, name: bytes | str) -> None:
-    """Delete ``name`` in ``pfd`` (a whole directory tree too), never following symlinks."""
-    try:
-        os.unlink(name, dir_fd=pfd)
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EISDIR, errno.EPERM):
-            raise
-    fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-    try:
-        with os.scandir(fd) as entries:
-            children = [(child.name, child.is_dir(follow_symlinks=False)) for child in entries]
-        for child, is_dir in children:
-            if is_dir:
-                _remove(fd, child)
-            else:
-                os.unlink(child, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=pfd)
