@@ -10,7 +10,8 @@
 - two ``extract -k`` of different images into one output at once: one
   succeeds, the other fails with that line, and the output is the winner's
   image, never a mix;
-- stdout extracts take no lock and are unaffected;
+- stdout extracts take no lock and are unaffected; a block device (a loop
+  device when one can be set up) is locked like ``-k``;
 - a dead run's leftover is reused only where its bytes verify, a planted
   symlink or FIFO at the temporary name is refused, a long output name works.
 """
@@ -114,16 +115,19 @@ def test_kill_9_loop_leaves_no_pile_of_temporary_files(tmp_path, images):
     store, image, _ = images
     out = str(tmp_path / "out.img")
     rnd = random.Random(10)
-    kills = most = 0
+    began = time.monotonic()
+    assert _finish(_start(store, image.index, out))[0] == 0
+    whole = time.monotonic() - began  # kill within one run's time, however fast the machine
+    kills = most = left = 0
     for _ in range(30):
         proc = _start(store, image.index, out)
-        time.sleep(rnd.uniform(0.0, 0.6))
+        time.sleep(rnd.uniform(0.0, whole))
         proc.send_signal(signal.SIGKILL)
         status, err = _finish(proc)
         kills += status == -signal.SIGKILL
         assert status in (0, -signal.SIGKILL), err
         temps = _temps(str(tmp_path))
-        most = max(most, len(temps))
+        most, left = max(most, len(temps)), left + bool(temps)
         # Only the dead run's file of this output, which the next run takes over.
         assert temps in ([], [os.path.basename(temp_path(out))]), temps
         assert not os.path.exists(out) or _sha(out) == image.sha  # never a partial output
@@ -132,7 +136,9 @@ def test_kill_9_loop_leaves_no_pile_of_temporary_files(tmp_path, images):
     assert status == 0, err
     assert _sha(out) == image.sha and _temps(str(tmp_path)) == []
     assert kills >= 10, f"only {kills} of 30 runs were killed"
-    print(f"{kills} kill -9 survived, at most {most} temporary file at once, 0 left at the end")
+    assert left, "no kill ever landed while the temporary file was written"
+    print(f"{kills} kill -9, {left} left a temporary file that the next run took over, "
+          f"at most {most} at once, 0 left at the end")
 
 
 @pytest.mark.parametrize("second_in_place", [False, True])
@@ -298,3 +304,39 @@ def test_a_long_output_name(tmp_path, images):
     assert len(os.path.basename(temp_path(out))) < 255
     _extract(image, store, out)
     assert _sha(out) == image.sha and _temps(str(tmp_path)) == []
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A 40 MiB loop device (skips when none can be set up)."""
+    backing = tmp_path / "disk.img"
+    with open(backing, "wb") as f:
+        f.truncate(SIZE + 8 * MIB)
+    try:
+        proc = subprocess.run(
+            ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("losetup is not available")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot set up a loop device: {proc.stderr.strip()}")
+    try:
+        yield proc.stdout.strip()
+    finally:
+        subprocess.run(["losetup", "-d", proc.stdout.strip()], capture_output=True, timeout=30)
+
+
+def test_a_block_device_is_locked(tmp_path, images, loop_device):
+    store, image, other = images
+    first = _start(store, image.index, loop_device)  # a device is always written in place
+    assert _wait_locked(loop_device, first.pid, first)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        status, err = _finish(_start(store, other.index, loop_device))
+        assert status == 1, err
+        _busy_line(err, loop_device, first.pid)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert _finish(first)[0] == 0
+    with open(loop_device, "rb") as dev:
+        assert hashlib.sha256(dev.read(SIZE)).hexdigest() == image.sha
