@@ -6,7 +6,8 @@ family at once and branch on the precise kind when it matters: malformed bytes
 (:class:`FormatError`), bad arguments (:class:`ParameterError`), a chunk that a
 store does not hold (:class:`ChunkMissing`) or holds damaged
 (:class:`ChunkInvalid`), a store that cannot be reached or used
-(:class:`StoreError`), and an optional extra that is not installed
+(:class:`StoreError`), an output another process is writing
+(:class:`OutputBusy`), and an optional extra that is not installed
 (:class:`MissingDependency`).
 """
 
@@ -21,6 +22,7 @@ __all__ = [
     "StoreError",
     "MissingDependency",
     "IndexNotFound",
+    "OutputBusy",
 ]
 
 
@@ -80,6 +82,20 @@ class ChunkInvalid(CasyncError):
         where = f" in store {store}" if store is not None else ""
         reason = cause or (f"content hashes to {actual.hex()}" if actual else "invalid")
         super().__init__(f"chunk {chunk_id.hex()}{where} is invalid: {reason}")
+
+
+class OutputBusy(CasyncError):
+    """Another process holds the lock on an output (``extract`` writes each output alone).
+
+    ``path`` is the output, ``pid`` the holder's process id when it could be
+    found (``None`` otherwise).
+    """
+
+    def __init__(self, path: str, pid: int | None = None) -> None:
+        self.path = path
+        self.pid = pid
+        who = f"another process (pid {pid})" if pid is not None else "another process"
+        super().__init__(f"output {path} is being written by {who}")
 
 
 class MissingDependency(CasyncError):

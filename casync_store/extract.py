@@ -7,7 +7,13 @@ memory. By default the blob is assembled in a temporary file next to the
 output (sized first, so all-zero chunks are never written and stay holes;
 the other ranges preallocated where the platform can), written back to disk
 in the background as it grows, fsynced and renamed over the output: a failed
-extract leaves an existing output untouched and no temporary file.
+extract leaves an existing output untouched and no temporary file. That
+temporary file has one fixed name per output and is locked while written
+(:mod:`casync_store._outputlock`): what a killed run left is found by the next
+run and reused as a seed (its chunks verified, only wrong ones fetched), and
+an extract to an output that another live extract is writing fails at once
+with :class:`~casync_format.errors.OutputBusy` naming that process; ``-k``
+locks the output itself.
 ``in_place`` writes into the existing file or block device, skipping every
 chunk whose bytes are already there (so an interrupted run resumes), then
 cuts a longer regular file to the blob's size; a block device is never
@@ -32,8 +38,9 @@ from casync_format.digest import Digest
 from casync_format.errors import StoreError
 from casync_format.index import Index, IndexChunk
 
-from ._atomic import atomic_write
 from ._fileio import fdatasync, pread, pwrite_all
+from ._outputlock import in_place as locked_in_place
+from ._outputlock import replacing
 from ._pool import ThreadMap, default_workers
 from .indexio import STDIO
 from .progress import Progress, phase
@@ -182,13 +189,15 @@ def extract(
         if output_path == STDIO:
             _to_stream(index, sys.stdout.buffer, store, concurrency, stats, progress)
         elif in_place or _is_block_device(output_path):
-            _in_place(index, output_path, store, concurrency, stats, progress)
+            with locked_in_place(output_path) as fd:
+                _in_place(index, output_path, fd, store, concurrency, stats, progress)
         else:
-            with atomic_write(output_path) as f:
-                fd = f.fileno()
+            with replacing(output_path) as (fd, leftover):
                 os.ftruncate(fd, index.blob_size)
                 _preallocate(fd, index)
-                work = _FileWriter(fd, store, index, 0, False)
+                # A dead run's bytes are a seed: each chunk found there intact is kept.
+                seed = min(leftover, index.blob_size)
+                work = _FileWriter(fd, store, index, seed, seed > 0)
                 _run(work, index, concurrency, stats, progress, fd)
     return stats
 
@@ -261,26 +270,23 @@ def _is_block_device(path: str) -> bool:
 def _in_place(
     index: Index,
     path: str,
+    fd: int,
     store: Store,
     concurrency: int | None,
     stats: ExtractStats,
     progress: Progress | None,
 ) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        device = stat.S_ISBLK(os.fstat(fd).st_mode)
-        size = os.lseek(fd, 0, os.SEEK_END)
-        if device and size < index.blob_size:
-            raise OSError(errno.ENOSPC, f"device {path} holds {size} bytes, the blob needs {index.blob_size}")
-        # A device has no holes: every zero chunk that is not there yet gets written.
-        old_size = size if not device else index.blob_size + 1
-        work = _FileWriter(fd, store, index, old_size, True)
-        _run(work, index, concurrency, stats, progress, fd)
-        if not device:
-            os.ftruncate(fd, index.blob_size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    device = stat.S_ISBLK(os.fstat(fd).st_mode)
+    size = os.lseek(fd, 0, os.SEEK_END)
+    if device and size < index.blob_size:
+        raise OSError(errno.ENOSPC, f"device {path} holds {size} bytes, the blob needs {index.blob_size}")
+    # A device has no holes: every zero chunk that is not there yet gets written.
+    old_size = size if not device else index.blob_size + 1
+    work = _FileWriter(fd, store, index, old_size, True)
+    _run(work, index, concurrency, stats, progress, fd)
+    if not device:
+        os.ftruncate(fd, index.blob_size)
+    os.fsync(fd)
 
 
 def _to_stream(
