@@ -18,8 +18,10 @@ locks the output itself.
 chunk whose bytes are already there (so an interrupted run resumes), then
 cuts a longer regular file to the blob's size; a block device is never
 truncated and gets its zero chunks written. ``-`` writes the blob to stdout
-in order. The all-zero chunk of the index's maximum size (a run of zeros)
-is known by its id and never fetched, as with desync's null-chunk seed.
+in order, and so does an output that is a character device or a named pipe
+(``/dev/null``, a tty), which is never replaced by a file. The all-zero
+chunk of the index's maximum size (a run of zeros) is known by its id and
+never fetched, as with desync's null-chunk seed.
 """
 
 from __future__ import annotations
@@ -188,6 +190,10 @@ def extract(
     with phase(progress, "Assembling", index.blob_size):
         if output_path == STDIO:
             _to_stream(index, sys.stdout.buffer, store, concurrency, stats, progress)
+        elif _is_stream_device(output_path):
+            # /dev/null, a tty or a named pipe: written in order, never replaced by a file.
+            with open(output_path, "wb") as out:
+                _to_stream(index, out, store, concurrency, stats, progress)
         elif in_place or _is_block_device(output_path):
             with locked_in_place(output_path) as fd:
                 _in_place(index, output_path, fd, store, concurrency, stats, progress)
@@ -258,6 +264,15 @@ class _FileWriter:
             return fate, item.size, 0
         pwrite_all(self.fd, data, item.start)
         return fate, item.size, item.size
+
+
+def _is_stream_device(path: str) -> bool:
+    """A character device or FIFO: no seeking, no renaming over it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def _is_block_device(path: str) -> bool:

@@ -22,6 +22,7 @@ import hashlib
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -340,3 +341,30 @@ def test_a_block_device_is_locked(tmp_path, images, loop_device):
     assert _finish(first)[0] == 0
     with open(loop_device, "rb") as dev:
         assert hashlib.sha256(dev.read(SIZE)).hexdigest() == image.sha
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_fifo_output_is_streamed_not_replaced(tmp_path, images, in_place):
+    store, image, _ = images
+    fifo = str(tmp_path / "pipe")
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", fifo], stdout=subprocess.PIPE)
+    proc = _start(store, image.index, fifo, *(["-k"] if in_place else []))
+    data, _ = reader.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert hashlib.sha256(data).hexdigest() == image.sha
+    assert os.path.exists(fifo) and not os.path.isfile(fifo)  # still the pipe
+    assert _temps(str(tmp_path)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
+def test_a_character_device_output_is_written_not_replaced(tmp_path, images):
+    store, image, _ = images
+    null = str(tmp_path / "null")
+    os.mknod(null, 0o666 | 0o020000, os.makedev(1, 3))  # a private /dev/null node
+    proc = _start(store, image.index, null)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert stat.S_ISCHR(os.stat(null).st_mode)  # the node is still the device
+    assert _temps(str(tmp_path)) == []
