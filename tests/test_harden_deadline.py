@@ -11,9 +11,11 @@ no temporary file left; a slow but steady server within the deadline works.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _certs import make_certs
 from _faulty_http import Drip, FaultyServer, Slow
+from _sshd import write_pycasync_remote
 
 from casync_format import chunk as chunk_codec
 from casync_format import compress
@@ -33,6 +37,7 @@ from casync_store import LocalStore
 from casync_store.config import StoreOptions
 from casync_store.http import HTTPIndexStore, HTTPStore
 from casync_store.make import make
+from casync_store.ssh import SSHStore
 
 CLI = str(Path(__file__).resolve().parent.parent / "pycasync.py")
 METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"
@@ -171,6 +176,81 @@ def test_index_head_dripping_retried_within_the_bound(server: FaultyServer) -> N
         took, message = timed_failure(lambda: store.open_index("blob.caibx"))
     assert 1.1 < took < 1.6, took
     assert "gave up after 2 attempts" in message
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _tls_dripper(listener: socket.socket, ctx: ssl.SSLContext, stop: threading.Event, answer: bool) -> None:
+    """Accept one TLS client; drip an answer after its request (or, not ``answer``, stall the handshake)."""
+    listener.settimeout(5)
+    with contextlib.suppress(OSError), listener.accept()[0] as raw:
+        if not answer:
+            stop.wait(10)
+            return
+        with ctx.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
+                if stop.wait(0.2):
+                    return
+                conn.sendall(bytes([byte]))
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["dripped-answer", "stalled-handshake"])
+def test_tls_dripping_or_stalled_handshake_fails_by_the_timeout(tmp_path: Path, answer: bool) -> None:
+    certs = make_certs(tmp_path / "certs")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        thread = threading.Thread(target=_tls_dripper, args=(listener, ctx, stop, answer), daemon=True)
+        thread.start()
+        try:
+            with HTTPStore(f"https://127.0.0.1:{port}/", opts(1.0, ca_cert=certs.ca_cert)) as store:
+                took, message = timed_failure(lambda: store.get_raw(make_chunk(5)[0]))
+        finally:
+            stop.set()
+            thread.join(10)
+    assert 0.9 < took < 1.8, took
+    assert "timed out after 1 s" in message
+
+
+# --------------------------------------------------------------------------- ssh://
+
+_DRIP_RELAY = """\
+import os, sys, time
+first = os.read(0, 65536)  # the remote's HELLO, passed on at once
+os.write(1, first)
+while True:
+    block = os.read(0, 65536)
+    if not block:
+        break
+    for i in range(len(block)):
+        time.sleep(0.2)
+        os.write(1, block[i : i + 1])
+"""
+
+
+def test_ssh_remote_dripping_its_answer_fails_by_the_timeout(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    cid, data, _ = make_chunk(6)
+    LocalStore(str(store_dir)).store_chunk(cid, data)
+    fake_ssh = tmp_path / "fake-ssh"
+    fake_ssh.write_text('#!/bin/sh\nshift 1\nexec sh -c "$*"\n')
+    (tmp_path / "relay.py").write_text(_DRIP_RELAY)
+    remote = tmp_path / "drip-remote"
+    pycasync = write_pycasync_remote(str(tmp_path))
+    remote.write_text(f'#!/bin/sh\n"{pycasync}" "$@" | "{sys.executable}" "{tmp_path / "relay.py"}"\n')
+    for script in (fake_ssh, remote):
+        script.chmod(0o755)
+    with SSHStore(f"ssh://host{store_dir}", StoreOptions(timeout=1.5), ssh_path=str(fake_ssh),
+                  remote_path=str(remote)) as store:  # fmt: skip
+        took, message = timed_failure(lambda: store.get_raw(cid))
+    assert 1.4 < took < 3.5, took  # the relay would take 0.2 s per byte of the chunk's answer
+    assert "no answer within 1.5 s" in message and cid.hex() in message
 
 
 # --------------------------------------------------------------------------- the real CLI
