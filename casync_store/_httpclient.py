@@ -3,7 +3,10 @@
 Pure helpers with no store logic: a bounded pool of keep-alive connections
 (:class:`ConnectionPool`), the client TLS context from store options
 (:func:`tls_context`, desync's ``trust_insecure``/``ca_cert``/client
-certificate rules), proxies from the environment (:func:`proxy_for`),
+certificate rules), connections that hold each request to one deadline
+(:class:`DeadlineHTTPConnection`, :class:`DeadlineHTTPSConnection`: connect,
+TLS handshake, proxy tunnel, sending, the answer's head and its whole body,
+however slowly a server drips them), proxies from the environment (:func:`proxy_for`),
 credential-free URLs for messages (:func:`redact_url`), and one-line
 descriptions of network failures (:func:`describe`). The request loop with
 retries lives in :mod:`.http`.
@@ -12,7 +15,9 @@ retries lives in :mod:`.http`.
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import io
 import ipaddress
 import socket
 import ssl
@@ -33,6 +38,8 @@ __all__ = [
     "STALE",
     "TLS_TRANSIENT",
     "ConnectionPool",
+    "DeadlineHTTPConnection",
+    "DeadlineHTTPSConnection",
     "Proxy",
     "ShortBody",
     "TooLarge",
@@ -130,6 +137,117 @@ class ShortBody(http.client.HTTPException):
 
     def __init__(self, got: int, declared: int) -> None:
         super().__init__(f"response body shorter than its Content-Length ({got} of {declared} bytes)")
+
+
+class _Deadline:
+    """What a connection's request may still take: ``deadline`` (a monotonic time) or None (no limit)."""
+
+    deadline: float | None = None
+
+    def left(self) -> float | None:
+        """Seconds left (None: no limit); TimeoutError once the deadline has passed."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
+
+    def arm(self, sock: socket.socket) -> None:
+        """Bound the next blocking operation on ``sock`` by what is left (once per read or send)."""
+        if self.deadline is not None:
+            sock.settimeout(self.left())
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A response's socket reads, each bounded by what is left of its request's deadline.
+
+    http.client reads the head line by line and a body until a count is
+    reached, looping over socket reads that each return what has arrived;
+    bounding every one of those by the time left (rather than by a fixed
+    timeout per read) is what stops a server that drips bytes.
+    """
+
+    def __init__(self, raw: io.RawIOBase, sock: socket.socket, clock: _Deadline) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sock = sock
+        self._clock = clock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._clock.arm(self._sock)
+        return self._raw.readinto(buffer)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()  # the socket's own file: releases its reference to the socket
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTPResponse reading through a :class:`_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None, *, clock: _Deadline) -> None:  # fmt: skip
+        super().__init__(sock, debuglevel, method, url)
+        raw = self.fp.detach()  # the buffered file http.client made: keep its raw socket file only
+        self.fp = io.BufferedReader(_DeadlineReader(raw, sock, clock))
+
+
+class _DeadlineSteps(_Deadline):
+    """Connect, send and read of an http.client connection, each bounded by the time left.
+
+    Mixed into HTTPConnection and HTTPSConnection: the socket timeout is set,
+    before each connect, send and read, to the time left, so one request
+    (connect, TLS handshake, proxy tunnel, request, answer head, whole body)
+    takes at most until its :attr:`deadline` in all.
+    """
+
+    sock: Any
+    blocksize: int
+    auto_open: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = self._open_socket
+        self.response_class = functools.partial(_DeadlineResponse, clock=self)
+
+    def _open_socket(self, address: tuple[str, int], timeout: Any, source: Any = None) -> socket.socket:
+        left = self.left()
+        sock = socket.create_connection(address, timeout if left is None else left, source)
+        if self.deadline is not None:  # what the TLS handshake that may follow has left
+            try:
+                sock.settimeout(self.left())
+            except BaseException:
+                sock.close()
+                raise
+        return sock
+
+    def send(self, data: Any) -> None:
+        """Send bytes (or a file, block by block), each send bounded by the time left."""
+        if hasattr(data, "read"):
+            while block := data.read(self.blocksize):
+                self.send(block)
+            return
+        if self.sock is None and self.auto_open:
+            self.connect()  # type: ignore[attr-defined]
+        if self.sock is not None:
+            self.arm(self.sock)
+        super().send(data)  # type: ignore[misc]
+
+
+class DeadlineHTTPConnection(_DeadlineSteps, http.client.HTTPConnection):
+    """An HTTPConnection whose requests each end by their :attr:`deadline` (see :class:`_DeadlineSteps`)."""
+
+
+class DeadlineHTTPSConnection(_DeadlineSteps, http.client.HTTPSConnection):
+    """:class:`DeadlineHTTPConnection` over TLS (the handshake within the deadline too)."""
 
 
 class ConnectionPool:

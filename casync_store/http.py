@@ -6,12 +6,16 @@ it is there, ``PUT`` stores one (``<base>/xxxx/<id>`` with raw data when the
 store is ``uncompressed``, as in desync). It uses only :mod:`http.client`
 and :mod:`ssl`: a bounded pool of keep-alive connections (``concurrency``
 connections, thread-safe; a kept connection the server has dropped is
-re-opened transparently), a timeout (desync's one minute by default,
-negative = none) on every network wait and on reading a whole body, and
+re-opened transparently), a deadline per attempt (the ``timeout``,
+desync's one minute by default, negative = none) covering the whole
+exchange: connect, TLS handshake, sending, the answer's head and its whole
+body, so a server that stalls or drips bytes fails it on time, and
 retries of 5xx answers, connection failures, timeouts and short bodies
 (``error_retry`` attempts in all, as desync counts them, waiting
 ``attempt * error_retry_base_interval`` between them, capped at
-:data:`MAX_RETRY_DELAY`), while 404 is "missing" at once and 401/403 and
+:data:`MAX_RETRY_DELAY`), all attempts of one request and the waits between
+them within ``timeout * attempts`` (counted from when the first attempt has
+its connection); 404 is "missing" at once and 401/403 and
 other 4xx fail at once. A body shorter than its Content-Length or longer
 than a chunk can be is an error, never a chunk. TLS follows desync's
 options: ``trust_insecure``, ``ca_cert`` (then only those CAs),
@@ -44,7 +48,6 @@ from __future__ import annotations
 import http.client
 import io
 import logging
-import socket
 import ssl
 import time
 import urllib.parse
@@ -60,6 +63,8 @@ from ._httpclient import (
     STALE,
     TLS_TRANSIENT,
     ConnectionPool,
+    DeadlineHTTPConnection,
+    DeadlineHTTPSConnection,
     ShortBody,
     TooLarge,
     basic_auth,
@@ -144,6 +149,27 @@ class _Upload:
 Body = Union[bytes, _Upload, None]
 
 
+class _Budget:
+    """When all attempts of one request must have ended (None: no timeout, or not started)."""
+
+    def __init__(self, timeout: float | None, attempts: int) -> None:
+        self.total = None if timeout is None else timeout * attempts
+        self.end: float | None = None
+
+    def attempt_deadline(self, timeout: float | None) -> float | None:
+        """The deadline of an attempt starting now (the first one starts the budget's clock)."""
+        if timeout is None or self.total is None:
+            return None
+        now = time.monotonic()
+        if self.end is None:
+            self.end = now + self.total
+        return min(now + timeout, self.end)
+
+    def allows(self, delay: float) -> bool:
+        """Whether an attempt after ``delay`` seconds would still have time."""
+        return self.end is None or time.monotonic() + delay < self.end
+
+
 class _HTTPBase:
     """Location parsing, headers, TLS, proxy, connection pool and the request loop of both stores."""
 
@@ -208,9 +234,9 @@ class _HTTPBase:
         proxy = self.proxy
         host, port = (proxy.host, proxy.port) if proxy is not None else (self.host, self.port)
         if self._tls is None:
-            return http.client.HTTPConnection(host, port, timeout=self.timeout, blocksize=_SEND_BLOCK)
-        conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._tls,
-                                           blocksize=_SEND_BLOCK)
+            return DeadlineHTTPConnection(host, port, timeout=self.timeout, blocksize=_SEND_BLOCK)
+        conn = DeadlineHTTPSConnection(host, port, timeout=self.timeout, context=self._tls,
+                                       blocksize=_SEND_BLOCK)
         if proxy is not None:
             conn.set_tunnel(self.host, self.port, headers=proxy.headers)
         return conn
@@ -222,15 +248,23 @@ class _HTTPBase:
         """(status, reason, body) of the first answer that is not a 5xx, retrying failures.
 
         With ``stream``, a 200 answer's body is a reader over the response
-        (holding its connection until closed) instead of bytes.
+        (holding its connection until closed, and its deadline until read)
+        instead of bytes. Each attempt ends by its deadline; no attempt
+        starts once the budget of all attempts is spent.
         """
         detail = ""
+        budget = _Budget(self.timeout, self.attempts)
+        tried = 0
         for attempt in range(1, self.attempts + 1):
             if attempt > 1:
-                time.sleep(min(self.retry_interval * (attempt - 1), MAX_RETRY_DELAY))
+                delay = min(self.retry_interval * (attempt - 1), MAX_RETRY_DELAY)
+                if not budget.allows(delay):
+                    break
+                time.sleep(delay)
+            tried = attempt
             log.debug("%s %s%s (attempt %d)", method, self, path[len(self.base_path):], attempt)
             try:
-                status, reason, data = self._exchange(method, path, body, limit, stream)
+                status, reason, data = self._exchange(method, path, body, limit, stream, budget)
             except OSError as exc:
                 if isinstance(exc, ssl.SSLError) and not isinstance(exc, TLS_TRANSIENT):
                     raise StoreError(
@@ -246,14 +280,16 @@ class _HTTPBase:
                 text = snippet(data)  # type: ignore[arg-type]
                 detail += f": {text}" if text else ""
             log.debug("%s %s: %s", method, self, detail)
-        tries = f" (gave up after {self.attempts} attempts)" if self.attempts > 1 else ""
+        tries = f" (gave up after {tried} attempts)" if tried > 1 else ""
         raise StoreError(f"{self.kind} {self}: {method} {what}: {detail}{tries}")
 
     def _exchange(
-        self, method: str, path: str, body: Body, limit: int, stream: bool
+        self, method: str, path: str, body: Body, limit: int, stream: bool, budget: _Budget
     ) -> tuple[int, str, bytes | BinaryIO]:
         """One request on a pooled connection (re-opened once if the server dropped it)."""
         conn, reused = self._pool.acquire()
+        # The clock starts once a connection is ours: waiting for a free one is not the server's time.
+        conn.deadline = budget.attempt_deadline(self.timeout)  # type: ignore[attr-defined]
         keep = False
         owned = True
         try:
@@ -315,14 +351,11 @@ class _HTTPBase:
         return status, reason, data, resp.isclosed() and not resp.will_close
 
     def _read_body(self, resp: http.client.HTTPResponse, limit: int) -> bytes:
-        """The whole body, at most ``limit`` bytes, within the request's timeout."""
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        """The whole body, at most ``limit`` bytes (by the connection's deadline, as every read)."""
         declared = resp.length
         parts: list[bytes] = []
         total = 0
         while resp.length is None or resp.length > 0:
-            if deadline is not None and time.monotonic() > deadline:
-                raise socket.timeout("timed out")
             piece = resp.read(_READ_STEP if resp.length is None else min(_READ_STEP, resp.length))
             if not piece:
                 if declared is not None:

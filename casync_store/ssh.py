@@ -7,7 +7,10 @@ serve the same command) and speaks casync's protocol
 (:mod:`casync_format.protocol`) as a client over the pipes, one chunk
 request at a time per session. Up to ``options.concurrency`` sessions
 (default :data:`DEFAULT_SESSIONS`) are started lazily and shared by threads.
-The store is read-only.
+The store is read-only. A chunk's whole answer is due within
+``options.timeout`` (desync's one minute when unset, negative = no limit),
+however slowly the remote sends it; starting a session (the HELLO) is
+limited only when a timeout is set, since ssh may be asking for a password.
 
 Safety: a location can never become ssh options or remote shell words. The
 host and user must look like a host and a user name (never starting with
@@ -33,6 +36,7 @@ import select
 import shlex
 import subprocess
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 
@@ -40,6 +44,7 @@ from casync_format import chunk as chunk_codec
 from casync_format import protocol as proto
 from casync_format.errors import ChunkMissing, FormatError, ParameterError, StoreError
 
+from ._httpclient import effective_timeout
 from .config import StoreOptions, mask_password
 from .store import Store
 
@@ -168,6 +173,8 @@ class _Session:
             raise StoreError(f"store {store}: cannot run {store.argv[0]!r}: {exc.strerror}") from None
         self.tail = _StderrTail(self.proc.stderr)
         self.fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        self.limit: float | None = None  # seconds the current exchange may take (None: no limit)
+        self.deadline = 0.0  # when it must have ended
 
     # -------------------------------------------------------------- raw I/O
 
@@ -179,9 +186,11 @@ class _Session:
 
     def _read(self, n: int) -> bytes:
         if not self.buf:
-            timeout = self.store.timeout
-            if timeout is not None and not select.select([self.fd], [], [], timeout)[0]:
-                raise TimeoutError(f"no answer within {timeout:g} s")
+            # The whole answer is due by the deadline, however slowly the remote drips it.
+            if self.limit is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                    raise TimeoutError(f"no answer within {self.limit:g} s")
             self.buf += os.read(self.fd, max(n, 256 * 1024))
             if not self.buf:
                 return b""
@@ -189,8 +198,10 @@ class _Session:
         del self.buf[:n]
         return out
 
-    def _exchange(self, msg: proto.Message) -> proto.Message | None:
-        """Send a message and read the answer (None: the remote closed the pipe)."""
+    def _exchange(self, msg: proto.Message, limit: float | None) -> proto.Message | None:
+        """Send a message and read the whole answer within ``limit`` s (None: the remote closed the pipe)."""
+        self.limit = limit
+        self.deadline = time.monotonic() + (limit or 0.0)
         # A remote that is gone breaks the pipe: what it said before leaving explains why.
         with contextlib.suppress(BrokenPipeError):
             self._write(proto.encode(msg))
@@ -211,7 +222,7 @@ class _Session:
         """Exchange HELLOs; the remote must offer a readable store."""
         doing = "while starting"
         try:
-            msg = self._exchange(proto.Hello(proto.PULL_CHUNKS))
+            msg = self._exchange(proto.Hello(proto.PULL_CHUNKS), self.store.start_timeout)
         except TimeoutError as exc:
             raise self._fail(doing, str(exc), 0.0) from None
         except (OSError, FormatError) as exc:
@@ -232,7 +243,7 @@ class _Session:
         self.asked.add(chunk_id)
         doing = f"while fetching chunk {chunk_id.hex()}"
         try:
-            msg = self._exchange(proto.Request((chunk_id,), proto.REQUEST_HIGH_PRIORITY))
+            msg = self._exchange(proto.Request((chunk_id,), proto.REQUEST_HIGH_PRIORITY), self.store.timeout)
         except TimeoutError as exc:
             raise self._fail(doing, str(exc), 0.0) from None
         except (OSError, FormatError) as exc:
@@ -336,7 +347,10 @@ class SSHStore(Store):
         self.name = location
         self.location = parse_location(location)
         self.verify = not options.skip_verify
-        self.timeout = options.timeout
+        #: Seconds a chunk's answer may take in all: desync's one minute unless set (negative: no limit).
+        self.timeout = effective_timeout(options.timeout)
+        #: Seconds the remote may take to start (only when set: ssh may be asking for a password).
+        self.start_timeout = options.timeout if options.timeout and options.timeout > 0 else None
         self.max_sessions = options.concurrency if options.concurrency > 0 else DEFAULT_SESSIONS
         ssh = ssh_path or os.environ.get("CASYNC_SSH_PATH") or "ssh"
         remote = remote_path or os.environ.get("CASYNC_REMOTE_PATH") or "casync"

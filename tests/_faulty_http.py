@@ -11,7 +11,8 @@ queues actions for a path (or for any path), taken one per request:
 - :class:`Drop` closes the connection without answering;
 - :class:`Short` declares a Content-Length, sends fewer bytes and closes;
 - :class:`Slow` waits before acting (a client timeout);
-- :class:`CloseAfter` answers normally as if keeping the connection, then closes it.
+- :class:`CloseAfter` answers normally as if keeping the connection, then closes it;
+- :class:`Drip` sends the normal answer a byte at a time (a server that is slow on purpose).
 
 It is also a forward proxy for proxy tests: a request for an absolute URL is
 served like any other (the recorded path is the whole URL), and ``CONNECT
@@ -44,6 +45,7 @@ __all__ = [
     "Short",
     "Slow",
     "CloseAfter",
+    "Drip",
     "free_port",
 ]
 
@@ -87,7 +89,15 @@ class CloseAfter:
     """Answer normally (keep-alive) and then close the connection silently."""
 
 
-Action = Union[Status, Reset, Drop, Short, Slow, CloseAfter]
+@dataclass
+class Drip:
+    """Send the normal answer one byte every ``interval`` s (from its status line when ``head``)."""
+
+    interval: float
+    head: bool = False
+
+
+Action = Union[Status, Reset, Drop, Short, Slow, CloseAfter, Drip]
 
 
 @dataclass
@@ -268,6 +278,8 @@ class FaultyServer:
             h.end_headers()
             h.wfile.write(action.body)
             h.close_connection = True
+        elif isinstance(action, Drip):
+            self._drip(h, action)
         else:
             self._normal(h, body)
             if isinstance(action, CloseAfter):
@@ -285,6 +297,25 @@ class FaultyServer:
             self._answer(h, 404, b"not found")
         else:
             self._answer(h, 200, data)
+
+    def _drip(self, h: _Handler, drip: Drip) -> None:
+        """The answer (the stored body, or 404), a byte per interval, until sent or the server stops."""
+        with self._lock:
+            data = self.chunks.get(h.path)
+        code, data = (200, data) if data is not None else (404, b"not found")
+        head = f"HTTP/1.1 {code} X\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        h.close_connection = True
+        start = 0
+        if not drip.head:
+            start = len(head)
+        answer = head + data
+        with contextlib.suppress(OSError):
+            if start:
+                h.connection.sendall(answer[:start])
+            for i in range(start, len(answer)):
+                if self._stop.wait(drip.interval):
+                    return
+                h.connection.sendall(answer[i : i + 1])
 
     @staticmethod
     def _answer(h: _Handler, code: int, body: bytes = b"") -> None:
