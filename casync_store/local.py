@@ -44,7 +44,8 @@ MAX_CHUNK_FILE = max_encoded_size(CA_CHUNK_SIZE_LIMIT_MAX)  # no chunk file can 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _KINDS = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")]
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISREG, "a file")]
 
 
 def _kind(mode: int) -> str:
@@ -121,7 +122,11 @@ class LocalStore(PruneStore):
             detail = "" if os.path.isdir(self.path) else "no such directory"
             return ChunkMissing(chunk_id, self, detail)
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):  # O_NOFOLLOW met a link, ...
-            kind = "a symbolic link" if exc.errno == errno.ELOOP else "not a regular file"
+            path = self.chunk_path(chunk_id)
+            try:
+                kind = _kind(os.lstat(path if what == "it" else os.path.dirname(path)).st_mode)
+            except OSError:
+                kind = "not a regular file"
             return ChunkInvalid(chunk_id, None, f"{what} is {kind}, not part of the store", self)
         return StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: {exc.strerror}")
 
