@@ -566,8 +566,12 @@ def test_router_store_error_is_final(two_stores: tuple[LocalStore, LocalStore]) 
     a, b = two_stores
     cid, _data, blob = make_chunk(41)
     b.put_raw(cid, blob)
-    os.makedirs(a.chunk_path(cid))  # a cannot read the chunk: StoreError, not ChunkMissing
-    router = StoreRouter([a, b])
+
+    class Unreadable(LocalStore):  # a cannot read the chunk: StoreError, not ChunkMissing
+        def get_raw(self, chunk_id: bytes) -> bytes:
+            raise StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: Permission denied")
+
+    router = StoreRouter([Unreadable(a.path), b])
     with pytest.raises(StoreError) as exc:
         router.get_raw(cid)
     assert not isinstance(exc.value, ChunkMissing)
