@@ -2,8 +2,9 @@
 
 A real ``pycasync chunk-server`` subprocess over a store where one chunk name
 is a symlink to /etc/passwd, one an empty file, one a truncated chunk and one
-another chunk's content. The symlink never gets a 200 (in any mode, and
-/etc/passwd is never in a body); the damaged ones get no 200 with
+another chunk's content, one a 20 GB sparse file and one a FIFO. The
+symlink, the sparse file and the FIFO never get a 200 (in any mode, with the
+server's peak RSS bounded and no hang; /etc/passwd is never in a body); the damaged ones get no 200 with
 ``--skip-verify-read=false`` (desync answers 500); good chunks always get a
 200 with the stored bytes. Behind a cache, a damaged cached copy is replaced
 from the upstream store when verifying.
@@ -20,7 +21,8 @@ from test_cli_network import Server
 
 from casync_format import compress
 
-BAD = ["symlink", "empty", "truncated", "other"]
+BAD = ["symlink", "empty", "truncated", "other", "sparse", "fifo"]
+NOT_FILES = ("symlink", "sparse", "fifo")  # refused before a byte is read, in every mode
 
 
 def _files(store: str) -> list[str]:
@@ -50,13 +52,18 @@ def hostile(env: dict[str, str], tmp_path: os.PathLike[str]) -> tuple[str, dict[
         f.write(os.urandom(300_000))
     ok(env, "make", "-s", store, "-m", "4:16:64", index, src)
     files = _files(store)
-    assert len(files) >= 7
+    assert len(files) >= len(BAD) + 3
     planted: dict[str, str] = {}
     for kind, path in zip(BAD, files):
         planted[kind] = os.path.basename(path)[:64]
         if kind == "symlink":
             os.unlink(path)
             os.symlink("/etc/passwd", path)
+        elif kind == "sparse":
+            os.truncate(path, 20 << 30)
+        elif kind == "fifo":
+            os.unlink(path)
+            os.mkfifo(path)
         elif kind == "empty":
             open(path, "wb").close()
         elif kind == "truncated":
@@ -69,6 +76,11 @@ def hostile(env: dict[str, str], tmp_path: os.PathLike[str]) -> tuple[str, dict[
                 f.write(blob)
     good = [os.path.basename(p)[:64] for p in files[len(BAD):]]
     return store, planted, good
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def _path(chunk: str, uncompressed: bool) -> str:
@@ -91,10 +103,12 @@ def test_chunk_server_serves_only_valid_chunk_files(
             assert status == 200
             stored = _read(os.path.join(store, chunk[:4], chunk + ".cacnk"))
             assert body == (compress.decompress(stored, 1 << 20) if uncompressed else stored)
-        status, body = _get(server.port, _path(planted["symlink"], uncompressed))
-        assert status != 200 and passwd[:32] not in body
-        status, _ = _get(server.port, _path(planted["symlink"], uncompressed), "HEAD")
-        assert status == 404  # no chunk file is there
+        for kind in NOT_FILES:
+            status, body = _get(server.port, _path(planted[kind], uncompressed))
+            assert status == 500 and passwd[:32] not in body, kind
+            status, _ = _get(server.port, _path(planted[kind], uncompressed), "HEAD")
+            assert status == 404, kind  # no chunk file is there
+        assert _peak_rss_kib(server.proc.pid) < 300 * 1024
         for kind in ("empty", "truncated", "other"):
             status, _ = _get(server.port, _path(planted[kind], uncompressed))
             if verifying:
