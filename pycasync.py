@@ -457,7 +457,9 @@ def _build_network_commands(sub: Any) -> None:
     _add_server_flags(p, "chunks")
     p.add_argument("-u", "--uncompressed", action="store_true", help="serve uncompressed chunks")
     p.add_argument("--skip-verify-read", nargs="?", const=True, default=None, type=_bool_value,
-                   metavar="BOOL", help="do not verify chunks read from the stores (-u and cache fills)")
+                   metavar="BOOL", help="do not verify chunks read from the stores; as in desync, compressed "
+                   "chunks are served as stored unless this is false (then a chunk that does not decode "
+                   "to its id gets a 500); -u and cache fills verify unless this is true")
     for flag in ("--skip-verify-write", "--store-file", "--encryption", "--encryption-key",
                  "--encryption-algorithm"):  # desync's; PUTs are always verified here
         p.add_argument(flag, nargs="?", action=_NotSupported, help=argparse.SUPPRESS)
@@ -910,7 +912,7 @@ def cmd_chunk_server(ctx: _Context) -> int:
         ready = _log_addresses(store)
         serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
                      uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
-                     ready=ready)
+                     ready=ready, verify=a.skip_verify_read is False)
     return 0
 
 

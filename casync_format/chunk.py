@@ -15,7 +15,17 @@ from .constants import CA_CHUNK_SIZE_LIMIT_MAX
 from .digest import Digest
 from .errors import ChunkInvalid, FormatError
 
-__all__ = ["encode", "decode", "verify"]
+__all__ = ["encode", "decode", "verify", "max_encoded_size"]
+
+
+def max_encoded_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
+    """The largest ``.cacnk`` a chunk of at most ``max_chunk_size`` bytes can have.
+
+    Above the compress bound of zstd, xz and gzip (incompressible data grows
+    by well under 1/128, plus headers), with room to spare: anything bigger is
+    not a chunk, and readers refuse it before reading it.
+    """
+    return max_chunk_size + max_chunk_size // 128 + 65536
 
 
 def encode(data: bytes | memoryview, compression: str = "zstd") -> bytes:

@@ -5,7 +5,10 @@ Only this module imports a zstd binding: ``compression.zstd`` (Python 3.14+),
 other's frames, since a frame is a frame. casync can also store chunks xz- or
 gzip-compressed under the same ``.cacnk`` name; :func:`decompress` recognises
 the three by their magic bytes. Decompression is always bounded by a maximum
-size, so a hostile chunk cannot inflate without limit.
+size, so a hostile chunk cannot inflate without limit. A chunk is exactly one
+complete frame (zstd), stream (xz) or member (gzip): like casync, which
+answers "Bad message" for it, :func:`decompress` refuses anything after the
+end of it, be it junk, zero padding or a second frame.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _STREAM_ABOVE = 16 * 1024 * 1024  # bigger bounds are decoded incrementally
 _local = threading.local()
 
 _czstd = _zstandard = _pyzstd = None
+_zstandard_strict = True  # whether zstandard's one-shot decompress takes allow_extra_data
 ZSTD_BACKEND = ""
 try:  # Python 3.14+
     from compression import zstd as _czstd  # type: ignore[import-not-found,no-redef]
@@ -68,13 +72,22 @@ def _zstd_compress(data: bytes | memoryview, level: int) -> bytes:
     raise _no_zstd()
 
 
+def _trailing(n: int) -> FormatError:
+    return FormatError(f"junk after the end of the compressed data ({n} bytes)")
+
+
 def _bounded(decomp: object, data: bytes | memoryview, max_size: int) -> bytes:
-    """Feed ``data`` to a decompressor with ``decompress(data, max_length)``."""
+    """Feed ``data`` to a decompressor with ``decompress(data, max_length)``, ``eof``
+    and ``unused_data`` (the zstd, lzma and zlib decompressor objects all have them)."""
     out = decomp.decompress(data, max_size + 1)  # type: ignore[attr-defined]
     if len(out) > max_size:
         raise FormatError(f"chunk decompresses to more than {max_size} bytes")
     if not decomp.eof:  # type: ignore[attr-defined]
         raise FormatError("truncated compressed chunk")
+    # Each object stops at the end of its one frame/stream/member and keeps the rest.
+    unused = len(decomp.unused_data)  # type: ignore[attr-defined]
+    if unused:
+        raise _trailing(unused)
     return out
 
 
@@ -91,8 +104,16 @@ def _zstd_decompress(data: bytes | memoryview, max_size: int) -> bytes:
     dctx = getattr(_local, "dctx", None)
     if dctx is None:  # like compressor contexts: one per thread, reused
         dctx = _local.dctx = _zstandard.ZstdDecompressor()
-    if max_size <= _STREAM_ABOVE:
-        return dctx.decompress(data, max_output_size=max_size)
+    global _zstandard_strict
+    # An empty frame is answered at once, without a look at what follows it.
+    if max_size <= _STREAM_ABOVE and _zstandard_strict and declared != 0:
+        try:
+            # The one-shot call ignores what follows the frame unless told not to.
+            return dctx.decompress(data, max_output_size=max_size, allow_extra_data=False)
+        except TypeError:  # an old zstandard without allow_extra_data: stream instead
+            _zstandard_strict = False
+        except _zstandard.ZstdError:
+            pass  # decoded again below, step by step, for a precise reason
     return _zstandard_stream(dctx, data, max_size)
 
 
@@ -106,13 +127,16 @@ def _zstandard_stream(dctx: object, data: bytes | memoryview, max_size: int) -> 
         # A zstd block inflates at most ~32768 times its input (an RLE block).
         step = max(64, (max_size - produced) // 32768)
         part = dobj.decompress(view[pos : pos + step])
-        pos += step
+        pos = min(pos + step, len(view))
         produced += len(part)
         if produced > max_size:
             raise FormatError(f"chunk decompresses to more than {max_size} bytes")
         parts.append(part)
     if not dobj.eof:  # stream_reader would return a truncated frame's data silently
         raise FormatError("truncated compressed chunk")
+    unused = len(view) - pos + len(dobj.unused_data)  # never fed, and fed after the frame
+    if unused:
+        raise _trailing(unused)
     return b"".join(parts)
 
 

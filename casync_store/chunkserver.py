@@ -2,7 +2,9 @@
 
 Routes (on :mod:`.httpserver`): ``GET``/``HEAD /<4 hex>/<64 hex>.cacnk``
 serve a chunk's stored bytes as they are (casync's and desync's clients read
-zstd, xz and gzip chunks); with ``uncompressed`` the path is
+zstd, xz and gzip chunks), or with ``verify`` (the CLI's
+``--skip-verify-read=false``) only after checking that they decode to data
+hashing to the id (a 500 otherwise, as desync answers); with ``uncompressed`` the path is
 ``/<4 hex>/<64 hex>`` (no suffix) and the body is the decompressed, verified
 data. ``PUT`` on the same paths stores a chunk when the server is writable,
 after checking the body against the id with the server's digest. A
@@ -14,7 +16,8 @@ reduced to its path first. Anything else is a 400, so no request can name a
 file outside the store. Status codes follow desync: 401 wrong or missing
 authorization, 400 malformed path, rejected body or a write to a read-only
 server, 405 another method, 404 missing chunk, 500 store failure (logged, a
-short body). Concurrent GETs of one chunk are served by a single store read,
+short body; a local store's entry that is no chunk file, such as a symbolic
+link, is never served). Concurrent GETs of one chunk are served by a single store read,
 and behind a cache (:class:`~.router.CachedStore`) a chunk fetched upstream
 is verified with the server's digest and stored in the cache (a caching proxy).
 """
@@ -58,7 +61,7 @@ def chunk_id_from_target(target: str, uncompressed: bool = False) -> bytes | Non
 
 def max_body_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
     """The largest PUT body accepted: a chunk's size plus the worst compression overhead."""
-    return max_chunk_size + max_chunk_size // 128 + 65536
+    return chunk_codec.max_encoded_size(max_chunk_size)
 
 
 class _Budget:
@@ -87,9 +90,11 @@ class ChunkRoutes(ResourceRoutes):
     kind = "chunk"
 
     def __init__(self, store: Store, *, digest: Digest = SHA512_256, writable: bool = False,
-                 uncompressed: bool = False, max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> None:
+                 uncompressed: bool = False, max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+                 verify: bool = False) -> None:
         self.store = store
         self.digest = digest
+        self.verify = verify  # check compressed chunks before serving them
         self.writable = writable
         self.uncompressed = uncompressed
         self.max_chunk_size = max_chunk_size
@@ -121,10 +126,14 @@ class ChunkRoutes(ResourceRoutes):
         return Response(200, body, [_OCTETS])
 
     def _get_raw(self, chunk_id: bytes) -> bytes:
-        """The stored bytes; behind a cache, a chunk fetched from upstream is verified and cached."""
+        """The stored bytes (checked with ``verify``); behind a cache, a chunk
+        fetched from upstream is verified and cached."""
         if isinstance(self.store, CachedStore):
-            return self.store.get_raw_filling(chunk_id, self.digest, self.max_chunk_size)
-        return self.store.get_raw(chunk_id)
+            return self.store.get_raw_filling(chunk_id, self.digest, self.max_chunk_size, verify=self.verify)
+        blob = self.store.get_raw(chunk_id)
+        if self.verify:
+            chunk_codec.decode(blob, chunk_id, self.digest, max_size=self.max_chunk_size, store=self.store)
+        return blob
 
     def _head(self, chunk_id: bytes) -> Response:
         try:
@@ -183,9 +192,10 @@ class ChunkServer(Server):
     def __init__(self, store: Store, listen: Sequence[str] = ("127.0.0.1:0",), *,
                  digest: Digest = SHA512_256, writable: bool = False, uncompressed: bool = False,
                  tls: TLSOptions | None = None, authorization: str | None = None,
-                 log: str | None = None) -> None:
+                 log: str | None = None, verify: bool = False) -> None:
         self.store = store
-        self.routes = ChunkRoutes(store, digest=digest, writable=writable, uncompressed=uncompressed)
+        self.routes = ChunkRoutes(store, digest=digest, writable=writable, uncompressed=uncompressed,
+                                  verify=verify)
         super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log)
 
 
@@ -200,13 +210,15 @@ def serve_chunks(
     authorization: str | None = None,
     log: str | None = None,
     ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    verify: bool = False,
 ) -> None:
     """Serve ``store`` on ``listen`` until SIGTERM or SIGINT, then return after a graceful stop.
 
-    ``ready`` is called with the bound addresses once every listener is up.
+    ``ready`` is called with the bound addresses once every listener is up;
+    ``verify`` checks each compressed chunk before it is served.
     Raises ParameterError for an unusable address, certificate or log file
     and StoreError when ``writable`` is asked of a read-only store.
     """
     server = ChunkServer(store, listen, digest=digest, writable=writable, uncompressed=uncompressed,
-                         tls=tls, authorization=authorization, log=log)
+                         tls=tls, authorization=authorization, log=log, verify=verify)
     server.serve_until_signal(ready)

@@ -5,9 +5,10 @@ it against its id, whatever the store's own verify setting; with ``repair``
 it removes the damaged ones. :func:`prune_store` removes every chunk no given
 index references (asking for confirmation is the CLI's job).
 :func:`fill_cache` copies the chunks a set of indexes needs from a source
-store into a cache store, verified and in the exact bytes the source holds,
-skipping those the cache has. All run on the shared worker pool and stream
-store listings and indexes instead of loading them.
+store into a cache store, verified and in the exact bytes the source holds;
+a chunk the cache holds is checked too and replaced when it is damaged. All
+run on the shared worker pool and stream store listings and indexes instead
+of loading them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from casync_format import chunk as chunk_codec
 from casync_format.digest import SHA256, SHA512_256, Digest
-from casync_format.errors import ChunkInvalid, ChunkMissing
+from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 from casync_format.index import Index, IndexChunk
 
 from ._pool import Claims, ThreadMap, io_workers
@@ -51,7 +52,8 @@ class CacheStats:
 
     chunks_total: int = 0  # index items over all indexes
     chunks_copied: int = 0  # fetched from the source into the cache
-    chunks_in_cache: int = 0  # the cache held them already
+    chunks_in_cache: int = 0  # the cache held them already (and they were valid)
+    chunks_repaired: int = 0  # the cache held them damaged: replaced from the source
     chunks_duplicate: int = 0  # repeats of a chunk met earlier in this run
     bytes_copied: int = 0  # stored (compressed) bytes written to the cache
 
@@ -76,6 +78,8 @@ def verify_store(
     A chunk is valid when it decodes and hashes to its id with ``digest`` or,
     since one store can hold chunks of indexes made with either digest, with
     the other one: ``--repair`` on a store of SHA256 chunks must not wipe it.
+    Anything under a chunk name that is not a chunk file (a symbolic link,
+    FIFO, device, directory, oversize file) is invalid and removed too.
     """
     store = require_prunable(store)
 
@@ -83,11 +87,10 @@ def verify_store(
         with naming_chunk(store, chunk_id):
             try:
                 blob = store.get_raw(chunk_id)
-            except ChunkMissing:  # removed while we listed: nothing to check
-                return chunk_id, None
-            try:
                 data = chunk_codec.decode(blob, chunk_id, None, store=store)
                 valid = digest(data) == chunk_id or _other(digest)(data) == chunk_id
+            except ChunkMissing:  # removed while we listed: nothing to check
+                return chunk_id, None
             except ChunkInvalid:
                 valid = False
             if not valid and repair:
@@ -133,6 +136,32 @@ def _items(indexes: Sequence[Index]) -> Iterator[tuple[IndexChunk, Digest]]:
             yield item, digest
 
 
+def _cached_state(cache: WriteStore, item: IndexChunk, digest: Digest) -> str:
+    """"missing", "present" (decodes and hashes to its id) or "damaged"."""
+    try:
+        with naming_chunk(cache, item.id):
+            blob = cache.get_raw(item.id)
+        # Whatever the cache's verify setting: repair means checking what is there.
+        chunk_codec.decode(blob, item.id, digest, size=item.size, store=cache)
+    except ChunkMissing:
+        return "missing"
+    except ChunkInvalid:
+        return "damaged"
+    return "present"
+
+
+def _put(cache: WriteStore, chunk_id: bytes, blob: bytes, damaged: bool) -> None:
+    with naming_chunk(cache, chunk_id):
+        try:
+            cache.put_raw(chunk_id, blob)
+        except StoreError:
+            # A damaged entry a rename cannot replace (a directory): remove it, then write.
+            if not damaged or not isinstance(cache, PruneStore):
+                raise
+            cache.remove_chunk(chunk_id)
+            cache.put_raw(chunk_id, blob)
+
+
 def fill_cache(
     indexes: Sequence[Index],
     source: Store,
@@ -142,9 +171,11 @@ def fill_cache(
 ) -> CacheStats:
     """Copy the chunks ``indexes`` reference from ``source`` into ``cache``.
 
-    Chunks already in the cache are skipped; fetched ones are verified (per
-    the source's verify setting) and stored in the source's exact bytes.
-    Raises ChunkMissing, ChunkInvalid or StoreError naming chunk and store.
+    A chunk the cache holds is decoded and verified against its id; a valid
+    one is skipped, a damaged one (or anything else under its name) replaced.
+    Fetched chunks are verified (per the source's verify setting) and stored
+    in the source's exact bytes. Raises ChunkMissing, ChunkInvalid or
+    StoreError naming chunk and store.
     """
     cache = require_writable(cache)
     claims = Claims()
@@ -154,14 +185,14 @@ def fill_cache(
         if not claims.claim(item.id):
             return "duplicate", 0
         try:
-            if cache.has_chunk(item.id):
+            state = _cached_state(cache, item, digest)
+            if state == "present":
                 return "present", 0
             with naming_chunk(source, item.id):
                 blob = source.get_raw(item.id)
                 source.decode(item.id, blob, digest, item.size)
-            with naming_chunk(cache, item.id):
-                cache.put_raw(item.id, blob)
-            return "copied", len(blob)
+            _put(cache, item.id, blob, state == "damaged")
+            return ("repaired" if state == "damaged" else "copied"), len(blob)
         finally:
             claims.done(item.id)
 
@@ -172,14 +203,20 @@ def fill_cache(
         copy, _items(indexes), threads, 4 * threads, ordered=False
     ) as results:
         for fate, nbytes in results:
-            stats.chunks_total += 1
-            if fate == "copied":
-                stats.chunks_copied += 1
-                stats.bytes_copied += nbytes
-            elif fate == "present":
-                stats.chunks_in_cache += 1
-            else:
-                stats.chunks_duplicate += 1
+            _count(stats, fate, nbytes)
             if progress is not None:
                 progress.add(1)
     return stats
+
+
+def _count(stats: CacheStats, fate: str, nbytes: int) -> None:
+    stats.chunks_total += 1
+    stats.bytes_copied += nbytes
+    if fate in ("copied", "repaired"):
+        stats.chunks_copied += 1
+    if fate == "repaired":
+        stats.chunks_repaired += 1
+    elif fate == "present":
+        stats.chunks_in_cache += 1
+    elif fate == "duplicate":
+        stats.chunks_duplicate += 1

@@ -30,7 +30,7 @@ from typing import BinaryIO
 from casync_format import compress
 from casync_format import protocol as proto
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
-from casync_format.errors import ChunkMissing, FormatError, ParameterError, StoreError
+from casync_format.errors import ChunkInvalid, ChunkMissing, FormatError, ParameterError, StoreError
 
 from .store import Store
 
@@ -196,6 +196,9 @@ class _Server:
             try:
                 blob = store.get_raw(chunk_id)
             except ChunkMissing:
+                continue
+            except ChunkInvalid as exc:  # no chunk file under the name (a symlink, a FIFO, ...)
+                log.warning("%s, not sent", exc)
                 continue
             wire = self.wire_form(chunk_id, blob, store)
             if wire is not None:

@@ -6,7 +6,8 @@ broken store is reported rather than hidden. :class:`CachedStore` puts a
 writable local store in front of another store: hits are served (and their
 mtime refreshed) from the cache, misses are fetched, verified, and written back
 in the exact bytes the remote holds (raw reads, which cannot verify, are
-served but not cached). Both implement the Store interface, so an
+served but not cached); a cached copy that is damaged (or is no chunk file at
+all) is replaced from the remote. Both implement the Store interface, so an
 operation never knows what it talks to.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
@@ -78,21 +80,36 @@ class CachedStore(Store):
         # Raw reads cannot verify (no digest here), so only get_chunk fills the cache.
         try:
             blob = self.cache.get_raw(chunk_id)
-        except ChunkMissing:
+        except (ChunkMissing, ChunkInvalid):  # e.g. a symlink where the chunk should be
             return self.remote.get_raw(chunk_id)
         self._touch(chunk_id)
         return blob
 
     def get_raw_filling(
-        self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX
+        self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+        verify: bool = False,
     ) -> bytes:
         """The stored bytes, like :meth:`get_raw`, but a chunk fetched from the
         remote is verified with ``digest`` and put into the cache (for servers
-        that pass chunks on as stored, e.g. a caching chunk-server)."""
+        that pass chunks on as stored, e.g. a caching chunk-server). With
+        ``verify`` the cached copy is checked too (a damaged one is replaced
+        from the remote) and the remote's copy is checked whatever its verify
+        setting: what is returned then always decodes to its id."""
         if self.cache.has_chunk(chunk_id):
-            return self.get_raw(chunk_id)
+            try:
+                blob = self.cache.get_raw(chunk_id)
+                if verify:
+                    chunk_codec.decode(blob, chunk_id, digest, max_size=max_size, store=self.cache)
+            except (ChunkMissing, ChunkInvalid):
+                pass  # gone meanwhile, or damaged: fetched again below
+            else:
+                self._touch(chunk_id)
+                return blob
         blob = self.remote.get_raw(chunk_id)
-        self.remote.decode(chunk_id, blob, digest, max_size=max_size)
+        if verify:
+            chunk_codec.decode(blob, chunk_id, digest, max_size=max_size, store=self.remote)
+        else:
+            self.remote.decode(chunk_id, blob, digest, max_size=max_size)
         self.cache.put_raw(chunk_id, blob)
         return blob
 

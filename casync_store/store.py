@@ -13,7 +13,9 @@ Contracts every implementation keeps:
 
 - ``get_raw`` returns the stored bytes or raises :class:`ChunkMissing` when the
   store does not hold the chunk, and :class:`StoreError` when it cannot tell
-  (unreachable, permission denied). It does not verify.
+  (unreachable, permission denied). It does not verify, but may raise
+  :class:`ChunkInvalid` for what cannot be a chunk at all (a local store's
+  symlink, FIFO or oversize file under the chunk's name).
 - ``get_chunk`` returns decompressed data verified against the id (unless the
   store was opened with ``verify=False``) and raises :class:`ChunkInvalid`
   for damaged chunks, naming the store.

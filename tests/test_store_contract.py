@@ -402,13 +402,14 @@ def test_local_errors(tmp_path: os.PathLike[str]) -> None:
     assert not LocalStore(os.path.join(str(tmp_path), "nonexistent")).has_chunk(cid)
 
 
-def test_local_unreadable_chunk_is_store_error(tmp_path: os.PathLike[str]) -> None:
+def test_local_directory_under_chunk_name_is_invalid(tmp_path: os.PathLike[str]) -> None:
     store = LocalStore(str(tmp_path))
     cid = make_chunk(22)[0]
     os.makedirs(store.chunk_path(cid))  # a directory where the chunk file belongs
-    with pytest.raises(StoreError) as exc:
+    with pytest.raises(ChunkInvalid) as exc:  # there, but no chunk: verify -r removes it
         store.get_raw(cid)
-    assert not isinstance(exc.value, ChunkMissing) and cid.hex() in str(exc.value)
+    assert cid.hex() in str(exc.value) and "directory" in str(exc.value)
+    assert not store.has_chunk(cid)
 
 
 def test_local_verify_false_trusts_content(tmp_path: os.PathLike[str]) -> None:
@@ -565,8 +566,12 @@ def test_router_store_error_is_final(two_stores: tuple[LocalStore, LocalStore]) 
     a, b = two_stores
     cid, _data, blob = make_chunk(41)
     b.put_raw(cid, blob)
-    os.makedirs(a.chunk_path(cid))  # a cannot read the chunk: StoreError, not ChunkMissing
-    router = StoreRouter([a, b])
+
+    class Unreadable(LocalStore):  # a cannot read the chunk: StoreError, not ChunkMissing
+        def get_raw(self, chunk_id: bytes) -> bytes:
+            raise StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: Permission denied")
+
+    router = StoreRouter([Unreadable(a.path), b])
     with pytest.raises(StoreError) as exc:
         router.get_raw(cid)
     assert not isinstance(exc.value, ChunkMissing)
