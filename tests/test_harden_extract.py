@@ -82,8 +82,11 @@ def _temps(directory: str) -> list[str]:
 
 
 def _sha(path: str) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _busy_line(err: str, out: str, pid: int) -> None:
