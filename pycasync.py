@@ -26,9 +26,9 @@ from casync_format import __version__
 from casync_format.compress import COMPRESSIONS
 from casync_format.digest import Digest, digest_by_name
 from casync_format.errors import CasyncError, ParameterError, StoreError
-from casync_store._fileio import same_file
-from casync_store.config import Config, StoreOptions, load_config, parse_duration
-from casync_store.location import open_store
+from casync_store.plumbing.config import Config, StoreOptions, load_config, parse_duration
+from casync_store.plumbing.fileio import same_file
+from casync_store.stores.location import open_store
 
 __all__ = ["main", "build_parser", "rewrite_argv", "UsageError", "EXIT_FAILURE", "EXIT_USAGE"]
 
@@ -625,7 +625,7 @@ class _Context:
     """What every command needs: the arguments, the config, the digest, a progress bar."""
 
     def __init__(self, args: argparse.Namespace, config: Config) -> None:
-        from casync_store.progress import make_progress
+        from casync_store.plumbing.progress import make_progress
 
         self.args = args
         self.config = config
@@ -665,7 +665,7 @@ class _Context:
 
     def indexes(self, stack: contextlib.ExitStack, paths: Sequence[str]) -> list[Any]:
         """Open index files (``-`` = stdin, at most once), closed when ``stack`` unwinds."""
-        from casync_store.indexio import open_index
+        from casync_store.stores.indexio import open_index
 
         if list(paths).count("-") > 1:
             raise ParameterError("standard input ('-') can be only one of the indexes")
@@ -686,7 +686,7 @@ def _require(value: object, message: str) -> None:
 def cmd_make(ctx: _Context) -> int:
     """``make``: chunk a file, write the index, store the chunks."""
     from casync_format.chunker import ChunkerParams
-    from casync_store.make import make
+    from casync_store.ops.make import make
 
     a = ctx.args
     params = ChunkerParams.from_string(a.chunk_size)
@@ -701,8 +701,8 @@ def cmd_make(ctx: _Context) -> int:
 
 def cmd_extract(ctx: _Context) -> int:
     """``extract``: rebuild a blob from an index and stores."""
-    from casync_store.extract import extract
-    from casync_store.router import combine
+    from casync_store.ops.extract import extract
+    from casync_store.stores.router import combine
 
     a = ctx.args
     if same_file(a.index, a.output):
@@ -721,7 +721,7 @@ def cmd_extract(ctx: _Context) -> int:
 
 def cmd_list_chunks(ctx: _Context) -> int:
     """``list-chunks``: one chunk id per line."""
-    from casync_store.info import list_chunks
+    from casync_store.ops.info import list_chunks
 
     with contextlib.ExitStack() as stack:
         (index,) = ctx.indexes(stack, [ctx.args.index])
@@ -749,7 +749,7 @@ _PLAIN_INFO = [
 
 def cmd_info(ctx: _Context) -> int:
     """``info``: facts about an index, as JSON or plain text."""
-    from casync_store.info import index_info
+    from casync_store.ops.info import index_info
 
     a = ctx.args
     with contextlib.ExitStack() as stack:
@@ -769,7 +769,7 @@ def cmd_info(ctx: _Context) -> int:
 def cmd_chunk(ctx: _Context) -> int:
     """``chunk``: print start, size and id of every chunk of a file."""
     from casync_format.chunker import ChunkerParams
-    from casync_store.info import chunk_file
+    from casync_store.ops.info import chunk_file
 
     a = ctx.args
     params = ChunkerParams.from_string(a.chunk_size)
@@ -781,7 +781,7 @@ def cmd_chunk(ctx: _Context) -> int:
 
 def cmd_verify(ctx: _Context) -> int:
     """``verify``: check every chunk of a store; 1 when damaged chunks remain."""
-    from casync_store.maintain import verify_store
+    from casync_store.ops.maintain import verify_store
 
     a = ctx.args
     _require(a.store, "no store given (use -s)")
@@ -798,7 +798,7 @@ def cmd_verify(ctx: _Context) -> int:
 
 def cmd_chop(ctx: _Context) -> int:
     """``chop``: store a file's chunks as cut by an existing index."""
-    from casync_store.chop import chop
+    from casync_store.ops.chop import chop
 
     a = ctx.args
     _require(a.store, "no target store given (use -s)")
@@ -811,8 +811,8 @@ def cmd_chop(ctx: _Context) -> int:
 
 def cmd_cache(ctx: _Context) -> int:
     """``cache``: copy the chunks of indexes into a target store."""
-    from casync_store.maintain import fill_cache
-    from casync_store.router import combine
+    from casync_store.ops.maintain import fill_cache
+    from casync_store.stores.router import combine
 
     a = ctx.args
     _require(a.store, "no source store given (use -s)")
@@ -842,8 +842,8 @@ def _confirm(question: str) -> bool:
 
 def cmd_prune(ctx: _Context) -> int:
     """``prune``: delete the chunks of a store no given index references."""
-    from casync_store.maintain import prune_store
-    from casync_store.store import require_prunable
+    from casync_store.ops.maintain import prune_store
+    from casync_store.stores.base import require_prunable
 
     a = ctx.args
     _require(a.store, "no store given (use -s)")
@@ -863,7 +863,7 @@ def cmd_prune(ctx: _Context) -> int:
 
 def cmd_config(ctx: _Context) -> int:
     """``config``: print or write the effective configuration."""
-    from casync_store._atomic import write_file_atomic
+    from casync_store.plumbing.atomic import write_file_atomic
 
     if not ctx.args.write:  # shown: secrets as "***"; written: the real values
         sys.stdout.write(ctx.config.dumps(redact=True))
@@ -881,7 +881,7 @@ def cmd_config(ctx: _Context) -> int:
 
 def cmd_pull(ctx: _Context) -> int:
     """``pull``: serve chunks (and an index) to a casync/desync client on stdin/stdout."""
-    from casync_store.pull import serve
+    from casync_store.serve.pull import serve
 
     a = ctx.args
     locations = [loc for loc in (a.wstore, *a.rstore) if loc != "-"]
@@ -896,8 +896,8 @@ def cmd_pull(ctx: _Context) -> int:
 
 def cmd_chunk_server(ctx: _Context) -> int:
     """``chunk-server``: serve stores over HTTP(S) until SIGTERM/SIGINT."""
-    from casync_store.chunkserver import serve_chunks
-    from casync_store.router import combine
+    from casync_store.serve.chunkserver import serve_chunks
+    from casync_store.stores.router import combine
 
     a = ctx.args
     _require(a.store, "no store given (use -s)")
@@ -918,7 +918,7 @@ def cmd_chunk_server(ctx: _Context) -> int:
 
 def _server_tls(a: argparse.Namespace) -> Any:
     """The TLSOptions of --cert/--key/--mutual-tls/--client-ca (None for plain HTTP)."""
-    from casync_store.httpserver import TLSOptions
+    from casync_store.serve.httpserver import TLSOptions
 
     if (a.cert is None) != (a.key is None):
         raise ParameterError("--cert and --key must be given together")
@@ -942,8 +942,8 @@ def _log_addresses(what: object) -> Callable[[list[tuple[str, int]]], None]:
 
 def cmd_index_server(ctx: _Context) -> int:
     """``index-server``: serve an index store over HTTP(S) until SIGTERM/SIGINT."""
-    from casync_store.indexserver import serve_indexes
-    from casync_store.indexstore import LocalIndexStore, WriteIndexStore, open_index_store
+    from casync_store.serve.indexserver import serve_indexes
+    from casync_store.stores.indexstore import LocalIndexStore, WriteIndexStore, open_index_store
 
     a = ctx.args
     _require(a.store, "no index store given (use -s)")
@@ -961,8 +961,8 @@ def cmd_index_server(ctx: _Context) -> int:
 
 def cmd_mount_index(ctx: _Context) -> int:
     """``mount-index``: a blob as a read-only FUSE file until unmounted."""
-    from casync_store.mount import mount_index, mount_name
-    from casync_store.router import combine
+    from casync_store.ops.mount import mount_index, mount_name
+    from casync_store.stores.router import combine
 
     a = ctx.args
     _require(a.store, "no store given (use -s)")
@@ -982,7 +982,7 @@ def cmd_mount_index(ctx: _Context) -> int:
 
 def cmd_upgrade_s3(ctx: _Context) -> int:
     """``upgrade-s3``: move an S3 store's chunks from the flat layout to xxxx/<id>.cacnk."""
-    from casync_store.s3 import S3Store, upgrade_s3
+    from casync_store.stores.s3 import S3Store, upgrade_s3
 
     a = ctx.args
     _require(a.store, "no store given (use -s)")
@@ -1037,8 +1037,8 @@ def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> tuple[Any, Di
     """The catar byte stream of ``untar``/``mtree`` (a file, stdin, or an index's
     chunks) and the digest of its chunks (an index's own, else --digest)."""
     from casync_format.index import index_path_kind
-    from casync_store.router import combine
-    from casync_store.untar import index_reader
+    from casync_store.ops.untar import index_reader
+    from casync_store.stores.router import combine
 
     a = ctx.args
     if not a.index:
@@ -1058,7 +1058,7 @@ def _archive_source(ctx: _Context, stack: contextlib.ExitStack) -> tuple[Any, Di
 
 def cmd_untar(ctx: _Context) -> int:
     """``untar``: a catar or caidx into a directory, or out as a GNU tar stream."""
-    from casync_store.untar import untar
+    from casync_store.ops.untar import untar
 
     a = ctx.args
     if a.target == "-" and a.output_format != "gnu-tar":
@@ -1067,12 +1067,12 @@ def cmd_untar(ctx: _Context) -> int:
         source, _ = _archive_source(ctx, stack)
         if a.output_format == "gnu-tar":
             from casync_format.catar_read import iter_catar
-            from casync_store.tarstream import write_tarstream
+            from casync_store.ops.tarstream import write_tarstream
 
             if a.target == "-":
                 write_tarstream(iter_catar(source), sys.stdout.buffer)
             else:
-                from casync_store._atomic import atomic_write
+                from casync_store.plumbing.atomic import atomic_write
 
                 with atomic_write(a.target) as out:
                     write_tarstream(iter_catar(source), out)
@@ -1085,7 +1085,7 @@ def cmd_untar(ctx: _Context) -> int:
 
 def cmd_mtree(ctx: _Context) -> int:
     """``mtree``: print a catar, caidx or directory in mtree format."""
-    from casync_store.mtree import mtree_archive, mtree_dir
+    from casync_store.ops.mtree import mtree_archive, mtree_dir
 
     a = ctx.args
     a.archive = a.source

@@ -1,4 +1,4 @@
-"""Tests of casync_store._atomic: all-or-nothing replacement of files."""
+"""Tests of casync_store.plumbing.atomic: all-or-nothing replacement of files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from casync_store._atomic import TEMP_PREFIX, atomic_write, write_file_atomic
+from casync_store.plumbing.atomic import TEMP_PREFIX, atomic_write, write_file_atomic
 
 
 def _leftovers(directory: str) -> list[str]:

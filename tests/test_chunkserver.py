@@ -1,4 +1,4 @@
-"""Tests for the chunk server (casync_store.chunkserver) and its HTTP layer (casync_store.httpserver).
+"""Tests for the chunk server (casync_store.serve: chunkserver and its HTTP layer, httpserver).
 
 Everything runs against a real server on 127.0.0.1 (ephemeral ports) over a
 real LocalStore filled by ``make``: real casync's HTTP(S) client, raw
@@ -35,11 +35,11 @@ from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import CasyncError, ParameterError, StoreError
 from casync_store import LocalStore, combine
-from casync_store.chunkserver import ChunkServer, chunk_id_from_target
-from casync_store.httpserver import Server, TLSOptions, parse_listen
-from casync_store.indexio import open_index
-from casync_store.make import make
-from casync_store.store import Store
+from casync_store.ops.make import make
+from casync_store.serve.chunkserver import ChunkServer, chunk_id_from_target
+from casync_store.serve.httpserver import Server, TLSOptions, parse_listen
+from casync_store.stores.base import Store
+from casync_store.stores.indexio import open_index
 
 PARAMS = ChunkerParams.from_string("4:16:64")
 AUTH = "Bearer s3cr3t-t0ken-value"
@@ -240,7 +240,7 @@ def test_uncompressed_get_of_a_damaged_chunk_is_a_500(serve: Callable[..., Chunk
     cid = SHA512_256(b"original")
     store.put_raw(cid, chunk_codec.encode(b"swapped"))
     server = serve(store, uncompressed=True)
-    with caplog.at_level(logging.ERROR, logger="casync_store.chunkserver"):
+    with caplog.at_level(logging.ERROR, logger="casync_store.serve.chunkserver"):
         status, _, body = request(server, "GET", chunk_path(cid, ""))
     assert status == 500 and len(body) < 200 and cid.hex() in caplog.text
 
@@ -262,7 +262,7 @@ def test_store_errors_are_500_with_a_short_body_and_logged(serve: Callable[..., 
                                                             caplog: pytest.LogCaptureFixture) -> None:
     server = serve(BrokenStore())
     cid = SHA512_256(b"x")
-    with caplog.at_level(logging.ERROR, logger="casync_store.chunkserver"):
+    with caplog.at_level(logging.ERROR, logger="casync_store.serve.chunkserver"):
         status, _, body = request(server, "GET", chunk_path(cid))
         assert status == 500 and b"connection refused" not in body and len(body) < 200
         assert request(server, "HEAD", chunk_path(cid))[0] == 500
@@ -671,8 +671,8 @@ SERVE_SCRIPT = """
 import sys, time
 from casync_format.digest import SHA512_256
 from casync_store import LocalStore
-from casync_store.chunkserver import serve_chunks
-from casync_store.store import Store
+from casync_store.serve.chunkserver import serve_chunks
+from casync_store.stores.base import Store
 
 class Slow(Store):
     def __init__(self, inner):

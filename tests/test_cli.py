@@ -368,7 +368,7 @@ def test_config_skip_verify_applies(
 ) -> None:
     """A store the config marks skip-verify serves a same-size chunk whose content does not match its id."""
     from casync_format.chunk import encode
-    from casync_store.indexio import open_index
+    from casync_store.stores.indexio import open_index
 
     store, index, content = made
     with open_index(index) as ix:

@@ -1,4 +1,4 @@
-"""Tests of casync_store.config (desync's config file) and casync_store.location."""
+"""Tests of casync_store.plumbing.config (desync's config file) and casync_store.stores.location."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from casync_format.errors import ParameterError, StoreError
 from casync_store import LocalStore
-from casync_store.config import (
+from casync_store.plumbing.config import (
     Config,
     ConfigError,
     StoreOptions,
@@ -18,7 +18,7 @@ from casync_store.config import (
     location_match,
     parse_duration,
 )
-from casync_store.location import BACKENDS, open_store, split_location
+from casync_store.stores.location import BACKENDS, open_store, split_location
 
 
 def write(path: os.PathLike[str] | str, data: object) -> str:
@@ -305,7 +305,7 @@ def test_write_keeps_keys_pycasync_does_not_model(tmp_path) -> None:
     """config -w must not drop desync's secrets or settings it does not know."""
     import json as _json
 
-    from casync_store.config import load_config as _load
+    from casync_store.plumbing.config import load_config as _load
 
     path = tmp_path / "config.json"
     original = {

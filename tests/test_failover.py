@@ -18,11 +18,11 @@ from casync_format import chunk as chunk_codec
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 from casync_store import LocalStore
-from casync_store.chunkserver import ChunkServer
-from casync_store.config import StoreOptions
-from casync_store.failover import FailoverGroup
-from casync_store.http import HTTPStore
-from casync_store.location import open_store
+from casync_store.plumbing.config import StoreOptions
+from casync_store.serve.chunkserver import ChunkServer
+from casync_store.stores.failover import FailoverGroup
+from casync_store.stores.http import HTTPStore
+from casync_store.stores.location import open_store
 
 OPTIONS = StoreOptions(timeout=5.0, error_retry=2, error_retry_base_interval=0.001)
 

@@ -1,4 +1,4 @@
-"""Tests of casync_store._fileio: positional I/O, native and the portable fallback."""
+"""Tests of casync_store.plumbing.fileio: positional I/O, native and the portable fallback."""
 
 from __future__ import annotations
 

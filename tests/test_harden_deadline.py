@@ -34,10 +34,10 @@ from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import StoreError
 from casync_store import LocalStore
-from casync_store.config import StoreOptions
-from casync_store.http import HTTPIndexStore, HTTPStore
-from casync_store.make import make
-from casync_store.ssh import SSHStore
+from casync_store.ops.make import make
+from casync_store.plumbing.config import StoreOptions
+from casync_store.stores.http import HTTPIndexStore, HTTPStore
+from casync_store.stores.ssh import SSHStore
 
 CLI = str(Path(__file__).resolve().parent.parent / "pycasync.py")
 METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"

@@ -31,11 +31,11 @@ import pytest
 
 from casync_format.errors import OutputBusy
 from casync_store import LocalStore
-from casync_store._atomic import TEMP_PREFIX
-from casync_store._outputlock import holder_pid, temp_path
-from casync_store.extract import extract
-from casync_store.indexio import open_index
-from casync_store.make import make
+from casync_store.ops._outputlock import holder_pid, temp_path
+from casync_store.ops.extract import extract
+from casync_store.ops.make import make
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.stores.indexio import open_index
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(ROOT, "pycasync.py")

@@ -247,7 +247,7 @@ def test_fill_cache_counts_repaired_chunks(
 ) -> None:
     from casync_format.index import Index
     from casync_store import LocalStore
-    from casync_store.maintain import fill_cache
+    from casync_store.ops.maintain import fill_cache
 
     _home, store, index, _content = made
     source, cache = LocalStore(store, sync=False), LocalStore(os.path.join(tmp_path, "cache"), sync=False)

@@ -18,7 +18,7 @@ import pytest
 from test_cli import blob, env, made, ok, one_error, read, run  # noqa: F401
 from test_cli_network import Server
 
-from casync_store.config import REDACTED, Config, StoreOptions, load_config
+from casync_store.plumbing.config import REDACTED, Config, StoreOptions, load_config
 
 SECRETS = {
     "http-auth": "Bearer SECRET-abc123",

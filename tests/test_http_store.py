@@ -4,7 +4,7 @@ Fault tests use :mod:`_faulty_http` (a real HTTP server that answers 500s,
 resets, short bodies, slow answers, 401/403/404 on request) and count the
 requests it received, so "404 is never retried" and "a 500 is retried exactly
 ``error_retry`` times" are checked on the wire. The happy path runs against
-pycasync's own chunk server (:mod:`casync_store.chunkserver`) over HTTP and
+pycasync's own chunk server (:mod:`casync_store.serve.chunkserver`) over HTTP and
 HTTPS, with certificates made by ``openssl`` (:mod:`_certs`).
 """
 
@@ -31,15 +31,15 @@ from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkInvalid, ChunkMissing, ParameterError, StoreError
 from casync_store import CachedStore, LocalStore
 from casync_store import http as http_store
-from casync_store.chunkserver import ChunkServer
-from casync_store.config import StoreOptions, load_config
-from casync_store.extract import extract, zero_chunk
-from casync_store.http import HTTPStore, open_http, redact_url
-from casync_store.httpserver import TLSOptions
-from casync_store.indexio import open_index
-from casync_store.location import open_store
-from casync_store.make import make
-from casync_store.store import Store
+from casync_store.ops.extract import extract, zero_chunk
+from casync_store.ops.make import make
+from casync_store.plumbing.config import StoreOptions, load_config
+from casync_store.serve.chunkserver import ChunkServer
+from casync_store.serve.httpserver import TLSOptions
+from casync_store.stores.base import Store
+from casync_store.stores.http import HTTPStore, open_http, redact_url
+from casync_store.stores.indexio import open_index
+from casync_store.stores.location import open_store
 
 METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"
 SMALL = ChunkerParams.from_string("16:64:256")
@@ -380,7 +380,7 @@ def test_url_credentials_are_basic_auth_and_never_shown(
 ) -> None:
     location = f"http://us%40er:pa55w0rd@127.0.0.1:{server.port}/s"
     server.plan(None, Status(500), Status(500), Status(500))
-    caplog.set_level(logging.DEBUG, logger="casync_store.http")
+    caplog.set_level(logging.DEBUG, logger="casync_store.stores.http")
     with open_http(location, options()) as store:
         assert str(store) == f"{server.url}/s"
         with pytest.raises(StoreError) as exc:
@@ -394,7 +394,7 @@ def test_url_credentials_are_basic_auth_and_never_shown(
 def test_secret_header_values_never_logged(
     server: FaultyServer, chunk: tuple[bytes, bytes, bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="casync_store.http")
+    caplog.set_level(logging.DEBUG, logger="casync_store.stores.http")
     server.plan(None, Status(401), Status(500), Status(500), Status(500))
     with faulty_store(server, http_auth="Bearer S3CRET", http_cookie="c=C00KIE") as store:
         for call in (store.get_raw, store.has_chunk):

@@ -1,4 +1,4 @@
-"""Tests for index locations in operations (casync_store.indexio): local, stdin/stdout, file:// and remote.
+"""Tests for index locations in operations (stores.indexio): local, stdin/stdout, file:// and remote.
 
 Remote indexes go through a real index server on 127.0.0.1 (writable, over a
 local index store) and the HTTP index store client: ``make`` writes its
@@ -25,15 +25,15 @@ from casync_format.digest import SHA512_256
 from casync_format.errors import FormatError, IndexNotFound, ParameterError, StoreError
 from casync_format.index import IndexHeader
 from casync_store import LocalStore, indexio, indexstore
-from casync_store._atomic import TEMP_PREFIX
-from casync_store.config import StoreOptions
-from casync_store.extract import extract
-from casync_store.indexio import display_location, index_writer, open_index, write_index_file
-from casync_store.indexserver import IndexServer
-from casync_store.indexstore import IndexStore, LocalIndexStore
-from casync_store.make import blob_index_header, make
-from casync_store.tar import tar_index
-from casync_store.tarstream import tar_index_from_tarstream
+from casync_store.ops.extract import extract
+from casync_store.ops.make import blob_index_header, make
+from casync_store.ops.tar import tar_index
+from casync_store.ops.tarstream import tar_index_from_tarstream
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.plumbing.config import StoreOptions
+from casync_store.serve.indexserver import IndexServer
+from casync_store.stores.indexio import display_location, index_writer, open_index, write_index_file
+from casync_store.stores.indexstore import IndexStore, LocalIndexStore
 
 PARAMS = ChunkerParams.from_string("4:16:64")
 FAST = StoreOptions(timeout=10.0, error_retry=2, error_retry_base_interval=0.001)

@@ -1,4 +1,4 @@
-"""Tests for the index server (casync_store.indexserver) and its HTTP layer's streamed bodies.
+"""Tests for the index server (casync_store.serve.indexserver) and its HTTP layer's streamed bodies.
 
 Everything runs against real servers on 127.0.0.1 (ephemeral ports) over
 real index stores holding indexes made by ``make``: raw http.client and
@@ -32,13 +32,13 @@ from test_chunkserver import request
 from casync_format.chunker import ChunkerParams
 from casync_format.errors import IndexNotFound, StoreError
 from casync_format.index import Index
-from casync_store._atomic import TEMP_PREFIX
-from casync_store.config import StoreOptions
-from casync_store.http import HTTPIndexStore
-from casync_store.httpserver import TLSOptions
-from casync_store.indexserver import IndexServer, index_name_from_target
-from casync_store.indexstore import IndexStore, LocalIndexStore, valid_index_name
-from casync_store.make import make
+from casync_store.ops.make import make
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.plumbing.config import StoreOptions
+from casync_store.serve.httpserver import TLSOptions
+from casync_store.serve.indexserver import IndexServer, index_name_from_target
+from casync_store.stores.http import HTTPIndexStore
+from casync_store.stores.indexstore import IndexStore, LocalIndexStore, valid_index_name
 
 PARAMS = ChunkerParams.from_string("4:16:64")
 AUTH = "Bearer 1ndex-t0ken"
@@ -444,8 +444,8 @@ def test_concurrent_puts_and_gets_see_whole_indexes(
 def test_serve_indexes_until_sigterm(tree: Tree, index_bytes: bytes, tmp_path: str) -> None:
     script = (
         "import sys\n"
-        "from casync_store.indexstore import LocalIndexStore\n"
-        "from casync_store.indexserver import serve_indexes\n"
+        "from casync_store.stores.indexstore import LocalIndexStore\n"
+        "from casync_store.serve.indexserver import serve_indexes\n"
         "def ready(addresses):\n"
         "    print(addresses[0][1], flush=True)\n"
         "serve_indexes(LocalIndexStore(sys.argv[1]), ['127.0.0.1:0'], writable=True, ready=ready)\n"

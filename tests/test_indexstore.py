@@ -1,4 +1,4 @@
-"""Tests for index stores (casync_store.indexstore) and the HTTP index store (casync_store.http).
+"""Tests for index stores (stores.indexstore) and the HTTP index store (stores.http).
 
 The name and location rules are checked with examples and hypothesis; the
 local store on real directories; :class:`HTTPIndexStore` against a real
@@ -21,10 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from casync_format.errors import IndexNotFound, ParameterError, StoreError
-from casync_store._atomic import TEMP_PREFIX
-from casync_store.config import StoreOptions
-from casync_store.http import HTTPIndexStore, open_http_index_store
-from casync_store.indexstore import (
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.plumbing.config import StoreOptions
+from casync_store.stores.http import HTTPIndexStore, open_http_index_store
+from casync_store.stores.indexstore import (
     LocalIndexStore,
     copy_exactly,
     copy_stream,
@@ -303,7 +303,7 @@ def test_http_short_body_is_an_error_not_an_index(server: FaultyServer) -> None:
 def test_http_access_denied_is_one_line_without_secrets(
     server: FaultyServer, code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="casync_store.http")
+    caplog.set_level(logging.DEBUG, logger="casync_store.stores.http")
     server.plan(None, Status(code), Status(code), Status(code))
     location = f"http://us%40er:pa55w0rd@127.0.0.1:{server.port}/idx"
     with open_http_index_store(location, FAST.replace(http_cookie="c=C00KIE")) as store:

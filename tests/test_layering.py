@@ -70,10 +70,11 @@ def _is_stdlib(name: str) -> bool:
 
 
 def _modules(package: str) -> list[str]:
-    directory = os.path.join(ROOT, package)
-    return sorted(
-        os.path.join(package, name) for name in os.listdir(directory) if name.endswith(".py")
-    )
+    found = []
+    for dirpath, _dirs, files in os.walk(os.path.join(ROOT, package)):
+        rel = os.path.relpath(dirpath, ROOT)
+        found += [os.path.join(rel, name) for name in files if name.endswith(".py")]
+    return sorted(found)
 
 
 def _all_modules() -> list[str]:

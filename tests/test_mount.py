@@ -1,4 +1,4 @@
-"""Tests of ``casync_store.mount``: the blob of an index as a read-only file in a real FUSE mount.
+"""Tests of ``casync_store.ops.mount``: the blob of an index as a read-only file in a real FUSE mount.
 
 The mount runs in a child process (``python -c`` calling :func:`mount_index`
 over a LocalStore) on a real ``/dev/fuse`` with Debian's ``fusermount``;
@@ -34,9 +34,9 @@ from hypothesis import strategies as st
 from casync_format.chunker import ChunkerParams
 from casync_format.errors import MissingDependency, ParameterError, StoreError
 from casync_store import LocalStore
-from casync_store.indexio import open_index
-from casync_store.make import make
-from casync_store.mount import ChunkCache, IndexFS, mount_index, mount_name
+from casync_store.ops.make import make
+from casync_store.ops.mount import ChunkCache, IndexFS, mount_index, mount_name
+from casync_store.stores.indexio import open_index
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS = ChunkerParams(4096, 16384, 65536)
@@ -48,8 +48,8 @@ import os, sys
 root, store_dir, index_path, mnt, ready_file, cache = sys.argv[1:7]
 sys.path.insert(0, root)
 from casync_store import LocalStore
-from casync_store.indexio import open_index
-from casync_store.mount import mount_index, mount_name
+from casync_store.stores.indexio import open_index
+from casync_store.ops.mount import mount_index, mount_name
 
 def ready(path):
     with open(ready_file + ".tmp", "w") as f:
@@ -455,7 +455,7 @@ def test_indexfs_missing_chunk(
     os.unlink(LocalStore(store_dir).chunk_path(cid))
     with LocalStore(store_dir) as store, open_index(blob.index) as index:
         ops = IndexFS(index, store, "disk.img", readahead=0)
-        with caplog.at_level(logging.ERROR, logger="casync_store.mount"), pytest.raises(OSError) as exc:
+        with caplog.at_level(logging.ERROR, logger="casync_store.ops.mount"), pytest.raises(OSError) as exc:
             ops.read("/disk.img", 10, start + 1)
         assert exc.value.errno == errno.EIO
         assert ops.read("/disk.img", start, 0) == blob.data[:start]

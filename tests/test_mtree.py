@@ -1,4 +1,4 @@
-"""Tests of the mtree listing (casync_store.mtree).
+"""Tests of the mtree listing (casync_store.ops.mtree).
 
 The listing of a directory, of its catar and of its caidx agree, whether the
 archive was made by us or by the real casync (with desync's feature set, and
@@ -21,8 +21,7 @@ from test_tarstream import DESYNC_WITH, IS_ROOT, build_tree
 from casync_format.digest import SHA256, SHA512_256
 from casync_format.errors import FormatError, ParameterError
 from casync_store import LocalStore
-from casync_store.indexio import open_index
-from casync_store.mtree import (
+from casync_store.ops.mtree import (
     MTREE_HEADER,
     mtree_archive,
     mtree_dir,
@@ -31,7 +30,8 @@ from casync_store.mtree import (
     mtree_line,
     mtree_lines,
 )
-from casync_store.tar import tar, tar_index
+from casync_store.ops.tar import tar, tar_index
+from casync_store.stores.indexio import open_index
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 from casync_format.index import Index
 from casync_store import LocalStore
-from casync_store._atomic import TEMP_PREFIX
-from casync_store.extract import extract
-from casync_store.indexio import open_index, write_index_file
-from casync_store.make import blob_index_header, make
+from casync_store.ops.extract import extract
+from casync_store.ops.make import blob_index_header, make
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.stores.indexio import open_index, write_index_file
 
 MIB = 1024 * 1024
 SMALL = ChunkerParams(4096, 16384, 65536)  # more chunks from little data

@@ -14,10 +14,10 @@ import threading
 from casync_format.chunker import ChunkerParams
 from casync_format.index import Index
 from casync_store import LocalStore
-from casync_store.indexio import open_index
-from casync_store.info import index_info, list_chunks
-from casync_store.make import make
-from casync_store.progress import ProgressBar, make_progress, progress_wanted
+from casync_store.ops.info import index_info, list_chunks
+from casync_store.ops.make import make
+from casync_store.plumbing.progress import ProgressBar, make_progress, progress_wanted
+from casync_store.stores.indexio import open_index
 
 SMALL = ChunkerParams(4096, 16384, 65536)
 DESYNC_KEYS = [

@@ -18,10 +18,10 @@ from casync_format.digest import SHA256, SHA512_256
 from casync_format.errors import ChunkInvalid, ChunkMissing, FormatError, StoreError
 from casync_format.index import Index
 from casync_store import LocalStore
-from casync_store.chop import chop
-from casync_store.indexio import open_index
-from casync_store.maintain import fill_cache, prune_store, verify_store
-from casync_store.make import make
+from casync_store.ops.chop import chop
+from casync_store.ops.maintain import fill_cache, prune_store, verify_store
+from casync_store.ops.make import make
+from casync_store.stores.indexio import open_index
 
 MIB = 1024 * 1024
 SMALL = ChunkerParams(4096, 16384, 65536)
@@ -165,8 +165,8 @@ def test_verify_repair_keeps_chunks_of_the_other_digest(tmp_path) -> None:
     """A store holding SHA256 chunks is not wiped by a SHA512/256 verify -r."""
     from casync_format import chunk as chunk_codec
     from casync_format.digest import SHA256, SHA512_256
-    from casync_store.local import LocalStore
-    from casync_store.maintain import verify_store
+    from casync_store.ops.maintain import verify_store
+    from casync_store.stores.local import LocalStore
 
     store = LocalStore(str(tmp_path / "store"), sync=False)
     good256 = b"sha256 chunk" * 1000
@@ -187,8 +187,8 @@ def test_prune_removes_only_stale_temp_files(tmp_path) -> None:
 
     from casync_format import chunk as chunk_codec
     from casync_format.digest import SHA512_256
-    from casync_store._atomic import TEMP_PREFIX
-    from casync_store.local import STALE_TEMP_AGE, LocalStore
+    from casync_store.plumbing.atomic import TEMP_PREFIX
+    from casync_store.stores.local import STALE_TEMP_AGE, LocalStore
 
     store = LocalStore(str(tmp_path / "store"), sync=False)
     data = b"kept chunk" * 100

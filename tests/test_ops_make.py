@@ -24,10 +24,10 @@ from casync_format.digest import SHA256, SHA512_256
 from casync_format.errors import ParameterError, StoreError
 from casync_format.index import Index
 from casync_store import LocalStore
-from casync_store._atomic import TEMP_PREFIX
-from casync_store._pool import Claims, ThreadMap
-from casync_store.info import chunk_file
-from casync_store.make import iter_chunk_ids, make
+from casync_store.ops.info import chunk_file
+from casync_store.ops.make import iter_chunk_ids, make
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.plumbing.pool import Claims, ThreadMap
 
 MIB = 1024 * 1024
 

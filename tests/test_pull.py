@@ -25,8 +25,8 @@ from casync_format import protocol as proto
 from casync_format.digest import SHA512_256
 from casync_format.errors import FormatError, ParameterError, StoreError
 from casync_store import LocalStore
-from casync_store.pull import serve
-from casync_store.store import Store
+from casync_store.serve.pull import serve
+from casync_store.stores.base import Store
 
 # --------------------------------------------------------------------------- helpers
 

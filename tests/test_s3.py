@@ -13,7 +13,7 @@ so a store that works used the credentials the test expected (environment
 over config, exact config key, glob key, shared credentials file and
 profile, AWS chain, anonymous), and no secret appears in any message.
 
-The fast path (chunk GET/HEAD/PUT signed by ``casync_store._sigv4``) is
+The fast path (chunk GET/HEAD/PUT signed by ``casync_store.stores._sigv4``) is
 proven three ways: its signatures equal botocore's ``S3SigV4Auth`` ones for
 awkward keys, tokens, methods, regions and times (hypothesis); on the
 signature-checking server, chunk requests go through it and never through
@@ -50,15 +50,15 @@ from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkMissing, IndexNotFound, MissingDependency, ParameterError, StoreError
 from casync_store import CachedStore, LocalStore, _s3client
 from casync_store import s3 as s3mod
-from casync_store.config import StoreOptions, load_config
-from casync_store.extract import extract
-from casync_store.indexio import open_index
-from casync_store.indexstore import open_index_store, split_index_location
-from casync_store.info import index_info
-from casync_store.location import open_store
-from casync_store.maintain import prune_store, verify_store
-from casync_store.make import make
-from casync_store.s3 import S3IndexStore, S3Store, parse_s3_location, upgrade_s3
+from casync_store.ops.extract import extract
+from casync_store.ops.info import index_info
+from casync_store.ops.maintain import prune_store, verify_store
+from casync_store.ops.make import make
+from casync_store.plumbing.config import StoreOptions, load_config
+from casync_store.stores.indexio import open_index
+from casync_store.stores.indexstore import open_index_store, split_index_location
+from casync_store.stores.location import open_store
+from casync_store.stores.s3 import S3IndexStore, S3Store, parse_s3_location, upgrade_s3
 
 __all__ = ["moto_server"]  # the fixture, imported for pytest
 

@@ -37,15 +37,15 @@ from casync_format.errors import (
     StoreError,
 )
 from casync_store import CachedStore, LocalStore
-from casync_store._atomic import TEMP_PREFIX
-from casync_store.config import StoreOptions
-from casync_store.extract import extract
-from casync_store.http import MAX_BLOB_SIZE
-from casync_store.indexio import open_index
-from casync_store.indexstore import open_index_store
-from casync_store.location import open_store
-from casync_store.make import make
-from casync_store.sftp import SFTPIndexStore, SFTPStore, parse_location
+from casync_store.ops.extract import extract
+from casync_store.ops.make import make
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.plumbing.config import StoreOptions
+from casync_store.stores.http import MAX_BLOB_SIZE
+from casync_store.stores.indexio import open_index
+from casync_store.stores.indexstore import open_index_store
+from casync_store.stores.location import open_store
+from casync_store.stores.sftp import SFTPIndexStore, SFTPStore, parse_location
 
 FAST = StoreOptions(error_retry=1, error_retry_base_interval=0.01)
 
@@ -375,7 +375,7 @@ def test_strict_no_accepts_with_warning(
     server: SSHServer, tmp_path: os.PathLike[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     config = write_ssh_home(server, str(tmp_path), known=False, strict="no")
-    caplog.set_level(logging.WARNING, "casync_store.sftp")
+    caplog.set_level(logging.WARNING, "casync_store.stores.sftp")
     with sftp_store(server, str(tmp_path), config=config) as store:
         assert not store.has_chunk(chunk(1)[0])
     assert any("StrictHostKeyChecking=no" in r.getMessage() for r in caplog.records)

@@ -31,8 +31,8 @@ from casync_format.digest import SHA256, SHA512_256
 from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 from casync_format.index import read_index
 from casync_store import CachedStore, LocalStore, StoreRouter, combine
-from casync_store._atomic import TEMP_PREFIX, atomic_write, write_file_atomic
-from casync_store.store import PruneStore, Store, WriteStore, require_prunable, require_writable
+from casync_store.plumbing.atomic import TEMP_PREFIX, atomic_write, write_file_atomic
+from casync_store.stores.base import PruneStore, Store, WriteStore, require_prunable, require_writable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
@@ -86,8 +86,8 @@ def _cached(tmp: str, request: pytest.FixtureRequest) -> Harness:
 
 
 def _http(tmp: str, request: pytest.FixtureRequest) -> Harness:
-    from casync_store.chunkserver import ChunkServer
-    from casync_store.http import HTTPStore
+    from casync_store.serve.chunkserver import ChunkServer
+    from casync_store.stores.http import HTTPStore
 
     backing = LocalStore(os.path.join(tmp, "served"), sync=False)
     server = ChunkServer(backing, ["127.0.0.1:0"], writable=True)
@@ -100,7 +100,7 @@ def _http(tmp: str, request: pytest.FixtureRequest) -> Harness:
 
 
 def _failover(tmp: str, request: pytest.FixtureRequest) -> Harness:
-    from casync_store.failover import FailoverGroup
+    from casync_store.stores.failover import FailoverGroup
 
     a = LocalStore(os.path.join(tmp, "first"), sync=False)
     b = LocalStore(os.path.join(tmp, "second"), sync=False)
@@ -113,7 +113,7 @@ def _failover(tmp: str, request: pytest.FixtureRequest) -> Harness:
 def _sftp(tmp: str, request: pytest.FixtureRequest) -> Harness:
     from _sshd import require_paramiko
 
-    from casync_store.sftp import SFTPStore
+    from casync_store.stores.sftp import SFTPStore
 
     server = request.getfixturevalue("sshd")  # the session's real OpenSSH server
     require_paramiko()
@@ -125,8 +125,8 @@ def _sftp(tmp: str, request: pytest.FixtureRequest) -> Harness:
 def _s3(tmp: str, request: pytest.FixtureRequest) -> Harness:
     from _moto import TEST_KEY, TEST_SECRET, make_bucket, shared_moto
 
-    from casync_store.config import S3Credentials, StoreOptions
-    from casync_store.s3 import S3Store
+    from casync_store.plumbing.config import S3Credentials, StoreOptions
+    from casync_store.stores.s3 import S3Store
 
     server = shared_moto()  # one moto server per test process (no fixture needed here)
     bucket = "contract-" + os.urandom(6).hex()
@@ -430,7 +430,7 @@ def test_local_concurrent_writer_processes(tmp_path: os.PathLike[str]) -> None:
         f.write(blob)
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from casync_store.local import LocalStore\n"
+        "from casync_store.stores.local import LocalStore\n"
         "s = LocalStore(sys.argv[2], sync=False)\n"
         "blob = open(sys.argv[3], 'rb').read()\n"
         "for _ in range(30): s.put_raw(bytes.fromhex(sys.argv[4]), blob)\n"

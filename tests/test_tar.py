@@ -37,9 +37,9 @@ from casync_format.digest import SHA256
 from casync_format.errors import FormatError, ParameterError, StoreError
 from casync_format.index import Index
 from casync_store import LocalStore
-from casync_store._atomic import TEMP_PREFIX
-from casync_store.make import make
-from casync_store.tar import TreeEvent, index_events, tar, tar_index, walk_tree, write_tree
+from casync_store.ops.make import make
+from casync_store.ops.tar import TreeEvent, index_events, tar, tar_index, walk_tree, write_tree
+from casync_store.plumbing.atomic import TEMP_PREFIX
 
 DESYNC_WITH = [
     "--with=32bit-uids", "--with=nsec-time", "--with=permissions", "--with=symlinks",

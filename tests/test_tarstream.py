@@ -1,4 +1,4 @@
-"""Tests of tar-stream conversions (casync_store.tarstream).
+"""Tests of tar-stream conversions (casync_store.ops.tarstream).
 
 Trees built here are packed by the real GNU ``tar`` (GNU, PAX, compressed,
 sparse, hard links) and converted with :func:`tar_from_tarstream`; the result
@@ -29,15 +29,15 @@ from hypothesis import strategies as st
 
 from casync_format.catar_read import iter_catar
 from casync_format.errors import FormatError, ParameterError
-from casync_store.indexio import open_index
-from casync_store.tar import tar, tar_index
-from casync_store.tarstream import (
+from casync_store.ops.tar import tar, tar_index
+from casync_store.ops.tarstream import (
     read_tarstream,
     tar_from_tarstream,
     tar_index_from_tarstream,
     write_tarstream,
 )
-from casync_store.untar import index_reader
+from casync_store.ops.untar import index_reader
+from casync_store.stores.indexio import open_index
 
 __all__ = ["build_tree", "snapshot", "gnu_tar", "DESYNC_WITH", "IS_ROOT"]
 
@@ -286,7 +286,7 @@ def test_index_from_tarstream_equals_tar_index(tree: str, tmp_path, local_store)
 def test_stdin_to_stdout(tree: str, direct: bytes, tmp_path) -> None:
     packed = gnu_tar("--format=pax", "--xattrs", "-C", tree, "-cf", "-", ".")
     code = (
-        "import sys; from casync_store.tarstream import tar_from_tarstream; "
+        "import sys; from casync_store.ops.tarstream import tar_from_tarstream; "
         "tar_from_tarstream(sys.stdin.buffer, '-')"
     )
     out = subprocess.run([sys.executable, "-c", code], input=packed, cwd=ROOT_DIR, check=True,
@@ -451,7 +451,7 @@ def test_write_to_stdout(tree: str, tmp_path) -> None:
     tar(tree, catar)
     code = (
         "import sys; from casync_format.catar_read import iter_catar; "
-        "from casync_store.tarstream import write_tarstream; "
+        "from casync_store.ops.tarstream import write_tarstream; "
         "write_tarstream(iter_catar(open(sys.argv[1], 'rb')), sys.stdout.buffer)"
     )
     packed = subprocess.run([sys.executable, "-c", code, catar], cwd=ROOT_DIR, check=True,

@@ -1,4 +1,4 @@
-"""Tests of untar / untar_index / index_reader (casync_store.untar).
+"""Tests of untar / untar_index / index_reader (casync_store.ops.untar).
 
 Trees made by the tests (every file type, odd names, owners, modes, nsec
 times, xattrs, fcaps; see ``make_tree`` in test_catar_read.py) are archived by
@@ -48,7 +48,7 @@ from casync_format.constants import CA_FORMAT_DEVICE, CA_FORMAT_XATTR
 from casync_format.errors import ChunkMissing, FormatError
 from casync_format.index import Index
 from casync_store import LocalStore
-from casync_store.untar import UntarStats, index_reader, untar, untar_index
+from casync_store.ops.untar import UntarStats, index_reader, untar, untar_index
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (owners, devices)")
@@ -449,7 +449,7 @@ def test_devices_as_root(tmp_path) -> None:
 
 _AS_NOBODY = """
 import os, sys
-from casync_store.untar import untar
+from casync_store.ops.untar import untar
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 try:
     with open(sys.argv[1], "rb") as data:

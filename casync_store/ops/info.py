@@ -1,0 +1,127 @@
+"""Read-only views of indexes and blobs: ``info``, ``list-chunks``, ``chunk``.
+
+:func:`index_info` computes what ``desync info`` prints, with the same JSON
+field names and meanings: chunk counts (total, unique), how many unique
+chunks the given stores, seed indexes and cache hold, the blob size, the
+deduplicated sizes not available from seeds (and cache), and the chunk size
+limits from the index header. :func:`list_chunks` yields an index's chunk ids
+as ``desync list-chunks`` prints them, :func:`chunk_file` the chunks a file
+would be cut into, like ``desync chunk``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams
+from casync_format.digest import SHA512_256, Digest
+from casync_format.index import Index
+
+from ..plumbing.pool import ThreadMap, default_workers
+from ..stores.base import Store
+from .make import iter_chunk_ids
+
+__all__ = ["InfoStats", "index_info", "list_chunks", "chunk_file"]
+
+
+@dataclass
+class InfoStats:
+    """The numbers ``desync info`` reports about an index (see :meth:`to_dict`)."""
+
+    total: int = 0  # chunks in the index
+    unique: int = 0  # distinct chunk ids
+    in_store: int = 0  # unique chunks at least one given store holds
+    in_seed: int = 0  # unique chunks some seed index references
+    in_cache: int = 0  # unique chunks the cache holds
+    not_in_seed_nor_cache: int = 0  # unique chunks in neither
+    size: int = 0  # blob size
+    dedup_size_not_in_seed: int = 0  # bytes of unique chunks not in a seed
+    dedup_size_not_in_seed_nor_cache: int = 0  # ... nor in the cache
+    dedup_size_not_in_seed_nor_cache_compressed: int = 0  # needs chunk infos: always 0 here
+    chunk_size_min: int = 0
+    chunk_size_avg: int = 0
+    chunk_size_max: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        """The fields under desync's JSON keys, in desync's order."""
+        return {
+            "total": self.total,
+            "unique": self.unique,
+            "in-store": self.in_store,
+            "in-seed": self.in_seed,
+            "in-cache": self.in_cache,
+            "not-in-seed-nor-cache": self.not_in_seed_nor_cache,
+            "size": self.size,
+            "dedup-size-not-in-seed": self.dedup_size_not_in_seed,
+            "dedup-size-not-in-seed-nor-cache": self.dedup_size_not_in_seed_nor_cache,
+            "dedup-size-not-in-seed-nor-cache-compressed": self.dedup_size_not_in_seed_nor_cache_compressed,
+            "chunk-size-min": self.chunk_size_min,
+            "chunk-size-avg": self.chunk_size_avg,
+            "chunk-size-max": self.chunk_size_max,
+        }
+
+
+def index_info(
+    index: Index,
+    stores: Sequence[Store] = (),
+    concurrency: int | None = None,
+    seeds: Sequence[Index] = (),
+    cache: Store | None = None,
+) -> InfoStats:
+    """Compute ``desync info``'s numbers for ``index``.
+
+    A chunk counts as in a store when any of ``stores`` holds it; the count
+    is over unique chunks, queried in parallel. Store errors propagate.
+    """
+    header = index.header
+    info = InfoStats(
+        size=index.blob_size,
+        chunk_size_min=header.chunk_size_min,
+        chunk_size_avg=header.chunk_size_avg,
+        chunk_size_max=header.chunk_size_max,
+    )
+    seed_ids: set[bytes] = set()
+    for seed in seeds:
+        seed_ids.update(item.id for item in seed)
+    unique: set[bytes] = set()
+    for item in index:
+        info.total += 1
+        if item.id in unique:
+            continue
+        unique.add(item.id)
+        in_seed = item.id in seed_ids
+        in_cache = cache is not None and cache.has_chunk(item.id)
+        info.in_seed += in_seed
+        info.in_cache += in_cache
+        if not in_seed:
+            info.dedup_size_not_in_seed += item.size
+            if not in_cache:
+                info.not_in_seed_nor_cache += 1
+                info.dedup_size_not_in_seed_nor_cache += item.size
+    info.unique = len(unique)
+    if stores:
+
+        def held(chunk_id: bytes) -> bool:
+            return any(store.has_chunk(chunk_id) for store in stores)
+
+        with ThreadMap(held, iter(unique), default_workers(concurrency), ordered=False) as results:
+            info.in_store = sum(results)
+    return info
+
+
+def list_chunks(index: Index) -> Iterator[str]:
+    """The index's chunk ids in hex, in blob order, repeats included."""
+    for item in index:
+        yield item.id.hex()
+
+
+def chunk_file(
+    path: str,
+    params: ChunkerParams = DEFAULT_PARAMS,
+    digest: Digest = SHA512_256,
+    concurrency: int | None = None,
+    start: int = 0,
+) -> Iterator[tuple[int, int, bytes]]:
+    """The chunks ``path`` would be cut into, as ``(start, size, id)``, from byte ``start`` on."""
+    return iter_chunk_ids(path, params, digest, concurrency, offset=start)

@@ -1,0 +1,222 @@
+"""Store maintenance: verify (and repair), prune, and fill a cache.
+
+:func:`verify_store` reads every chunk of a store, decompresses it and checks
+it against its id, whatever the store's own verify setting; with ``repair``
+it removes the damaged ones. :func:`prune_store` removes every chunk no given
+index references (asking for confirmation is the CLI's job).
+:func:`fill_cache` copies the chunks a set of indexes needs from a source
+store into a cache store, verified and in the exact bytes the source holds;
+a chunk the cache holds is checked too and replaced when it is damaged. All
+run on the shared worker pool and stream store listings and indexes instead
+of loading them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from casync_format import chunk as chunk_codec
+from casync_format.digest import SHA256, SHA512_256, Digest
+from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
+from casync_format.index import Index, IndexChunk
+
+from ..plumbing.pool import Claims, ThreadMap, io_workers
+from ..plumbing.progress import Progress, phase
+from ..stores.base import PruneStore, Store, WriteStore, require_prunable, require_writable
+from .extract import naming_chunk
+
+__all__ = ["VerifyStats", "CacheStats", "verify_store", "prune_store", "fill_cache", "referenced_ids"]
+
+
+@dataclass
+class VerifyStats:
+    """What ``verify`` found: how many chunks it checked, which were invalid."""
+
+    checked: int = 0
+    invalid: list[bytes] = field(default_factory=list)  # ids of damaged chunks
+    removed: int = 0  # damaged chunks deleted (repair)
+
+    def to_dict(self) -> dict[str, object]:
+        """The stats for --print-stats (ids in hex)."""
+        return {
+            "checked": self.checked,
+            "invalid": [cid.hex() for cid in self.invalid],
+            "removed": self.removed,
+        }
+
+
+@dataclass
+class CacheStats:
+    """What ``cache`` did with the chunks the indexes reference."""
+
+    chunks_total: int = 0  # index items over all indexes
+    chunks_copied: int = 0  # fetched from the source into the cache
+    chunks_in_cache: int = 0  # the cache held them already (and they were valid)
+    chunks_repaired: int = 0  # the cache held them damaged: replaced from the source
+    chunks_duplicate: int = 0  # repeats of a chunk met earlier in this run
+    bytes_copied: int = 0  # stored (compressed) bytes written to the cache
+
+    def to_dict(self) -> dict[str, int]:
+        """The stats with desync-style dashed keys, for --print-stats."""
+        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+
+
+def _other(digest: Digest) -> Digest:
+    return SHA256 if digest is SHA512_256 else SHA512_256
+
+
+def verify_store(
+    store: PruneStore,
+    digest: Digest,
+    repair: bool = False,
+    concurrency: int | None = None,
+    progress: Progress | None = None,
+) -> VerifyStats:
+    """Check every chunk of ``store``; with ``repair`` remove the invalid ones.
+
+    A chunk is valid when it decodes and hashes to its id with ``digest`` or,
+    since one store can hold chunks of indexes made with either digest, with
+    the other one: ``--repair`` on a store of SHA256 chunks must not wipe it.
+    Anything under a chunk name that is not a chunk file (a symbolic link,
+    FIFO, device, directory, oversize file) is invalid and removed too.
+    """
+    store = require_prunable(store)
+
+    def check(chunk_id: bytes) -> tuple[bytes, bool | None]:
+        with naming_chunk(store, chunk_id):
+            try:
+                blob = store.get_raw(chunk_id)
+                data = chunk_codec.decode(blob, chunk_id, None, store=store)
+                valid = digest(data) == chunk_id or _other(digest)(data) == chunk_id
+            except ChunkMissing:  # removed while we listed: nothing to check
+                return chunk_id, None
+            except ChunkInvalid:
+                valid = False
+            if not valid and repair:
+                store.remove_chunk(chunk_id)
+            return chunk_id, valid
+
+    stats = VerifyStats()
+    threads = io_workers(concurrency)
+    with phase(progress, "Verifying", 0), ThreadMap(
+        check, store.iter_chunk_ids(), threads, 4 * threads, ordered=False
+    ) as results:
+        for chunk_id, valid in results:
+            if valid is None:
+                continue
+            stats.checked += 1
+            if not valid:
+                stats.invalid.append(chunk_id)
+                stats.removed += repair
+            if progress is not None:
+                progress.add(1)
+    stats.invalid.sort()
+    return stats
+
+
+def referenced_ids(indexes: Iterable[Index]) -> set[bytes]:
+    """The set of chunk ids the indexes reference."""
+    keep: set[bytes] = set()
+    for index in indexes:
+        keep.update(item.id for item in index)
+    return keep
+
+
+def prune_store(store: PruneStore, indexes: Sequence[Index]) -> int:
+    """Remove every chunk of ``store`` no index in ``indexes`` references; returns how many."""
+    store = require_prunable(store)
+    return store.prune(frozenset(referenced_ids(indexes)))
+
+
+def _items(indexes: Sequence[Index]) -> Iterator[tuple[IndexChunk, Digest]]:
+    for index in indexes:
+        digest = index.digest
+        for item in index:
+            yield item, digest
+
+
+def _cached_state(cache: WriteStore, item: IndexChunk, digest: Digest) -> str:
+    """"missing", "present" (decodes and hashes to its id) or "damaged"."""
+    try:
+        with naming_chunk(cache, item.id):
+            blob = cache.get_raw(item.id)
+        # Whatever the cache's verify setting: repair means checking what is there.
+        chunk_codec.decode(blob, item.id, digest, size=item.size, store=cache)
+    except ChunkMissing:
+        return "missing"
+    except ChunkInvalid:
+        return "damaged"
+    return "present"
+
+
+def _put(cache: WriteStore, chunk_id: bytes, blob: bytes, damaged: bool) -> None:
+    with naming_chunk(cache, chunk_id):
+        try:
+            cache.put_raw(chunk_id, blob)
+        except StoreError:
+            # A damaged entry a rename cannot replace (a directory): remove it, then write.
+            if not damaged or not isinstance(cache, PruneStore):
+                raise
+            cache.remove_chunk(chunk_id)
+            cache.put_raw(chunk_id, blob)
+
+
+def fill_cache(
+    indexes: Sequence[Index],
+    source: Store,
+    cache: WriteStore,
+    concurrency: int | None = None,
+    progress: Progress | None = None,
+) -> CacheStats:
+    """Copy the chunks ``indexes`` reference from ``source`` into ``cache``.
+
+    A chunk the cache holds is decoded and verified against its id; a valid
+    one is skipped, a damaged one (or anything else under its name) replaced.
+    Fetched chunks are verified (per the source's verify setting) and stored
+    in the source's exact bytes. Raises ChunkMissing, ChunkInvalid or
+    StoreError naming chunk and store.
+    """
+    cache = require_writable(cache)
+    claims = Claims()
+
+    def copy(job: tuple[IndexChunk, Digest]) -> tuple[str, int]:
+        item, digest = job
+        if not claims.claim(item.id):
+            return "duplicate", 0
+        try:
+            state = _cached_state(cache, item, digest)
+            if state == "present":
+                return "present", 0
+            with naming_chunk(source, item.id):
+                blob = source.get_raw(item.id)
+                source.decode(item.id, blob, digest, item.size)
+            _put(cache, item.id, blob, state == "damaged")
+            return ("repaired" if state == "damaged" else "copied"), len(blob)
+        finally:
+            claims.done(item.id)
+
+    stats = CacheStats()
+    threads = io_workers(concurrency)
+    total = sum(len(index) for index in indexes)
+    with phase(progress, "Caching", total), ThreadMap(
+        copy, _items(indexes), threads, 4 * threads, ordered=False
+    ) as results:
+        for fate, nbytes in results:
+            _count(stats, fate, nbytes)
+            if progress is not None:
+                progress.add(1)
+    return stats
+
+
+def _count(stats: CacheStats, fate: str, nbytes: int) -> None:
+    stats.chunks_total += 1
+    stats.bytes_copied += nbytes
+    if fate in ("copied", "repaired"):
+        stats.chunks_copied += 1
+    if fate == "repaired":
+        stats.chunks_repaired += 1
+    elif fate == "present":
+        stats.chunks_in_cache += 1
+    elif fate == "duplicate":
+        stats.chunks_duplicate += 1

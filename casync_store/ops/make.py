@@ -1,0 +1,311 @@
+"""The ``make`` operation: chunk a blob, store its chunks, write its index.
+
+The input is memory-mapped and cut by the chunker's parallel boundary search;
+a :class:`~casync_store.plumbing.pool.ThreadMap` hashes every chunk from a zero-copy
+view of the map and, when a store is given, compresses and stores the chunks
+the store does not hold yet (a chunk repeated within the run is handled
+once). Results come back in blob order and are streamed into the index, which
+replaces its final name only once complete. At most a few dozen chunks are in
+flight and mapped pages behind the finished part are dropped, so memory stays
+flat however large the input. A pipe (``-`` for stdin) is cut with the
+streaming chunker instead. The index is byte-identical to ``casync make``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import BinaryIO, Callable, Union
+
+from casync_format import chunk as chunk_codec
+from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_chunks
+from casync_format.compress import COMPRESSIONS
+from casync_format.constants import CA_FORMAT_BLOB_INDEX_FLAGS
+from casync_format.digest import SHA512_256, Digest
+from casync_format.errors import ParameterError
+from casync_format.index import IndexHeader
+
+from ..plumbing.config import StoreOptions
+from ..plumbing.fileio import same_file
+from ..plumbing.pool import Claims, ThreadMap, default_workers, io_workers
+from ..plumbing.progress import Progress, phase
+from ..stores.base import WriteStore, require_writable
+from ..stores.indexio import STDIO, index_writer
+from ..stores.indexstore import is_remote_location
+
+__all__ = [
+    "MakeStats", "make", "blob_index_header", "iter_chunk_ids",
+    "StoreOnce", "ChunkWorker", "count_chunk", "NEW", "STORED", "PRESENT", "REPEAT",
+]
+
+_DROP_EVERY = 8 * 1024 * 1024  # unmap finished input pages in steps of this many bytes
+_SEGMENT = 4 * 1024 * 1024  # parallel cut search: bytes per segment (bounds read-ahead)
+
+NEW, STORED, PRESENT, REPEAT = range(4)  # a chunk's fate in make and chop
+
+Span = Union[tuple[int, int], tuple[int, bytes]]
+
+
+@dataclass
+class MakeStats:
+    """What ``make`` did: chunk counts by fate, and byte counts."""
+
+    chunks_total: int = 0  # items in the index
+    chunks_unique: int = 0  # distinct chunk ids among them (see Claims)
+    chunks_duplicate: int = 0  # repeats of a chunk met earlier in this run
+    chunks_stored: int = 0  # chunks compressed and written to the store
+    chunks_in_store: int = 0  # chunks the store held already
+    bytes_total: int = 0  # blob size
+    bytes_stored: int = 0  # compressed bytes written to the store
+
+    def to_dict(self) -> dict[str, int]:
+        """The stats with desync-style dashed keys, for --print-stats."""
+        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+
+
+def blob_index_header(params: ChunkerParams, digest: Digest) -> IndexHeader:
+    """The header ``casync make`` writes for a blob chunked with ``params``."""
+    return IndexHeader(
+        CA_FORMAT_BLOB_INDEX_FLAGS | digest.flag, params.min_size, params.avg_size, params.max_size
+    )
+
+
+class StoreOnce:
+    """Stores each chunk at most once per run; the step make and chop share.
+
+    Calling it with a chunk's id and data returns ``(fate, stored bytes)``:
+    REPEAT for a chunk met earlier in this run (decided by :class:`Claims`),
+    PRESENT when the store holds it already, STORED when it was compressed and
+    written, NEW when there is no store. Thread-safe.
+    """
+
+    def __init__(self, store: WriteStore | None, compression: str) -> None:
+        self.store = store
+        self.compression = compression
+        self.claims = Claims()
+
+    def __call__(self, cid: bytes, data: bytes | memoryview) -> tuple[int, int]:
+        if not self.claims.claim(cid):
+            return REPEAT, 0
+        try:
+            store = self.store
+            if store is None:
+                return NEW, 0
+            if store.has_chunk(cid):
+                return PRESENT, 0
+            blob = chunk_codec.encode(data, self.compression)
+            store.store_chunk(cid, data, blob)
+            return STORED, len(blob)
+        finally:
+            self.claims.done(cid)
+
+
+class ChunkWorker:
+    """Hashes (and stores) one chunk; the function the worker pool maps (make, tar -i)."""
+
+    def __init__(self, view: memoryview | None, store: WriteStore | None, digest: Digest, compression: str):
+        self.view = view
+        self.digest = digest
+        self.store_once = StoreOnce(store, compression)
+
+    def __call__(self, span: Span) -> tuple[bytes, int, int, int]:
+        start, what = span
+        if isinstance(what, int) and self.view is not None:
+            with self.view[start : start + what] as data:
+                return self._handle(data)
+        return self._handle(what)  # type: ignore[arg-type]
+
+    def _handle(self, data: bytes | memoryview) -> tuple[bytes, int, int, int]:
+        cid = self.digest(data)
+        return (cid, len(data), *self.store_once(cid, data))
+
+
+def make(
+    index_path: str,
+    input_path: str,
+    store: WriteStore | None = None,
+    params: ChunkerParams = DEFAULT_PARAMS,
+    digest: Digest = SHA512_256,
+    concurrency: int | None = None,
+    compression: str = "zstd",
+    progress: Progress | None = None,
+    options_for: Callable[[str], StoreOptions] | None = None,
+) -> MakeStats:
+    """Chunk ``input_path`` into ``store`` and write its index to ``index_path``.
+
+    ``-`` reads stdin (streaming) / writes the index to stdout; the index may
+    also be a remote location (``options_for`` gives its store's options, see
+    :func:`~.indexio.index_writer`). Without a store only the index is
+    written. Raises :class:`StoreError`, :class:`OSError` or
+    :class:`ParameterError`; on failure no index is left.
+    """
+    if store is not None:
+        store = require_writable(store)
+    if not is_remote_location(index_path) and same_file(index_path, input_path):
+        raise ParameterError(f"the index {index_path} and the input are the same file")
+    if compression not in COMPRESSIONS:
+        raise ParameterError(f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
+    workers = default_workers(concurrency)
+    stats = MakeStats()
+    header = blob_index_header(params, digest)
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(_open_input(input_path))
+        spans = source.spans(params, workers)
+        work = ChunkWorker(source.view, store, digest, compression)
+        # Hashing is CPU-bound (one thread per CPU); storing waits on fsync, so a
+        # store gets more threads, and smaller batches keep them all busy.
+        threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
+        stack.enter_context(phase(progress, "Chunking" if store is None else "Storing", source.size))
+        writer = stack.enter_context(index_writer(index_path, header, options_for))
+        with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
+            for cid, size, fate, nbytes in results:
+                writer.add(cid, size)
+                count_chunk(stats, fate, size, nbytes)
+                source.done(size)
+                if progress is not None:
+                    progress.add(size)
+        stats.chunks_unique = stats.chunks_total - stats.chunks_duplicate
+    return stats
+
+
+def iter_chunk_ids(
+    input_path: str,
+    params: ChunkerParams = DEFAULT_PARAMS,
+    digest: Digest = SHA512_256,
+    concurrency: int | None = None,
+    offset: int = 0,
+) -> Iterator[tuple[int, int, bytes]]:
+    """Chunk ``input_path`` (``-``: stdin) and yield ``(start, size, id)`` in order.
+
+    Nothing is stored; this is make's chunking and hashing without the index.
+    ``offset`` starts chunking at that byte (positions still count from 0 of
+    the file), like ``desync chunk --start``.
+    """
+    workers = default_workers(concurrency)
+    with _open_input(input_path) as source:
+        source.skip(offset)
+        work = ChunkWorker(source.view, None, digest, "zstd")
+        start = offset
+        spans = source.spans(params, workers)
+        with ThreadMap(work, spans, workers, 16 * workers, batch=4) as results:
+            for cid, size, _fate, _nbytes in results:
+                yield start, size, cid
+                start += size
+                source.done(size)
+
+
+def count_chunk(stats: MakeStats, fate: int, size: int, nbytes: int) -> None:
+    """Add one chunk's fate (NEW/STORED/PRESENT/REPEAT) to ``stats``."""
+    stats.chunks_total += 1
+    stats.bytes_total += size
+    if fate == REPEAT:
+        stats.chunks_duplicate += 1
+    elif fate == STORED:
+        stats.chunks_stored += 1
+        stats.bytes_stored += nbytes
+    elif fate == PRESENT:
+        stats.chunks_in_store += 1
+
+
+class _Input:
+    """An input blob: a memory map of a file, or a stream read sequentially."""
+
+    def __init__(self, fileobj: BinaryIO, size: int, mapped: mmap.mmap | None) -> None:
+        self.file = fileobj
+        self.size = size  # 0 when unknown (a stream)
+        self.map = mapped
+        self.view = memoryview(mapped) if mapped is not None else None
+        self._whole = self.view
+        self._done = 0
+        self._dropped = 0
+        self._spans: list[Iterator[Span]] = []
+
+    def skip(self, offset: int) -> None:
+        """Start the input at byte ``offset`` (chunk positions count from there)."""
+        if offset <= 0:
+            return
+        if self.view is not None:
+            self.view = self.view[offset:]
+            self.size = len(self.view)
+            self._done = self._dropped = offset - offset % mmap.PAGESIZE
+        elif self.file is not None:
+            while offset > 0:
+                got = len(self.file.read(min(offset, 1 << 20)))
+                if not got:
+                    break
+                offset -= got
+
+    def spans(self, params: ChunkerParams, workers: int) -> Iterator[Span]:
+        """The chunks: ``(start, size)`` over the map, ``(start, data)`` from a stream."""
+        if self.view is not None:
+            segment = -(-_SEGMENT // params.max_size) * params.max_size
+            spans = iter_chunks(self.view, params, workers=workers, segment_size=segment)
+            self._spans.append(spans)
+            return spans
+        if self.size == 0 and self.file is None:
+            return iter(())
+        return chunk_stream(self.file, params)
+
+    def done(self, size: int) -> None:
+        """The next ``size`` bytes are finished: drop their pages from the mapping."""
+        self._done += size
+        if self.map is None or self._done - self._dropped < _DROP_EVERY:
+            return
+        end = self._done - self._done % mmap.PAGESIZE
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # best effort
+            self.map.madvise(mmap.MADV_DONTNEED, self._dropped, end - self._dropped)
+        self._dropped = end
+
+    def close(self) -> None:
+        """Release the view and the map (no chunk view may outlive them)."""
+        for spans in self._spans:
+            # A chunker that never ran still holds a view of the map: drop it.
+            close = getattr(spans, "close", None)
+            if close is not None:
+                close()
+        if self.view is not None:
+            self.view.release()
+        if self._whole is not None:
+            self._whole.release()
+        if self.map is not None:
+            self.map.close()
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[_Input]:
+    if path == STDIO:
+        source = _Input(sys.stdin.buffer, 0, None)
+        yield source
+        return
+    with open(path, "rb") as f:
+        source = _map_or_stream(f)
+        try:
+            yield source
+        finally:
+            source.close()
+
+
+def _map_or_stream(f: BinaryIO) -> _Input:
+    """Map a regular file or block device; read anything else as a stream."""
+    mode = os.fstat(f.fileno()).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        return _Input(f, 0, None)  # pipes, sockets, character devices: a stream
+    try:
+        size = os.lseek(f.fileno(), 0, os.SEEK_END)
+        os.lseek(f.fileno(), 0, os.SEEK_SET)
+    except OSError:
+        return _Input(f, 0, None)
+    if size == 0:
+        return _Input(None, 0, None)  # type: ignore[arg-type]
+    try:
+        mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return _Input(f, 0, None)
+    with contextlib.suppress(AttributeError, OSError):
+        mapped.madvise(mmap.MADV_SEQUENTIAL)
+    return _Input(f, size, mapped)

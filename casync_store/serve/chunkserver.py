@@ -1,0 +1,224 @@
+"""The chunk server: any store served over HTTP(S) the way desync's ``chunk-server`` serves it.
+
+Routes (on :mod:`.httpserver`): ``GET``/``HEAD /<4 hex>/<64 hex>.cacnk``
+serve a chunk's stored bytes as they are (casync's and desync's clients read
+zstd, xz and gzip chunks), or with ``verify`` (the CLI's
+``--skip-verify-read=false``) only after checking that they decode to data
+hashing to the id (a 500 otherwise, as desync answers); with ``uncompressed`` the path is
+``/<4 hex>/<64 hex>`` (no suffix) and the body is the decompressed, verified
+data. ``PUT`` on the same paths stores a chunk when the server is writable,
+after checking the body against the id with the server's digest. A
+well-formed path is exactly ``/`` + the first four hex digits of the id +
+``/`` + the 64 lowercase hex digits of the id (+ ``.cacnk`` unless
+uncompressed), taken from the request target as sent (no decoding, no
+normalization, no query); an absolute-form target (``http://host/...``) is
+reduced to its path first. Anything else is a 400, so no request can name a
+file outside the store. Status codes follow desync: 401 wrong or missing
+authorization, 400 malformed path, rejected body or a write to a read-only
+server, 405 another method, 404 missing chunk, 500 store failure (logged, a
+short body; a local store's entry that is no chunk file, such as a symbolic
+link, is never served). Concurrent GETs of one chunk are served by a single store read,
+and behind a cache (:class:`~.router.CachedStore`) a chunk fetched upstream
+is verified with the server's digest and stored in the cache (a caching proxy).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import Callable
+
+from casync_format import chunk as chunk_codec
+from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from casync_format.digest import SHA512_256, Digest
+from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
+
+from ..plumbing.singleflight import SingleFlight
+from ..stores.base import Store, require_writable
+from ..stores.router import CachedStore
+from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
+
+__all__ = ["ChunkServer", "ChunkRoutes", "serve_chunks", "chunk_id_from_target", "max_body_size"]
+
+
+_PATH = re.compile(r"/([0-9a-f]{4})/([0-9a-f]{64})(\.cacnk)?")
+_ABSOLUTE = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
+_OCTETS = ("Content-Type", "application/octet-stream")
+_BODY_BUDGET = 1 << 30  # bytes of PUT bodies held in memory at once, over all connections
+
+
+def chunk_id_from_target(target: str, uncompressed: bool = False) -> bytes | None:
+    """The chunk id a request target names, or None unless it is well-formed (see the module doc)."""
+    absolute = _ABSOLUTE.match(target)
+    if absolute:
+        target = target[absolute.end():]
+    m = _PATH.fullmatch(target)
+    if m is None or m.group(2)[:4] != m.group(1) or (m.group(3) is None) != uncompressed:
+        return None
+    return bytes.fromhex(m.group(2))
+
+
+def max_body_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
+    """The largest PUT body accepted: a chunk's size plus the worst compression overhead."""
+    return chunk_codec.max_encoded_size(max_chunk_size)
+
+
+class _Budget:
+    """A bound on bytes held at once; a single request larger than the total takes all of it."""
+
+    def __init__(self, total: int) -> None:
+        self.total = self.free = total
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> int:
+        n = min(n, self.total)
+        with self._cond:
+            self._cond.wait_for(lambda: self.free >= n)
+            self.free -= n
+        return n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.free += n
+            self._cond.notify_all()
+
+
+class ChunkRoutes(ResourceRoutes):
+    """The chunk server's app: maps requests to store calls (usable with any :class:`Server`)."""
+
+    kind = "chunk"
+
+    def __init__(self, store: Store, *, digest: Digest = SHA512_256, writable: bool = False,
+                 uncompressed: bool = False, max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+                 verify: bool = False) -> None:
+        self.store = store
+        self.digest = digest
+        self.verify = verify  # check compressed chunks before serving them
+        self.writable = writable
+        self.uncompressed = uncompressed
+        self.max_chunk_size = max_chunk_size
+        if writable:
+            require_writable(store)
+        self._flights: SingleFlight[bytes] = SingleFlight()
+        self._budget = _Budget(_BODY_BUDGET)
+        self._suffix = "" if uncompressed else ".cacnk"
+
+    def key(self, target: str) -> bytes | None:
+        return chunk_id_from_target(target, self.uncompressed)
+
+    def bad_target(self) -> str:
+        return f"expected /<prefix>/<chunkid>{self._suffix}"
+
+    def _get(self, chunk_id: bytes) -> Response:
+        if self.uncompressed:
+            def read() -> bytes:
+                return self.store.get_chunk(chunk_id, self.digest, max_size=self.max_chunk_size)
+        else:
+            def read() -> bytes:
+                return self._get_raw(chunk_id)
+        try:
+            body = self._flights.run((self.uncompressed, chunk_id), read)
+        except ChunkMissing:
+            return text_response(404, f"chunk {chunk_id.hex()} not found")
+        except (CasyncError, OSError) as exc:
+            return self._failed("read", chunk_id.hex(), exc)
+        return Response(200, body, [_OCTETS])
+
+    def _get_raw(self, chunk_id: bytes) -> bytes:
+        """The stored bytes (checked with ``verify``); behind a cache, a chunk
+        fetched from upstream is verified and cached."""
+        if isinstance(self.store, CachedStore):
+            return self.store.get_raw_filling(chunk_id, self.digest, self.max_chunk_size, verify=self.verify)
+        blob = self.store.get_raw(chunk_id)
+        if self.verify:
+            chunk_codec.decode(blob, chunk_id, self.digest, max_size=self.max_chunk_size, store=self.store)
+        return blob
+
+    def _head(self, chunk_id: bytes) -> Response:
+        try:
+            present = self.store.has_chunk(chunk_id)
+        except (CasyncError, OSError) as exc:
+            return self._failed("look up", chunk_id.hex(), exc)
+        if not present:
+            return text_response(404, f"chunk {chunk_id.hex()} not found")
+        return Response(200, b"", [_OCTETS])
+
+    def _put(self, chunk_id: bytes, request: Request) -> Response:
+        if not self.writable:
+            return text_response(400, "writing to upstream chunk store is not enabled")
+        limit = self.max_chunk_size if self.uncompressed else max_body_size(self.max_chunk_size)
+        declared = request.content_length
+        if declared is None or declared > limit:
+            request.read_body(limit)  # raises the 411 / 413 it deserves
+        held = self._budget.acquire(declared or 0)
+        try:
+            body = request.read_body(limit)
+            try:
+                self._check(chunk_id, body)
+            except ChunkInvalid as exc:
+                raise HTTPError(400, f"chunk {chunk_id.hex()} rejected: {exc.cause}") from None
+            return self._store(chunk_id, body)
+        finally:
+            self._budget.release(held)
+
+    def _check(self, chunk_id: bytes, body: bytes) -> None:
+        if self.uncompressed:
+            chunk_codec.verify(chunk_id, body, self.digest)
+        else:
+            chunk_codec.decode(body, chunk_id, self.digest, max_size=self.max_chunk_size)
+
+    def _store(self, chunk_id: bytes, body: bytes) -> Response:
+        store = require_writable(self.store)
+        try:
+            if self.uncompressed:
+                store.store_chunk(chunk_id, body)
+            else:
+                store.put_raw(chunk_id, body)
+        except (CasyncError, OSError) as exc:
+            return self._failed("store", chunk_id.hex(), exc)
+        return Response(200)
+
+
+class ChunkServer(Server):
+    """A chunk server running in background threads (for library users and tests).
+
+    ``start()`` binds every ``listen`` address and returns; :attr:`addresses`
+    gives the bound (host, port) pairs (port 0 picks a free port);
+    ``shutdown()`` stops it gracefully; ``with`` starts and stops it. The
+    caller keeps ownership of ``store``.
+    """
+
+    def __init__(self, store: Store, listen: Sequence[str] = ("127.0.0.1:0",), *,
+                 digest: Digest = SHA512_256, writable: bool = False, uncompressed: bool = False,
+                 tls: TLSOptions | None = None, authorization: str | None = None,
+                 log: str | None = None, verify: bool = False) -> None:
+        self.store = store
+        self.routes = ChunkRoutes(store, digest=digest, writable=writable, uncompressed=uncompressed,
+                                  verify=verify)
+        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log)
+
+
+def serve_chunks(
+    store: Store,
+    listen: Sequence[str],
+    *,
+    digest: Digest,
+    writable: bool = False,
+    uncompressed: bool = False,
+    tls: TLSOptions | None = None,
+    authorization: str | None = None,
+    log: str | None = None,
+    ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    verify: bool = False,
+) -> None:
+    """Serve ``store`` on ``listen`` until SIGTERM or SIGINT, then return after a graceful stop.
+
+    ``ready`` is called with the bound addresses once every listener is up;
+    ``verify`` checks each compressed chunk before it is served.
+    Raises ParameterError for an unusable address, certificate or log file
+    and StoreError when ``writable`` is asked of a read-only store.
+    """
+    server = ChunkServer(store, listen, digest=digest, writable=writable, uncompressed=uncompressed,
+                         tls=tls, authorization=authorization, log=log, verify=verify)
+    server.serve_until_signal(ready)

@@ -1,0 +1,154 @@
+"""Stores made of stores: an ordered chain and a read-through cache.
+
+:class:`StoreRouter` asks its stores in the order given (``-s A -s B``) and
+moves on only when one does not hold a chunk; any other failure is final, so a
+broken store is reported rather than hidden. :class:`CachedStore` puts a
+writable local store in front of another store: hits are served (and their
+mtime refreshed) from the cache, misses are fetched, verified, and written back
+in the exact bytes the remote holds (raw reads, which cannot verify, are
+served but not cached); a cached copy that is damaged (or is no chunk file at
+all) is replaced from the remote. Both implement the Store interface, so an
+operation never knows what it talks to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from casync_format import chunk as chunk_codec
+from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from casync_format.digest import Digest
+from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
+
+from .base import Store, WriteStore
+
+__all__ = ["StoreRouter", "CachedStore", "combine"]
+
+
+class StoreRouter(Store):
+    """Read from the first of several stores that holds the chunk."""
+
+    def __init__(self, stores: Sequence[Store]) -> None:
+        if not stores:
+            raise StoreError("no store given")
+        self.stores = list(stores)
+
+    def __str__(self) -> str:
+        return ", ".join(str(s) for s in self.stores)
+
+    def get_raw(self, chunk_id: bytes) -> bytes:
+        return self._first(chunk_id)[1]
+
+    def _first(self, chunk_id: bytes) -> tuple[Store, bytes]:
+        for store in self.stores:
+            try:
+                return store, store.get_raw(chunk_id)
+            except ChunkMissing:
+                continue
+        raise ChunkMissing(chunk_id, self)
+
+    def get_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> bytes:
+        # Each member decodes with its own verify setting and is named on error.
+        store, blob = self._first(chunk_id)
+        return store.decode(chunk_id, blob, digest, size, max_size)
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return any(store.has_chunk(chunk_id) for store in self.stores)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+class CachedStore(Store):
+    """A read-through, write-back cache (a writable store) in front of a store."""
+
+    def __init__(self, remote: Store, cache: WriteStore) -> None:
+        self.remote = remote
+        self.cache = cache
+
+    def __str__(self) -> str:
+        return f"{self.remote} (cache {self.cache})"
+
+    def get_raw(self, chunk_id: bytes) -> bytes:
+        # Raw reads cannot verify (no digest here), so only get_chunk fills the cache.
+        try:
+            blob = self.cache.get_raw(chunk_id)
+        except (ChunkMissing, ChunkInvalid):  # e.g. a symlink where the chunk should be
+            return self.remote.get_raw(chunk_id)
+        self._touch(chunk_id)
+        return blob
+
+    def get_raw_filling(
+        self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+        verify: bool = False,
+    ) -> bytes:
+        """The stored bytes, like :meth:`get_raw`, but a chunk fetched from the
+        remote is verified with ``digest`` and put into the cache (for servers
+        that pass chunks on as stored, e.g. a caching chunk-server). With
+        ``verify`` the cached copy is checked too (a damaged one is replaced
+        from the remote) and the remote's copy is checked whatever its verify
+        setting: what is returned then always decodes to its id."""
+        if self.cache.has_chunk(chunk_id):
+            try:
+                blob = self.cache.get_raw(chunk_id)
+                if verify:
+                    chunk_codec.decode(blob, chunk_id, digest, max_size=max_size, store=self.cache)
+            except (ChunkMissing, ChunkInvalid):
+                pass  # gone meanwhile, or damaged: fetched again below
+            else:
+                self._touch(chunk_id)
+                return blob
+        blob = self.remote.get_raw(chunk_id)
+        if verify:
+            chunk_codec.decode(blob, chunk_id, digest, max_size=max_size, store=self.remote)
+        else:
+            self.remote.decode(chunk_id, blob, digest, max_size=max_size)
+        self.cache.put_raw(chunk_id, blob)
+        return blob
+
+    def _touch(self, chunk_id: bytes) -> None:
+        touch = getattr(self.cache, "touch", None)
+        if touch is not None:
+            touch(chunk_id)
+
+    def get_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> bytes:
+        try:
+            data = self.cache.get_chunk(chunk_id, digest, size, max_size)
+        except (ChunkMissing, ChunkInvalid):
+            # A damaged cached copy is replaced by a good one from the remote.
+            blob = self.remote.get_raw(chunk_id)
+            data = self.remote.decode(chunk_id, blob, digest, size, max_size)
+            self.cache.put_raw(chunk_id, blob)
+            return data
+        self._touch(chunk_id)
+        return data
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return self.cache.has_chunk(chunk_id) or self.remote.has_chunk(chunk_id)
+
+    def close(self) -> None:
+        self.remote.close()
+        self.cache.close()
+
+
+def combine(stores: Sequence[Store], cache: WriteStore | None = None) -> Store:
+    """The store an operation reads from: the chain of ``stores``, behind ``cache``."""
+    if not stores:
+        if cache is None:
+            raise StoreError("no store given")
+        return cache
+    source: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
+    return CachedStore(source, cache) if cache is not None else source
