@@ -998,7 +998,7 @@ def cmd_upgrade_s3(ctx: _Context) -> int:
 def cmd_tar(ctx: _Context) -> int:
     """``tar``: a directory tree or tar stream into a catar, or a caidx and chunks."""
     from casync_format.chunker import ChunkerParams
-    from casync_store import tar, tarstream
+    from casync_store.ops import tar, tarstream
 
     a = ctx.args
     if a.index:

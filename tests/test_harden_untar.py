@@ -20,7 +20,7 @@ import sys
 import pytest
 from test_cli import CLI, ROOT, env, ok  # noqa: F401
 
-from casync_store import _dirfd
+from casync_store.plumbing import dirfd as _dirfd
 
 NAME = "d"
 CONTENT = b"the archive's file where a deep tree was\n"

@@ -30,12 +30,13 @@ from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkInvalid, ChunkMissing, ParameterError, StoreError
 from casync_store import CachedStore, LocalStore
-from casync_store import http as http_store
-from casync_store.ops.extract import extract, zero_chunk
+from casync_store.ops.extract import extract
 from casync_store.ops.make import make
+from casync_store.pipeline import ZeroChunk
 from casync_store.plumbing.config import StoreOptions, load_config
 from casync_store.serve.chunkserver import ChunkServer
 from casync_store.serve.httpserver import TLSOptions
+from casync_store.stores import http as http_store
 from casync_store.stores.base import Store
 from casync_store.stores.http import HTTPStore, open_http, redact_url
 from casync_store.stores.indexio import open_index
@@ -513,7 +514,7 @@ def test_make_and_extract_through_http(backing: LocalStore, tmp_path: Path) -> N
 
 def zero_chunk_id(index_path: str) -> bytes:
     with open_index(index_path) as index:
-        return zero_chunk(index)[1]
+        return ZeroChunk(index).id
 
 
 def test_parallel_gets(backing: LocalStore) -> None:

@@ -24,7 +24,7 @@ from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import FormatError, IndexNotFound, ParameterError, StoreError
 from casync_format.index import IndexHeader
-from casync_store import LocalStore, indexio, indexstore
+from casync_store import LocalStore
 from casync_store.ops.extract import extract
 from casync_store.ops.make import blob_index_header, make
 from casync_store.ops.tar import tar_index
@@ -32,6 +32,7 @@ from casync_store.ops.tarstream import tar_index_from_tarstream
 from casync_store.plumbing.atomic import TEMP_PREFIX
 from casync_store.plumbing.config import StoreOptions
 from casync_store.serve.indexserver import IndexServer
+from casync_store.stores import indexio, indexstore
 from casync_store.stores.indexio import display_location, index_writer, open_index, write_index_file
 from casync_store.stores.indexstore import IndexStore, LocalIndexStore
 

@@ -172,3 +172,83 @@ def test_all_names_exist(rel: str) -> None:
         pytest.skip(f"{module_name}: optional dependency missing: {exc}")
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert not missing, f"{module_name}.__all__ names missing attributes: {missing}"
+
+
+# Which parts of casync_store a part may import (by first path component
+# under casync_store/; "pipeline" is the module casync_store/pipeline.py).
+# A part not listed as allowed is a layering violation: stores know nothing
+# of operations or servers, plumbing knows nothing of chunks' owners, the
+# servers serve stores and never reach into an operation.
+PART_MAY_IMPORT = {
+    "plumbing": {"plumbing"},
+    "stores": {"plumbing", "stores"},
+    "pipeline": {"plumbing", "stores"},
+    "ops": {"plumbing", "stores", "pipeline", "ops"},
+    "serve": {"plumbing", "stores", "pipeline", "serve"},
+}
+
+
+def _part(module: str) -> str:
+    """``casync_store.ops.make`` -> ``ops``; ``casync_store.pipeline`` -> ``pipeline``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _store_imports(rel: str) -> list[tuple[str, list[str]]]:
+    """``(absolute module, imported names)`` of every casync_store import in ``rel``."""
+    module = rel[:-3].replace(os.sep, ".")
+    package = module.split(".")[:-1]  # the package a relative import starts from
+    found = []
+    for node in ast.walk(_tree(rel)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "casync_store":
+                found.append((target, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.split(".")[0] == "casync_store"]
+    return found
+
+
+_PARTED = [rel for rel in _modules("casync_store") if rel.count(os.sep) >= 1 and
+           _part(rel[:-3].replace(os.sep, ".")) in PART_MAY_IMPORT]  # fmt: skip
+
+
+@pytest.mark.parametrize("rel", _PARTED)
+def test_parts_import_only_lower_layers(rel: str) -> None:
+    mine = _part(rel[:-3].replace(os.sep, "."))
+    bad = []
+    for target, _names in _store_imports(rel):
+        part = _part(target)
+        if part and part not in PART_MAY_IMPORT[mine] and part != "cli":
+            bad.append(target)
+        elif part == "cli":
+            bad.append(f"{target} (the CLI)")
+    assert not bad, f"{rel} ({mine}) may not import: {', '.join(bad)}"
+
+
+_OPS_AND_SERVE = [r for r in _PARTED if _part(r[:-3].replace(os.sep, ".")) in ("ops", "serve")]
+
+
+@pytest.mark.parametrize("rel", _OPS_AND_SERVE)
+def test_no_private_names_across_operations(rel: str) -> None:
+    """An operation (or server) imports only public names of another operation's module."""
+    me = rel[:-3].replace(os.sep, ".")
+    bad = []
+    for target, names in _store_imports(rel):
+        if _part(target) != "ops" or target == me:
+            continue
+        private = [n for n in names if n.startswith("_")]
+        leaf = target.rsplit(".", 1)[-1]
+        if private or (leaf.startswith("_") and _part(me) != "ops"):
+            bad.append(f"{target}: {', '.join(private) or 'a private module'}")
+    assert not bad, f"{rel} reaches into: {'; '.join(bad)}"
+
+
+def test_layering_finder_resolves_relative_imports() -> None:
+    found = dict(_store_imports(os.path.join("casync_store", "ops", "extract.py")))
+    assert "casync_store.pipeline" in found and "ChunkReader" in found["casync_store.pipeline"]
+    assert "casync_store.stores.base" in found

@@ -3,7 +3,7 @@
 Given an index and the blob it was made from (a file or block device), the
 worker pool reads each chunk's bytes at the offset the index names, checks
 them against the chunk id, and stores those the store does not hold yet (each
-id once per run, through make's :class:`~casync_store.ops.make.StoreOnce`). A blob that no
+id once per run, through the shared :class:`~casync_store.pipeline.StoreOnce`). A blob that no
 longer matches its index is an error naming the chunk and the offset; nothing
 is stored for a mismatching chunk.
 """
@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from casync_format.errors import ChunkInvalid, FormatError
 from casync_format.index import Index, IndexChunk
 
+from ..pipeline import Outcome, StoreOnce
 from ..plumbing.fileio import pread
 from ..plumbing.pool import ThreadMap, io_workers
 from ..plumbing.progress import Progress, phase
 from ..stores.base import WriteStore, require_writable
-from .make import PRESENT, STORED, StoreOnce
 
 __all__ = ["ChopStats", "chop"]
 
@@ -38,6 +38,17 @@ class ChopStats:
         """The stats with desync-style dashed keys, for --print-stats."""
         return {key.replace("_", "-"): value for key, value in asdict(self).items()}
 
+    def count(self, outcome: Outcome, size: int) -> None:
+        """Add one chunk of ``size`` bytes by its outcome."""
+        self.chunks_total += 1
+        self.bytes_total += size
+        if outcome is Outcome.STORED:
+            self.chunks_stored += 1
+        elif outcome is Outcome.PRESENT:
+            self.chunks_in_store += 1
+        else:
+            self.chunks_duplicate += 1
+
 
 class _Chopper:
     """Reads, checks and stores one chunk; the function the pool maps."""
@@ -48,7 +59,7 @@ class _Chopper:
         self.digest = index.digest
         self.store_once = StoreOnce(store, getattr(store, "compression", "zstd"))
 
-    def __call__(self, item: IndexChunk) -> tuple[int, int]:
+    def __call__(self, item: IndexChunk) -> tuple[Outcome, int]:
         data = pread(self.fd, item.size, item.start)
         if len(data) != item.size:
             raise FormatError(
@@ -85,14 +96,7 @@ def chop(
             work, iter(index), threads, in_flight=4 * threads, ordered=False
         ) as results:
             for fate, size in results:
-                stats.chunks_total += 1
-                stats.bytes_total += size
-                if fate == STORED:
-                    stats.chunks_stored += 1
-                elif fate == PRESENT:
-                    stats.chunks_in_store += 1
-                else:
-                    stats.chunks_duplicate += 1
+                stats.count(fate, size)
                 if progress is not None:
                     progress.add(size)
     finally:

@@ -26,7 +26,6 @@ never fetched, as with desync's null-chunk seed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -36,10 +35,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from casync_format.digest import Digest
-from casync_format.errors import StoreError
 from casync_format.index import Index, IndexChunk
 
+from ..pipeline import ChunkReader, Outcome, ZeroChunk, is_zero
 from ..plumbing.fileio import fdatasync, pread, pwrite_all
 from ..plumbing.pool import ThreadMap, default_workers
 from ..plumbing.progress import Progress, phase
@@ -48,9 +46,8 @@ from ..stores.indexio import STDIO
 from ._outputlock import in_place as locked_in_place
 from ._outputlock import replacing
 
-__all__ = ["ExtractStats", "extract", "fetch_chunk", "naming_chunk", "is_zero", "zero_chunk"]
+__all__ = ["ExtractStats", "extract"]
 
-_FETCHED, _ZERO, _IN_PLACE = range(3)
 _BATCH = 4  # chunks a worker takes at a time
 _FLUSH_EVERY = 128 * 1024 * 1024  # start writeback after this many bytes, so the last fsync is short
 
@@ -77,50 +74,16 @@ class ExtractStats:
             "bytes-written": self.bytes_written,
         }
 
-
-def _named(exc: StoreError, store: Store, chunk_id: bytes) -> StoreError | None:
-    """A StoreError like ``exc`` that names the chunk and the store (None: it does)."""
-    text = str(exc)
-    names_chunk, names_store = chunk_id.hex() in text, f"store {store}" in text
-    if names_chunk and names_store:
-        return None
-    if names_store:  # e.g. "store ssh://h/x: cannot run 'ssh'": add only the chunk
-        return StoreError(f"chunk {chunk_id.hex()}: {text}")
-    return StoreError(f"chunk {chunk_id.hex()} from store {store}: {text}")
-
-
-@contextlib.contextmanager
-def naming_chunk(store: Store, chunk_id: bytes) -> Iterator[None]:
-    """Re-raise a :class:`StoreError` so that it names the chunk and the store."""
-    try:
-        yield
-    except StoreError as exc:
-        named = _named(exc, store, chunk_id)
-        if named is None:
-            raise
-        raise named from exc
-
-
-def fetch_chunk(store: Store, item: IndexChunk, digest: Digest) -> bytes:
-    """The verified data of an index item; every error names the chunk and the store."""
-    with naming_chunk(store, item.id):
-        return store.get_chunk(item.id, digest, item.size)
-
-
-def zero_chunk(index: Index) -> tuple[int, bytes]:
-    """``(size, id)`` of the index's all-zero chunk of maximum size.
-
-    A run of zeros is cut into chunks of the maximum size (the chunker never
-    cuts inside one), so this one chunk stands for nearly every zero range; it
-    is recognised by its id and never fetched, as with desync's null-chunk seed.
-    """
-    size = index.header.chunk_size_max
-    return size, index.digest(bytes(size)) if index.count else b""
-
-
-def is_zero(data: bytes) -> bool:
-    """Whether ``data`` is all zero bytes (fast for the common non-zero case)."""
-    return not data or (not data[0] and not data[-1] and data == bytes(len(data)))
+    def count(self, outcome: Outcome, written: int) -> None:
+        """Add one chunk by its outcome, ``written`` of its bytes written to the output."""
+        self.chunks_total += 1
+        self.bytes_written += written
+        if outcome is Outcome.ZERO:
+            self.chunks_zero += 1
+        elif outcome is Outcome.IN_PLACE:
+            self.chunks_in_place += 1
+        else:
+            self.chunks_from_store += 1
 
 
 class _Flusher:
@@ -209,7 +172,7 @@ def extract(
 
 
 def _run(
-    work: Callable[[IndexChunk], tuple[int, int, int]],
+    work: Callable[[IndexChunk], tuple[Outcome, int, int]],
     index: Index,
     concurrency: int | None,
     stats: ExtractStats,
@@ -222,14 +185,7 @@ def _run(
     ) as results:
         for fate, size, written in results:
             flusher.add(written)
-            stats.chunks_total += 1
-            stats.bytes_written += written
-            if fate == _FETCHED:
-                stats.chunks_from_store += 1
-            elif fate == _ZERO:
-                stats.chunks_zero += 1
-            else:
-                stats.chunks_in_place += 1
+            stats.count(fate, written)
             if progress is not None:
                 progress.add(size)
 
@@ -243,22 +199,18 @@ class _FileWriter:
 
     def __init__(self, fd: int, store: Store, index: Index, old_size: int, check: bool) -> None:
         self.fd = fd
-        self.store = store
+        self.source = ChunkReader(store, index)
         self.digest = index.digest
         self.old_size = old_size  # bytes of the output that existed before
         self.check = check  # compare existing bytes to the chunk first (in place)
-        self.zero_size, self.zero_id = zero_chunk(index)
 
-    def __call__(self, item: IndexChunk) -> tuple[int, int, int]:
-        """``(fate, size, bytes written)`` for one index item."""
+    def __call__(self, item: IndexChunk) -> tuple[Outcome, int, int]:
+        """``(outcome, size, bytes written)`` for one index item."""
         if self.check and item.start < self.old_size:
             old = pread(self.fd, item.size, item.start)
             if len(old) == item.size and self.digest(old) == item.id:
-                return _IN_PLACE, item.size, 0
-        if item.size == self.zero_size and item.id == self.zero_id:
-            fate, data = _ZERO, bytes(item.size)  # immutable, one per call: nothing shared
-        else:
-            fate, data = _FETCHED, fetch_chunk(self.store, item, self.digest)
+                return Outcome.IN_PLACE, item.size, 0
+        fate, data = self.source.read(item)
         # Past the old end a zero chunk reads as zero from the hole truncate makes.
         if item.start >= self.old_size and is_zero(data):
             return fate, item.size, 0
@@ -312,24 +264,12 @@ def _to_stream(
     stats: ExtractStats,
     progress: Progress | None,
 ) -> None:
-    digest = index.digest
     threads = default_workers(concurrency)
-    zero_size, zero_id = zero_chunk(index)
-
-    def fetch(item: IndexChunk) -> tuple[int, bytes]:
-        if item.size == zero_size and item.id == zero_id:
-            return _ZERO, bytes(zero_size)
-        return _FETCHED, fetch_chunk(store, item, digest)
-
-    with ThreadMap(fetch, iter(index), threads, 4 * _BATCH * threads, batch=_BATCH) as results:
+    source = ChunkReader(store, index)
+    with ThreadMap(source.read, iter(index), threads, 4 * _BATCH * threads, batch=_BATCH) as results:
         for fate, data in results:
             out.write(data)
-            stats.chunks_total += 1
-            if fate == _ZERO:
-                stats.chunks_zero += 1
-            else:
-                stats.chunks_from_store += 1
-            stats.bytes_written += len(data)
+            stats.count(fate, len(data))
             if progress is not None:
                 progress.add(len(data))
     out.flush()
@@ -337,10 +277,10 @@ def _to_stream(
 
 def _data_ranges(index: Index) -> Iterator[tuple[int, int]]:
     """Merged ``(offset, length)`` ranges of the chunks that are not all zero."""
-    size, zero_id = zero_chunk(index)
+    zero = ZeroChunk(index)
     start = end = 0
     for item in index:
-        if item.size == size and item.id == zero_id:
+        if zero.matches(item):
             if end > start:
                 yield start, end - start
             start = end = item.start + item.size

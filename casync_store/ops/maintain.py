@@ -21,10 +21,10 @@ from casync_format.digest import SHA256, SHA512_256, Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 from casync_format.index import Index, IndexChunk
 
+from ..pipeline import Outcome, naming_chunk
 from ..plumbing.pool import Claims, ThreadMap, io_workers
 from ..plumbing.progress import Progress, phase
 from ..stores.base import PruneStore, Store, WriteStore, require_prunable, require_writable
-from .extract import naming_chunk
 
 __all__ = ["VerifyStats", "CacheStats", "verify_store", "prune_store", "fill_cache", "referenced_ids"]
 
@@ -60,6 +60,19 @@ class CacheStats:
     def to_dict(self) -> dict[str, int]:
         """The stats with desync-style dashed keys, for --print-stats."""
         return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+
+    def count(self, outcome: Outcome, nbytes: int) -> None:
+        """Add one index item by its outcome (``nbytes`` written to the cache)."""
+        self.chunks_total += 1
+        self.bytes_copied += nbytes
+        if outcome in (Outcome.STORED, Outcome.REPAIRED):
+            self.chunks_copied += 1
+        if outcome is Outcome.REPAIRED:
+            self.chunks_repaired += 1
+        elif outcome is Outcome.PRESENT:
+            self.chunks_in_cache += 1
+        elif outcome is Outcome.REPEAT:
+            self.chunks_duplicate += 1
 
 
 def _other(digest: Digest) -> Digest:
@@ -180,19 +193,19 @@ def fill_cache(
     cache = require_writable(cache)
     claims = Claims()
 
-    def copy(job: tuple[IndexChunk, Digest]) -> tuple[str, int]:
+    def copy(job: tuple[IndexChunk, Digest]) -> tuple[Outcome, int]:
         item, digest = job
         if not claims.claim(item.id):
-            return "duplicate", 0
+            return Outcome.REPEAT, 0
         try:
             state = _cached_state(cache, item, digest)
             if state == "present":
-                return "present", 0
+                return Outcome.PRESENT, 0
             with naming_chunk(source, item.id):
                 blob = source.get_raw(item.id)
                 source.decode(item.id, blob, digest, item.size)
             _put(cache, item.id, blob, state == "damaged")
-            return ("repaired" if state == "damaged" else "copied"), len(blob)
+            return (Outcome.REPAIRED if state == "damaged" else Outcome.STORED), len(blob)
         finally:
             claims.done(item.id)
 
@@ -203,20 +216,7 @@ def fill_cache(
         copy, _items(indexes), threads, 4 * threads, ordered=False
     ) as results:
         for fate, nbytes in results:
-            _count(stats, fate, nbytes)
+            stats.count(fate, nbytes)
             if progress is not None:
                 progress.add(1)
     return stats
-
-
-def _count(stats: CacheStats, fate: str, nbytes: int) -> None:
-    stats.chunks_total += 1
-    stats.bytes_copied += nbytes
-    if fate in ("copied", "repaired"):
-        stats.chunks_copied += 1
-    if fate == "repaired":
-        stats.chunks_repaired += 1
-    elif fate == "present":
-        stats.chunks_in_cache += 1
-    elif fate == "duplicate":
-        stats.chunks_duplicate += 1

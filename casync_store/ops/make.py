@@ -19,10 +19,8 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable
 
-from casync_format import chunk as chunk_codec
 from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_chunks
 from casync_format.compress import COMPRESSIONS
 from casync_format.constants import CA_FORMAT_BLOB_INDEX_FLAGS
@@ -30,42 +28,22 @@ from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import ParameterError
 from casync_format.index import IndexHeader
 
+from ..pipeline import ChunkWorker, Span, StoreStats
 from ..plumbing.config import StoreOptions
 from ..plumbing.fileio import same_file
-from ..plumbing.pool import Claims, ThreadMap, default_workers, io_workers
+from ..plumbing.pool import ThreadMap, default_workers, io_workers
 from ..plumbing.progress import Progress, phase
 from ..stores.base import WriteStore, require_writable
 from ..stores.indexio import STDIO, index_writer
 from ..stores.indexstore import is_remote_location
 
-__all__ = [
-    "MakeStats", "make", "blob_index_header", "iter_chunk_ids",
-    "StoreOnce", "ChunkWorker", "count_chunk", "NEW", "STORED", "PRESENT", "REPEAT",
-]
+__all__ = ["MakeStats", "make", "blob_index_header", "iter_chunk_ids"]
 
 _DROP_EVERY = 8 * 1024 * 1024  # unmap finished input pages in steps of this many bytes
 _SEGMENT = 4 * 1024 * 1024  # parallel cut search: bytes per segment (bounds read-ahead)
 
-NEW, STORED, PRESENT, REPEAT = range(4)  # a chunk's fate in make and chop
 
-Span = Union[tuple[int, int], tuple[int, bytes]]
-
-
-@dataclass
-class MakeStats:
-    """What ``make`` did: chunk counts by fate, and byte counts."""
-
-    chunks_total: int = 0  # items in the index
-    chunks_unique: int = 0  # distinct chunk ids among them (see Claims)
-    chunks_duplicate: int = 0  # repeats of a chunk met earlier in this run
-    chunks_stored: int = 0  # chunks compressed and written to the store
-    chunks_in_store: int = 0  # chunks the store held already
-    bytes_total: int = 0  # blob size
-    bytes_stored: int = 0  # compressed bytes written to the store
-
-    def to_dict(self) -> dict[str, int]:
-        """The stats with desync-style dashed keys, for --print-stats."""
-        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+MakeStats = StoreStats  # what make did: its chunks by outcome, and byte counts
 
 
 def blob_index_header(params: ChunkerParams, digest: Digest) -> IndexHeader:
@@ -73,56 +51,6 @@ def blob_index_header(params: ChunkerParams, digest: Digest) -> IndexHeader:
     return IndexHeader(
         CA_FORMAT_BLOB_INDEX_FLAGS | digest.flag, params.min_size, params.avg_size, params.max_size
     )
-
-
-class StoreOnce:
-    """Stores each chunk at most once per run; the step make and chop share.
-
-    Calling it with a chunk's id and data returns ``(fate, stored bytes)``:
-    REPEAT for a chunk met earlier in this run (decided by :class:`Claims`),
-    PRESENT when the store holds it already, STORED when it was compressed and
-    written, NEW when there is no store. Thread-safe.
-    """
-
-    def __init__(self, store: WriteStore | None, compression: str) -> None:
-        self.store = store
-        self.compression = compression
-        self.claims = Claims()
-
-    def __call__(self, cid: bytes, data: bytes | memoryview) -> tuple[int, int]:
-        if not self.claims.claim(cid):
-            return REPEAT, 0
-        try:
-            store = self.store
-            if store is None:
-                return NEW, 0
-            if store.has_chunk(cid):
-                return PRESENT, 0
-            blob = chunk_codec.encode(data, self.compression)
-            store.store_chunk(cid, data, blob)
-            return STORED, len(blob)
-        finally:
-            self.claims.done(cid)
-
-
-class ChunkWorker:
-    """Hashes (and stores) one chunk; the function the worker pool maps (make, tar -i)."""
-
-    def __init__(self, view: memoryview | None, store: WriteStore | None, digest: Digest, compression: str):
-        self.view = view
-        self.digest = digest
-        self.store_once = StoreOnce(store, compression)
-
-    def __call__(self, span: Span) -> tuple[bytes, int, int, int]:
-        start, what = span
-        if isinstance(what, int) and self.view is not None:
-            with self.view[start : start + what] as data:
-                return self._handle(data)
-        return self._handle(what)  # type: ignore[arg-type]
-
-    def _handle(self, data: bytes | memoryview) -> tuple[bytes, int, int, int]:
-        cid = self.digest(data)
-        return (cid, len(data), *self.store_once(cid, data))
 
 
 def make(
@@ -165,7 +93,7 @@ def make(
         with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
             for cid, size, fate, nbytes in results:
                 writer.add(cid, size)
-                count_chunk(stats, fate, size, nbytes)
+                stats.count(fate, size, nbytes)
                 source.done(size)
                 if progress is not None:
                     progress.add(size)
@@ -197,19 +125,6 @@ def iter_chunk_ids(
                 yield start, size, cid
                 start += size
                 source.done(size)
-
-
-def count_chunk(stats: MakeStats, fate: int, size: int, nbytes: int) -> None:
-    """Add one chunk's fate (NEW/STORED/PRESENT/REPEAT) to ``stats``."""
-    stats.chunks_total += 1
-    stats.bytes_total += size
-    if fate == REPEAT:
-        stats.chunks_duplicate += 1
-    elif fate == STORED:
-        stats.chunks_stored += 1
-        stats.bytes_stored += nbytes
-    elif fate == PRESENT:
-        stats.chunks_in_store += 1
 
 
 class _Input:

@@ -33,11 +33,11 @@ from typing import Any, Callable
 from casync_format.errors import CasyncError, MissingDependency, ParameterError, StoreError
 from casync_format.index import Index, IndexChunk
 
+from ..pipeline import ZeroChunk, fetch_chunk
 from ..plumbing.config import split_url
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store
 from ..stores.indexstore import is_remote_location
-from .extract import fetch_chunk, zero_chunk
 
 __all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_READAHEAD", "ChunkCache", "IndexFS", "mount_index", "mount_name"]
 
@@ -179,7 +179,7 @@ class IndexFS:
         self.readahead = min(readahead, cache_bytes // (2 * avg))  # prefetched data must not evict itself
         self._mtime_ns = int((time.time() if mtime is None else mtime) * 1e9)
         self._mountpoint, self._ready = mountpoint, ready
-        self._zero_size, self._zero_id = zero_chunk(index)
+        self._zero = ZeroChunk(index)
         self._zeros = b""
         self._index_lock = threading.Lock()
         self._hint: tuple[int, IndexChunk] | None = None
@@ -302,9 +302,9 @@ class IndexFS:
             return self.index[i]
 
     def _chunk(self, item: IndexChunk) -> bytes:
-        if item.id == self._zero_id and item.size == self._zero_size:
+        if self._zero.matches(item):
             if not self._zeros:
-                self._zeros = bytes(self._zero_size)
+                self._zeros = bytes(item.size)
             return self._zeros
         return self.cache.get(item.id, lambda: fetch_chunk(self.store, item, self.index.digest))
 
@@ -322,7 +322,7 @@ class IndexFS:
             stop = self._ahead = min(last + 1 + self.readahead, self.index.count)
         for i in range(first, stop):
             item = self._item(i)
-            if item.id == self._zero_id or item.id in self.cache:
+            if item.id == self._zero.id or item.id in self.cache:
                 continue
             with self._state_lock:
                 if item.id in self._queued or self._closed:

@@ -50,6 +50,7 @@ from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import FormatError, ParameterError
 from casync_format.index import IndexHeader
 
+from ..pipeline import ChunkWorker, StoreStats
 from ..plumbing.atomic import atomic_write
 from ..plumbing.config import StoreOptions
 from ..plumbing.pool import ThreadMap, default_workers, io_workers
@@ -57,7 +58,6 @@ from ..plumbing.progress import Progress, phase
 from ..stores.base import WriteStore, require_writable
 from ..stores.indexio import STDIO, index_writer
 from ._walk import PathLike, TreeEvent, walk_tree
-from .make import ChunkWorker, MakeStats, count_chunk
 
 __all__ = [
     "TarStats", "TreeEvent", "walk_tree", "write_tree", "tar", "tar_index", "index_events", "index_flags",
@@ -107,7 +107,7 @@ class TarStats:
     others: int = 0  # fifos and sockets
     payload_bytes: int = 0  # regular file content
     archive_bytes: int = 0  # size of the catar stream
-    chunks: MakeStats | None = None  # tar_index only
+    chunks: StoreStats | None = None  # tar_index only
 
     def to_dict(self) -> dict[str, int]:
         """The stats with desync-style dashed keys (chunk counts merged in)."""
@@ -482,7 +482,7 @@ def index_events(
     header = IndexHeader(flags, params.min_size, params.avg_size, params.max_size)
     workers = default_workers(concurrency)
     threads, batch = (workers + 1, 4) if store is None else (io_workers(workers), 2)
-    chunks = MakeStats()
+    chunks = StoreStats()
     result: list[TarStats] = []
     spans = _archive_chunks(events, flags, params, result)
     with contextlib.ExitStack() as stack:
@@ -493,7 +493,7 @@ def index_events(
         with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
             for cid, size, fate, nbytes in results:
                 out.add(cid, size)
-                count_chunk(chunks, fate, size, nbytes)
+                chunks.count(fate, size, nbytes)
                 if progress is not None:
                     progress.add(size)
         if not result:

@@ -56,15 +56,15 @@ from casync_format.constants import (
     CA_FORMAT_WITH_NSEC_TIME,
     CA_FORMAT_WITH_PERMISSIONS,
 )
-from casync_format.index import Index, IndexChunk
+from casync_format.index import Index
 
+from ..pipeline import ChunkReader
 from ..plumbing.dirfd import DIR_FLAGS as _DIR_FLAGS
 from ..plumbing.dirfd import FD_WINDOW as _FD_WINDOW
 from ..plumbing.dirfd import remove as _remove
 from ..plumbing.dirfd import reopen_dotdot as _reopen_dotdot
 from ..plumbing.pool import ThreadMap, default_workers
 from ..stores.base import Store
-from .extract import fetch_chunk, zero_chunk
 
 __all__ = ["UntarStats", "untar", "untar_index", "index_reader", "IndexReader"]
 
@@ -123,17 +123,10 @@ class IndexReader(io.RawIOBase):
 
     def __init__(self, index: Index, store: Store, concurrency: int | None = None) -> None:
         super().__init__()
-        digest = index.digest
-        zero_size, zero_id = zero_chunk(index)
-
-        def fetch(item: IndexChunk) -> bytes:
-            if item.size == zero_size and item.id == zero_id:
-                return bytes(zero_size)
-            return fetch_chunk(store, item, digest)
-
+        source = ChunkReader(store, index)
         workers = default_workers(concurrency)
         # Batches of consecutive chunks cut the hand-offs between threads.
-        self._map = ThreadMap(fetch, iter(index), workers, in_flight=4 * _BATCH * workers, batch=_BATCH)
+        self._map = ThreadMap(source.data, iter(index), workers, in_flight=4 * _BATCH * workers, batch=_BATCH)
         self._chunks = iter(self._map)
         self._data = b""
         self._pos = 0
