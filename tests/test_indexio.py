@@ -24,7 +24,7 @@ from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import FormatError, IndexNotFound, ParameterError, StoreError
 from casync_format.index import IndexHeader
-from casync_store import LocalStore, indexio, indexstore
+from casync_store import LocalStore
 from casync_store.ops.extract import extract
 from casync_store.ops.make import blob_index_header, make
 from casync_store.ops.tar import tar_index
@@ -32,6 +32,7 @@ from casync_store.ops.tarstream import tar_index_from_tarstream
 from casync_store.plumbing.atomic import TEMP_PREFIX
 from casync_store.plumbing.config import StoreOptions
 from casync_store.serve.indexserver import IndexServer
+from casync_store.stores import indexio, indexstore
 from casync_store.stores.indexio import display_location, index_writer, open_index, write_index_file
 from casync_store.stores.indexstore import IndexStore, LocalIndexStore
 
@@ -134,7 +135,8 @@ def test_options_for_gets_the_index_store_location(tmp_path: str, blob: str) -> 
         secret_url = remote.base.replace("http://", "http://me:pw@") + "/missing.caibx"
         with pytest.raises(IndexNotFound) as err, open_index(secret_url, options_for=options_for):
             pass
-        assert str(err.value) == f"index {remote.base}/missing.caibx does not exist"
+        shown = remote.base.replace("http://", "http://me:***@")
+        assert str(err.value) == f"index {shown}/missing.caibx does not exist"
     finally:
         remote.server.shutdown(grace=5)
 
@@ -167,7 +169,7 @@ def test_unreachable_index_store_is_a_store_error() -> None:
 
 
 def test_display_location_hides_credentials() -> None:
-    assert display_location("https://u:secret@h/x.caibx") == "https://h/x.caibx"
+    assert display_location("https://u:secret@h/x.caibx") == "https://u:***@h/x.caibx"
     assert display_location("local/u:secret@x.caibx") == "local/u:secret@x.caibx"
     assert display_location("-") == "-"
 

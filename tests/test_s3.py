@@ -48,13 +48,14 @@ from casync_format import chunk as chunk_codec
 from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkMissing, IndexNotFound, MissingDependency, ParameterError, StoreError
-from casync_store import CachedStore, LocalStore, _s3client
-from casync_store import s3 as s3mod
+from casync_store import CachedStore, LocalStore
 from casync_store.ops.extract import extract
 from casync_store.ops.info import index_info
 from casync_store.ops.maintain import prune_store, verify_store
 from casync_store.ops.make import make
 from casync_store.plumbing.config import StoreOptions, load_config
+from casync_store.stores import _s3client
+from casync_store.stores import s3 as s3mod
 from casync_store.stores.indexio import open_index
 from casync_store.stores.indexstore import open_index_store, split_index_location
 from casync_store.stores.location import open_store

@@ -25,8 +25,8 @@ from casync_format import chunk as chunk_codec
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkMissing, ParameterError, StoreError
 from casync_store import LocalStore
-from casync_store import ssh as ssh_mod
 from casync_store.plumbing.config import StoreOptions
+from casync_store.stores import ssh as ssh_mod
 from casync_store.stores.location import open_store
 from casync_store.stores.ssh import SSHStore, parse_location
 

@@ -58,7 +58,7 @@ from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing, IndexNotFound, ParameterError, StoreError
 
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
 from ._httpclient import (
     DEFAULT_TIMEOUT,
     STALE,
@@ -73,19 +73,18 @@ from ._httpclient import (
     effective_timeout,
     is_latin1,
     proxy_for,
-    redact_url,
     snippet,
     tls_context,
 )
 from .base import WriteStore
 from .indexstore import WriteIndexStore, check_index_name
+from .locparse import Location
 
 __all__ = [
     "HTTPStore",
     "HTTPIndexStore",
     "open_http",
     "open_http_index_store",
-    "redact_url",
     "DEFAULT_TIMEOUT",
     "DEFAULT_CONCURRENCY",
     "MAX_RETRY_DELAY",
@@ -178,26 +177,24 @@ class _HTTPBase:
 
     def __init__(self, location: str, options: StoreOptions | None = None) -> None:
         options = options if options is not None else StoreOptions()
-        self.location = redact_url(location)
+        loc = Location.parse(location)
+        self.location = loc.redacted()
         self.options = options
-        parts = split_url(location)
-        self.scheme = parts.scheme.lower()
+        self.scheme = loc.scheme
         if self.scheme not in ("http", "https"):
             raise ParameterError(f"{self.kind} {self}: not an http:// or https:// location")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ParameterError(f"{self.kind} {self}: invalid port") from None
-        if not parts.hostname:
+        if not loc.port_valid:
+            raise ParameterError(f"{self.kind} {self}: invalid port")
+        if not loc.host:
             raise ParameterError(f"{self.kind} {self}: no host name")
-        self.host = parts.hostname
-        self.port = port or (443 if self.scheme == "https" else 80)
-        path = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+        self.host = loc.host
+        self.port = loc.port or (443 if self.scheme == "https" else 80)
+        path = urllib.parse.quote(loc.path or "/", safe="/%:@!$&'()*+,;=-._~")
         self.base_path = path if path.endswith("/") else path + "/"
         self.timeout = effective_timeout(options.timeout)
         self.attempts = max(1, options.error_retry)
         self.retry_interval = max(0.0, options.error_retry_base_interval)
-        self._headers = self._make_headers(parts, options)
+        self._headers = self._make_headers(loc, options)
         self._tls = tls_context(options, self.location) if self.scheme == "https" else None
         self.proxy = proxy_for(self.scheme, self.host, self.location)
         if self.proxy is not None and self._tls is None:  # plain HTTP: absolute URLs to the proxy
@@ -216,11 +213,11 @@ class _HTTPBase:
         """Close the kept connections; later requests fail."""
         self._pool.close()
 
-    def _make_headers(self, parts: urllib.parse.SplitResult, options: StoreOptions) -> dict[str, str]:
+    def _make_headers(self, loc: Location, options: StoreOptions) -> dict[str, str]:
         headers = {"User-Agent": "pycasync"}
         auth = options.http_auth
-        if not auth and parts.username is not None:
-            auth = basic_auth(parts.username, parts.password)
+        if not auth and loc.user is not None:
+            auth = basic_auth(loc.user, loc.password)
         for name, value in (("Authorization", auth), ("Cookie", options.http_cookie)):
             if not value:
                 continue

@@ -25,7 +25,8 @@ from typing import BinaryIO, Callable
 from casync_format.errors import IndexNotFound, ParameterError, StoreError
 
 from ..plumbing.atomic import atomic_write
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
+from .locparse import Location
 
 __all__ = [
     "IndexStore",
@@ -164,24 +165,17 @@ def copy_exactly(source: BinaryIO, out: BinaryIO, size: int) -> int:
 
 def open_local_index_store(location: str, options: StoreOptions) -> LocalIndexStore:
     """A :class:`LocalIndexStore` for a directory path or ``file://`` URL."""
-    if location.startswith("file://"):
-        parts = split_url(location)
-        if parts.netloc not in ("", "localhost"):
-            raise StoreError(f"index store {location}: file:// URLs must name a local path")
-        location = urllib.parse.unquote(parts.path) or "/"
+    loc = Location.parse(location)
+    if loc.scheme == "file":
+        if loc.netloc not in ("", "localhost"):
+            raise StoreError(f"index store {loc}: file:// URLs must name a local path")
+        location = urllib.parse.unquote(loc.path) or "/"
     return LocalIndexStore(location or ".")
-
-
-def _scheme(location: str) -> str:
-    scheme = split_url(location).scheme.lower()
-    if len(scheme) > 1 and location[len(scheme) : len(scheme) + 3] == "://":
-        return scheme
-    return ""
 
 
 def is_remote_location(location: str) -> bool:
     """Whether an index location names a URL (anything but a local path, ``file://`` or ``-``)."""
-    return _scheme(location) not in ("", "file")
+    return Location.parse(location).is_remote
 
 
 def split_index_location(location: str) -> tuple[str, str]:
@@ -191,18 +185,16 @@ def split_index_location(location: str) -> tuple[str, str]:
     URL's query (``?lookup=path``) stays with the store. Raises
     :class:`ParameterError` when no valid name can be taken from it.
     """
-    scheme = _scheme(location)
-    if scheme in ("", "file") and not location.startswith("file://"):
+    loc = Location.parse(location)
+    if not loc.is_url:
         base, name = os.path.split(location)
-        return base or ".", check_index_name(name, location)
-    parts = split_url(location)
-    path = parts.path
+        return base or ".", check_index_name(name, loc)
+    path = loc.path
     slash = path.rfind("/")
     if slash < 0:
-        raise ParameterError(f"index location {location}: no index name in the path")
+        raise ParameterError(f"index location {loc}: no index name in the path")
     name = urllib.parse.unquote(path[slash + 1 :])
-    base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path[:slash] or "/", parts.query, ""))
-    return base, check_index_name(name, location)
+    return loc.with_path(path[:slash] or "/"), check_index_name(name, loc)
 
 
 def open_index_store(
@@ -216,12 +208,13 @@ def open_index_store(
     scheme that cannot hold indexes (``ssh://``: casync's protocol serves
     them, but desync and pycasync store indexes elsewhere).
     """
-    scheme = _scheme(location)
+    loc = Location.parse(location)
+    scheme = loc.scheme
     target = INDEX_BACKENDS.get(scheme)
     if target is None:
         if scheme == "ssh":
-            raise StoreError(f"index location {location}: ssh:// stores cannot hold indexes (use sftp://)")
-        raise StoreError(f"index location {location}: scheme {scheme!r} cannot hold indexes")
+            raise StoreError(f"index location {loc}: ssh:// stores cannot hold indexes (use sftp://)")
+        raise StoreError(f"index location {loc}: scheme {scheme!r} cannot hold indexes")
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     options = options_for(location) if options_for else StoreOptions()

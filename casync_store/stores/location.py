@@ -20,11 +20,15 @@ from typing import Any, Callable
 
 from casync_format.errors import ParameterError, StoreError
 
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
 from .base import Store, require_writable
 from .local import LocalStore
+from .locparse import Location, redact
 
-__all__ = ["BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "open_store", "open_local", "split_location"]
+__all__ = [
+    "BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "Location", "redact",
+    "open_store", "open_local", "split_location",
+]  # fmt: skip
 
 #: The backends this version has: scheme ("" = plain path) -> "module:factory".
 BACKENDS: dict[str, str] = {
@@ -52,10 +56,8 @@ def split_location(location: str) -> tuple[str, str]:
     A one-letter "scheme" is a Windows drive letter, and ``name:x`` without
     ``//`` is a path, as in desync.
     """
-    scheme = split_url(location).scheme.lower()
-    if len(scheme) > 1 and location[len(scheme) : len(scheme) + 3] == "://":
-        return scheme, location[len(scheme) + 3 :]
-    return "", location
+    loc = Location.parse(location)
+    return loc.scheme, loc.rest
 
 
 def _factory(key: str, what: str) -> Callable[..., Any]:
@@ -69,27 +71,27 @@ def _factory(key: str, what: str) -> Callable[..., Any]:
 
 def open_local(location: str, options: StoreOptions) -> Store:
     """A :class:`LocalStore` for a plain path or a ``file://`` URL."""
-    scheme, _ = split_location(location)
+    loc = Location.parse(location)
     path = location
-    if scheme == "file":
-        parts = split_url(location)
-        if parts.netloc not in ("", "localhost"):
-            raise StoreError(f"store {location}: file:// URLs must name a local path")
-        path = urllib.parse.unquote(parts.path)
+    if loc.scheme == "file":
+        if loc.netloc not in ("", "localhost"):
+            raise StoreError(f"store {loc}: file:// URLs must name a local path")
+        path = urllib.parse.unquote(loc.path)
     if not path:
         raise ParameterError("empty store location")
     if options.uncompressed:
-        raise StoreError(f"store {location}: uncompressed stores are not supported in this version")
+        raise StoreError(f"store {loc}: uncompressed stores are not supported in this version")
     return LocalStore(path, verify=not options.skip_verify)
 
 
 def _open_one(location: str, options: StoreOptions, must_exist: bool = False) -> Store:
-    scheme, _ = split_location(location)
+    loc = Location.parse(location)
+    scheme = loc.scheme
     if scheme and scheme not in BACKENDS and scheme not in KNOWN_SCHEMES:
-        raise StoreError(f"store {location}: unknown location scheme {scheme!r}")
-    factory = _factory(scheme, f"store {location}: scheme {scheme!r}")
+        raise StoreError(f"store {loc}: unknown location scheme {scheme!r}")
+    factory = _factory(scheme, f"store {loc}: scheme {scheme!r}")
     if options.encryption:
-        raise StoreError(f"store {location}: encrypted stores are not supported in this version")
+        raise StoreError(f"store {loc}: encrypted stores are not supported in this version")
     store = factory(location, options)
     if must_exist:
         try:
@@ -147,8 +149,8 @@ def _open_group(
     options_for: Callable[[str], StoreOptions] | None,
 ) -> Store:
     if any(not m for m in members):
-        raise ParameterError(f"store {location}: empty member in failover group")
-    group = _factory(FAILOVER, f"store {location}: a failover group (a|b)")
+        raise ParameterError(f"store {redact(location)}: empty member in failover group")
+    group = _factory(FAILOVER, f"store {redact(location)}: a failover group (a|b)")
     stores: list[Store] = []
     try:
         for member in members:

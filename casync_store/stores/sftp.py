@@ -56,7 +56,7 @@ from casync_format.errors import (
 )
 
 from ..plumbing.atomic import TEMP_PREFIX
-from ..plumbing.config import StoreOptions, mask_password, split_url
+from ..plumbing.config import StoreOptions
 from ._sshconnect import (
     SESSIONS_PER_CONNECTION,
     SSH_CONFIG_ENV,
@@ -70,6 +70,7 @@ from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name, copy_exactly
 from .local import CHUNK_SUFFIX, STALE_TEMP_AGE
+from .locparse import Location
 
 __all__ = [
     "SFTPStore",
@@ -107,26 +108,22 @@ class SFTPLocation:
 
 def parse_location(location: str) -> SFTPLocation:
     """Split ``sftp://[user@]host[:port]/path``; raises ParameterError (never echoing a password)."""
-    parts = split_url(location)
-    shown = mask_password(location)
-    what = f"sftp store location {shown!r}"
-    if parts.scheme.lower() != "sftp" or not location[len(parts.scheme) :].startswith("://"):
+    loc = Location.parse(location)
+    what = f"sftp store location {loc.redacted()!r}"
+    if loc.scheme != "sftp":
         raise ParameterError(f"{what}: not an sftp:// location")
-    if parts.password is not None:
+    if loc.password is not None:
         raise ParameterError(f"{what}: passwords are not supported (use keys or an agent)")
-    try:
-        port = parts.port
-        if port == 0:
-            raise ValueError("port 0")
-    except ValueError:
-        raise ParameterError(f"{what}: the port must be a number from 1 to 65535") from None
-    host = parts.hostname or ""
-    user = urllib.parse.unquote(parts.username) if parts.username is not None else None
+    port = loc.port
+    if not loc.port_valid or port == 0:
+        raise ParameterError(f"{what}: the port must be a number from 1 to 65535")
+    host = loc.host
+    user = urllib.parse.unquote(loc.user) if loc.user is not None else None
     for part, text in (("host", host), ("user name", user or "x")):
         if not text or _BAD_TEXT.search(text) or text.startswith("-"):
             raise ParameterError(f"{what}: {part} {text!r} is not allowed")
-    rest = parts.path + (f"?{parts.query}" if parts.query else "")
-    path = urllib.parse.unquote(rest + (f"#{parts.fragment}" if parts.fragment else ""))
+    rest = loc.path + (f"?{loc.query}" if loc.query else "")
+    path = urllib.parse.unquote(rest + (f"#{loc.fragment}" if loc.fragment else ""))
     if not path.startswith("/"):
         raise ParameterError(f"{what}: needs an absolute path (sftp://host/path/to/store)")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
@@ -140,8 +137,8 @@ class _SFTPBase:
 
     def __init__(self, location: str, options: StoreOptions | None, ssh_config: str | None) -> None:
         options = options or StoreOptions()
-        self.name = location
         self.location = parse_location(location)
+        self.name = Location.parse(location).redacted()  # passwords were refused: as given
         self.path = self.location.path
         self.retries = max(0, options.error_retry)
         self.retry_interval = options.error_retry_base_interval

@@ -1,0 +1,140 @@
+"""The Location value (stores.locparse): parsed once, shown only redacted."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from casync_format.errors import ParameterError
+from casync_store.stores.indexstore import is_remote_location, split_index_location
+from casync_store.stores.location import Location, redact, split_location
+from casync_store.stores.locparse import MASK
+
+SCHEMES = ["http", "https", "ssh", "sftp", "s3+http", "s3+https", "file"]
+
+
+@pytest.mark.parametrize(
+    ("text", "scheme", "user", "password", "host", "port", "path"),
+    [
+        ("/srv/store", "", None, None, "", None, "/srv/store"),
+        ("C:/x", "", None, None, "", None, "C:/x"),
+        ("name:x", "", None, None, "", None, "name:x"),
+        ("HTTP://H:8080/a%20b", "http", None, None, "h", 8080, "/a%20b"),
+        ("https://u:p@h/s", "https", "u", "p", "h", None, "/s"),
+        ("sftp://bob@[::1]:2222/srv", "sftp", "bob", None, "::1", 2222, "/srv"),
+        ("s3+https://host/bucket/pre?lookup=path", "s3+https", None, None, "host", None, "/bucket/pre"),
+        ("file:///srv/idx", "file", None, None, "", None, "/srv/idx"),
+    ],
+)
+def test_parse(
+    text: str, scheme: str, user: str | None, password: str | None, host: str, port: int | None, path: str
+) -> None:
+    loc = Location.parse(text)
+    assert (loc.text, loc.scheme, loc.user, loc.password, loc.host, loc.port, loc.path) == (
+        text, scheme, user, password, host, port, path,
+    )
+    assert loc.port_valid and loc.is_url is (scheme != "") and loc.is_remote is (scheme not in ("", "file"))
+
+
+def test_bad_port_is_flagged_not_raised() -> None:
+    loc = Location.parse("http://h:99999/x")
+    assert loc.port is None and not loc.port_valid
+
+
+def test_malformed_url_is_a_parameter_error_without_the_password() -> None:
+    with pytest.raises(ParameterError, match="invalid location") as exc:
+        Location.parse("http://me:hunter2@[::1/x")
+    assert "hunter2" not in str(exc.value) and f"me:{MASK}@" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://alice:s3cr3t@h/store", "http://alice:***@h/store"),
+        ("https://TOKEN@h/x", "https://***@h/x"),  # a lone user name is the HTTP credential
+        ("sftp://bob@h/x", "sftp://bob@h/x"),  # a login name
+        ("ssh://bob:pw@h/x", "ssh://bob:***@h/x"),
+        ("http://u:p@ss@h/x", "http://u:***@h/x"),  # an unencoded "@" in the password
+        ("http://u:p?ss@h/x", "http://u:***@h/x"),  # masked generously: the "?" is no end here
+        ("http://u:a@h/s|https://v:b@h2/t", "http://u:***@h/s|https://v:***@h2/t"),
+        ("/srv/u:secret@x", "/srv/u:secret@x"),  # a path is shown as it is
+        ("http?://u:p@h/*", "http?://u:***@h/*"),  # a glob pattern in store-options
+        ("https://h/x", "https://h/x"),
+    ],
+)
+def test_redact(text: str, shown: str) -> None:
+    assert redact(text) == shown
+    assert redact(shown) == shown  # idempotent
+
+
+def test_str_and_repr_are_redacted() -> None:
+    loc = Location.parse("https://u:hunter2@h/x")
+    assert "hunter2" not in str(loc) and "hunter2" not in repr(loc)
+    assert str(loc) == loc.redacted() == "https://u:***@h/x"
+
+
+def test_parse_is_shared() -> None:
+    assert Location.parse("https://h/shared") is Location.parse("https://h/shared")
+
+
+# --------------------------------------------------------------------------- properties
+
+_SAFE = "abcdefghijklmnopqrstuvwxyz0123456789-._"
+WORD = st.text(alphabet=_SAFE, min_size=1, max_size=12)
+# Passwords use letters no other part uses, so "not in the output" means something.
+PASSWORD = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ!$&'()*+,;=%@:?#", min_size=1, max_size=16).map(
+    lambda s: "PW" + s
+)
+PATH = st.lists(WORD, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+@given(st.sampled_from(SCHEMES), WORD, PASSWORD, WORD, st.none() | st.integers(1, 65535), PATH)
+def test_redacted_never_shows_the_password(
+    scheme: str, user: str, password: str, host: str, port: int | None, path: str
+) -> None:
+    text = f"{scheme}://{user}:{password}@{host}{'' if port is None else f':{port}'}{path}"
+    shown = redact(text)
+    assert "PW" not in shown and shown.startswith(f"{scheme}://{user}:{MASK}@")
+    # a password that the parser sees whole (nothing in it ends the netloc) round-trips
+    if not any(c in password for c in "/?#"):
+        loc = Location.parse(text)
+        got = (loc.scheme, loc.user, loc.password, loc.host, loc.port)
+        assert got == (scheme, user, password, host, port)
+        assert loc.path == path and shown == f"{scheme}://{user}:{MASK}@{loc.hostport}{path}"
+
+
+@given(st.sampled_from(SCHEMES), PASSWORD, PASSWORD)
+def test_redacted_groups_hide_every_password(scheme: str, first: str, second: str) -> None:
+    text = f"{scheme}://a:{first.replace('/', '')}@h/x|{scheme}://b:{second.replace('/', '')}@h2/y"
+    assert "PW" not in redact(text)
+
+
+@given(st.text(max_size=40))
+def test_parse_keeps_the_text_and_agrees_with_the_old_rules(text: str) -> None:
+    try:
+        loc = Location.parse(text)
+    except ParameterError:
+        return
+    assert loc.text == text
+    # The detection every module used to write for itself: urlsplit's scheme, 2+ characters, then "://".
+    scheme = urllib.parse.urlsplit(text).scheme.lower()
+    old = scheme if len(scheme) > 1 and text[len(scheme) : len(scheme) + 3] == "://" else ""
+    assert loc.scheme == old
+    assert split_location(text) == (old, text[len(old) + 3 :] if old else text)
+    assert is_remote_location(text) is (old not in ("", "file"))
+    if "@" not in text:
+        assert redact(text) == text
+
+
+@given(st.text(max_size=40))
+def test_redact_never_raises_and_is_idempotent(text: str) -> None:
+    assert redact(redact(text)) == redact(text)
+
+
+@given(WORD, PASSWORD.map(lambda p: "".join(c for c in p if c not in "/?#@")), WORD)
+def test_index_location_split_keeps_credentials_for_the_store(user: str, password: str, name: str) -> None:
+    base, got = split_index_location(f"https://{user}:{password}@h/dir/{name}.caibx")
+    assert (base, got) == (f"https://{user}:{password}@h/dir", f"{name}.caibx")
