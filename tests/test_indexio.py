@@ -32,7 +32,7 @@ from casync_store.ops.tarstream import tar_index_from_tarstream
 from casync_store.plumbing.atomic import TEMP_PREFIX
 from casync_store.plumbing.config import StoreOptions
 from casync_store.serve.indexserver import IndexServer
-from casync_store.stores import indexio, indexstore
+from casync_store.stores import backends, indexio
 from casync_store.stores.indexio import display_location, index_writer, open_index, write_index_file
 from casync_store.stores.indexstore import IndexStore, LocalIndexStore
 
@@ -212,7 +212,7 @@ def _read_only(location: str, options: StoreOptions) -> _ReadOnly:
 
 
 def test_read_only_index_store_is_refused_before_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(indexstore.INDEX_BACKENDS, "ro", f"{__name__}:_read_only")
+    monkeypatch.setitem(backends.BACKENDS, "ro", backends.Backend(index=f"{__name__}:_read_only"))
     with pytest.raises(StoreError, match="read-only"), index_writer("ro://somewhere/x.caibx", HEADER):
         pytest.fail("the block must not run")
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from casync_format.errors import ParameterError
+from casync_store.stores.backends import BACKENDS, FAILOVER, load_factory
 from casync_store.stores.indexstore import is_remote_location, split_index_location
 from casync_store.stores.location import Location, redact, split_location
 from casync_store.stores.locparse import MASK
@@ -138,3 +139,18 @@ def test_redact_never_raises_and_is_idempotent(text: str) -> None:
 def test_index_location_split_keeps_credentials_for_the_store(user: str, password: str, name: str) -> None:
     base, got = split_index_location(f"https://{user}:{password}@h/dir/{name}.caibx")
     assert (base, got) == (f"https://{user}:{password}@h/dir", f"{name}.caibx")
+
+
+# --------------------------------------------------------------------------- the one backend table
+
+
+@pytest.mark.parametrize("scheme", sorted(BACKENDS))
+def test_every_backend_factory_exists(scheme: str) -> None:
+    backend = BACKENDS[scheme]
+    for target in (backend.store, backend.index):
+        if target is not None:
+            try:
+                assert callable(load_factory(target, scheme))
+            except ImportError as exc:  # an optional dependency (paramiko, boto3) is missing
+                pytest.skip(str(exc))
+    assert (backend.index is None) == (scheme in ("ssh", FAILOVER))

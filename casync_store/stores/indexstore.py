@@ -5,17 +5,16 @@ An index location is a store location plus a file name, as desync splits it:
 holding ``blob.caibx``; ``s3+http://host/bucket/dir/x.caibx?lookup=path`` keeps
 its query on the store. An :class:`IndexStore` opens indexes by name as byte
 streams; a :class:`WriteIndexStore` also stores them, atomically (a reader
-sees the whole new index or the old one). Backends are looked up in
-:data:`INDEX_BACKENDS` (``scheme -> "module:factory"``, imported only when
-used, so paramiko and boto3 are needed only for sftp:// and s3+…:// indexes);
-a factory is called as ``factory(base_location, options)``. Names are
+sees the whole new index or the old one). Backends are looked up in the one
+backend table, :data:`~.backends.BACKENDS` (its ``index`` factories, imported
+only when used, so paramiko and boto3 are needed only for sftp:// and s3+…://
+indexes); a factory is called as ``factory(base_location, options)``. Names are
 checked by :func:`valid_index_name` before any backend sees them, so no name
 from a request or a command line can leave its store.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 import urllib.parse
@@ -26,13 +25,13 @@ from casync_format.errors import IndexNotFound, ParameterError, StoreError
 
 from ..plumbing.atomic import atomic_write
 from ..plumbing.config import StoreOptions
+from .backends import BACKENDS, load_factory
 from .locparse import Location
 
 __all__ = [
     "IndexStore",
     "WriteIndexStore",
     "LocalIndexStore",
-    "INDEX_BACKENDS",
     "valid_index_name",
     "check_index_name",
     "split_index_location",
@@ -42,17 +41,6 @@ __all__ = [
     "copy_stream",
     "copy_exactly",
 ]
-
-#: Index backends: scheme ("" = local path) -> "module:factory".
-INDEX_BACKENDS: dict[str, str] = {
-    "": "casync_store.stores.indexstore:open_local_index_store",
-    "file": "casync_store.stores.indexstore:open_local_index_store",
-    "http": "casync_store.stores.http:open_http_index_store",
-    "https": "casync_store.stores.http:open_http_index_store",
-    "sftp": "casync_store.stores.sftp:open_sftp_index_store",
-    "s3+http": "casync_store.stores.s3:open_s3_index_store",
-    "s3+https": "casync_store.stores.s3:open_s3_index_store",
-}
 
 _COPY = 1024 * 1024
 
@@ -210,13 +198,12 @@ def open_index_store(
     """
     loc = Location.parse(location)
     scheme = loc.scheme
-    target = INDEX_BACKENDS.get(scheme)
-    if target is None:
+    backend = BACKENDS.get(scheme)
+    if backend is None or backend.index is None:
         if scheme == "ssh":
             raise StoreError(f"index location {loc}: ssh:// stores cannot hold indexes (use sftp://)")
         raise StoreError(f"index location {loc}: scheme {scheme!r} cannot hold indexes")
-    module_name, _, attr = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+    factory = load_factory(backend.index, f"index location {loc}")
     options = options_for(location) if options_for else StoreOptions()
     return factory(location, options)
 

@@ -3,17 +3,18 @@
 A location is a local directory (a plain path or ``file://``), a URL whose
 scheme names a backend (``http(s)://``, ``ssh://``, ``sftp://``,
 ``s3+http(s)://``), or several of those joined by ``|`` into a failover
-group. Backends are looked up in :data:`BACKENDS`, a table of
-``scheme -> "module:factory"`` imported only when used, so an optional
-dependency is needed only by the command that needs it and a new backend is
-one new entry. A factory is called as ``factory(location, options)`` and
-returns a :class:`~casync_store.stores.base.Store`; the failover entry (key ``|``)
-is called with the list of member stores.
+group. A location is split once (:class:`~.locparse.Location`) and shown
+only redacted (:func:`~.locparse.redact`). Backends are looked up in the one
+backend table, :data:`~.backends.BACKENDS` (also the index stores'), whose
+modules are imported only when used, so an optional dependency is needed
+only by the command that needs it and a new backend is one new entry. A
+factory is called as ``factory(location, options)`` and returns a
+:class:`~casync_store.stores.base.Store`; the failover entry (key ``|``) is
+called with the list of member stores.
 """
 
 from __future__ import annotations
 
-import importlib
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from typing import Any, Callable
 from casync_format.errors import ParameterError, StoreError
 
 from ..plumbing.config import StoreOptions
+from .backends import BACKENDS, FAILOVER, KNOWN_SCHEMES, load_factory
 from .base import Store, require_writable
 from .local import LocalStore
 from .locparse import Location, redact
@@ -29,25 +31,6 @@ __all__ = [
     "BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "Location", "redact",
     "open_store", "open_local", "split_location",
 ]  # fmt: skip
-
-#: The backends this version has: scheme ("" = plain path) -> "module:factory".
-BACKENDS: dict[str, str] = {
-    "": "casync_store.stores.location:open_local",
-    "file": "casync_store.stores.location:open_local",
-    "http": "casync_store.stores.http:open_http",
-    "https": "casync_store.stores.http:open_http",
-    "ssh": "casync_store.stores.ssh:open_ssh",
-    "sftp": "casync_store.stores.sftp:open_sftp",
-    "s3+http": "casync_store.stores.s3:open_s3",
-    "s3+https": "casync_store.stores.s3:open_s3",
-    "|": "casync_store.stores.failover:FailoverGroup",
-}
-
-#: The key of :data:`BACKENDS` naming the failover group's class.
-FAILOVER = "|"
-
-#: Schemes pycasync knows of; those without a :data:`BACKENDS` entry are not supported yet.
-KNOWN_SCHEMES = ("http", "https", "ssh", "sftp", "s3+http", "s3+https", "gs", "oci+http", "oci+https")
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -61,12 +44,8 @@ def split_location(location: str) -> tuple[str, str]:
 
 
 def _factory(key: str, what: str) -> Callable[..., Any]:
-    target = BACKENDS.get(key)
-    if target is None:
-        raise StoreError(f"{what} is not supported in this version of pycasync")
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)
+    backend = BACKENDS.get(key)
+    return load_factory(backend.store if backend else None, what)
 
 
 def open_local(location: str, options: StoreOptions) -> Store:
