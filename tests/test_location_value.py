@@ -11,6 +11,15 @@ from hypothesis import strategies as st
 from casync_format.errors import ParameterError
 from casync_store.stores.backends import BACKENDS, FAILOVER, load_factory
 from casync_store.stores.indexstore import is_remote_location, split_index_location
+from casync_store.stores.layout import (
+    CHUNK_SUFFIX,
+    chunk_dir,
+    chunk_file,
+    chunk_path,
+    is_chunk_dir,
+    parse_chunk_file,
+    parse_chunk_path,
+)
 from casync_store.stores.location import Location, redact, split_location
 from casync_store.stores.locparse import MASK
 
@@ -154,3 +163,30 @@ def test_every_backend_factory_exists(scheme: str) -> None:
             except ImportError as exc:  # an optional dependency (paramiko, boto3) is missing
                 pytest.skip(str(exc))
     assert (backend.index is None) == (scheme in ("ssh", FAILOVER))
+
+
+# --------------------------------------------------------------------------- the chunk layout
+
+
+@given(st.binary(min_size=32, max_size=32), st.sampled_from([CHUNK_SUFFIX, ""]))
+def test_chunk_layout_round_trips(chunk_id: bytes, suffix: str) -> None:
+    path = chunk_path(chunk_id, suffix)
+    assert path == f"{chunk_id.hex()[:4]}/{chunk_id.hex()}{suffix}"
+    assert path == f"{chunk_dir(chunk_id)}/{chunk_file(chunk_id, suffix)}"
+    assert is_chunk_dir(chunk_dir(chunk_id))
+    assert parse_chunk_path(path, suffix) == chunk_id
+    assert parse_chunk_path("x/" + path, suffix, start=2) == chunk_id
+    assert parse_chunk_file(chunk_file(chunk_id, suffix), chunk_dir(chunk_id), suffix) == chunk_id
+    other = CHUNK_SUFFIX if suffix == "" else ""
+    assert parse_chunk_path(path + other + "x", suffix) is None
+    if path.upper() != path:
+        assert parse_chunk_path(path.upper(), suffix) is None
+    wrong_dir = "%04x" % ((int(chunk_dir(chunk_id), 16) + 1) % 0x10000)
+    assert parse_chunk_path(wrong_dir + path[4:], suffix) is None
+    assert parse_chunk_file(chunk_file(chunk_id, suffix), wrong_dir, suffix) is None
+    assert parse_chunk_file(chunk_file(chunk_id, suffix) + "\n", None, suffix) is None
+
+
+@pytest.mark.parametrize("name", ["README", "abc", "ABCD", "abcde", "abc\n", ""])
+def test_chunk_dirs_are_four_lowercase_hex_digits(name: str) -> None:
+    assert not is_chunk_dir(name)

@@ -36,13 +36,13 @@ from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store, require_writable
+from ..stores.layout import CHUNK_SUFFIX, parse_chunk_path
 from ..stores.router import CachedStore
 from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
 
 __all__ = ["ChunkServer", "ChunkRoutes", "serve_chunks", "chunk_id_from_target", "max_body_size"]
 
 
-_PATH = re.compile(r"/([0-9a-f]{4})/([0-9a-f]{64})(\.cacnk)?")
 _ABSOLUTE = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
 _OCTETS = ("Content-Type", "application/octet-stream")
 _BODY_BUDGET = 1 << 30  # bytes of PUT bodies held in memory at once, over all connections
@@ -53,10 +53,9 @@ def chunk_id_from_target(target: str, uncompressed: bool = False) -> bytes | Non
     absolute = _ABSOLUTE.match(target)
     if absolute:
         target = target[absolute.end():]
-    m = _PATH.fullmatch(target)
-    if m is None or m.group(2)[:4] != m.group(1) or (m.group(3) is None) != uncompressed:
+    if not target.startswith("/"):
         return None
-    return bytes.fromhex(m.group(2))
+    return parse_chunk_path(target, "" if uncompressed else CHUNK_SUFFIX, start=1)
 
 
 def max_body_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
@@ -102,7 +101,7 @@ class ChunkRoutes(ResourceRoutes):
             require_writable(store)
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._budget = _Budget(_BODY_BUDGET)
-        self._suffix = "" if uncompressed else ".cacnk"
+        self._suffix = "" if uncompressed else CHUNK_SUFFIX
 
     def key(self, target: str) -> bytes | None:
         return chunk_id_from_target(target, self.uncompressed)

@@ -78,6 +78,7 @@ from ._httpclient import (
 )
 from .base import WriteStore
 from .indexstore import WriteIndexStore, check_index_name
+from .layout import CHUNK_SUFFIX, chunk_path
 from .locparse import Location
 
 __all__ = [
@@ -104,7 +105,6 @@ MAX_BLOB_SIZE = CA_CHUNK_SIZE_LIMIT_MAX + CA_CHUNK_SIZE_LIMIT_MAX // 64 + (1 << 
 _ERROR_BODY_LIMIT = 1 << 16  # bytes of an error answer read (so the connection can be kept)
 _READ_STEP = 1 << 20
 _SEND_BLOCK = 1 << 16  # bytes per write when a body is streamed from a file
-_SUFFIX = ".cacnk"
 #: A request that failed with these may have been answered early, or sent on a dropped kept connection.
 _SEND_BROKEN = (*STALE, ssl.SSLEOFError)
 
@@ -429,8 +429,7 @@ class HTTPStore(_HTTPBase, WriteStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """The request path of a chunk (base path included)."""
-        name = chunk_id.hex()
-        return f"{self.base_path}{name[:4]}/{name}{'' if self.uncompressed else _SUFFIX}"
+        return self.base_path + chunk_path(chunk_id, "" if self.uncompressed else CHUNK_SUFFIX)
 
     # ------------------------------------------------------------------ the Store API
 
@@ -569,5 +568,5 @@ def open_http(location: str, options: StoreOptions) -> HTTPStore:
 
 
 def open_http_index_store(location: str, options: StoreOptions) -> HTTPIndexStore:
-    """The index store factory for ``http://`` and ``https://`` (see :data:`indexstore.INDEX_BACKENDS`)."""
+    """The index store factory for ``http://`` and ``https://`` (see :data:`.backends.BACKENDS`)."""
     return HTTPIndexStore(location, options)

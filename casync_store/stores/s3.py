@@ -74,6 +74,7 @@ from ._s3client import DEFAULT_CONCURRENCY, DEFAULT_REGION, fast_path, make_clie
 from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name
+from .layout import chunk_path, parse_chunk_path
 from .locparse import Location
 
 __all__ = [
@@ -104,7 +105,6 @@ _LOOKUPS = {"auto": "auto", "path": "path", "dns": "virtual"}
 _MISSING = ("NoSuchKey", "NotFound", "404")
 _DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
            "ExpiredToken", "403", "401", "Forbidden")  # fmt: skip
-_CHUNK_KEY = re.compile(r"([0-9a-f]{4})/(\1[0-9a-f]{60})\.cacnk\Z")
 _OLD_CHUNK_KEY = re.compile(r"[0-9a-f]{64}\Z")
 _TYPE = "application/octet-stream"
 _READ_STEP = 1 << 20
@@ -370,8 +370,7 @@ class S3Store(PruneStore):
 
     def chunk_key(self, chunk_id: bytes) -> str:
         """The object key of a chunk."""
-        name = chunk_id.hex()
-        return f"{self.where.prefix}{name[:4]}/{name}.cacnk"
+        return self.where.prefix + chunk_path(chunk_id)
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         try:
@@ -388,9 +387,9 @@ class S3Store(PruneStore):
     def iter_chunk_ids(self) -> Iterator[bytes]:
         start = len(self.where.prefix)
         for key in self._s3.keys(self.where.prefix):
-            m = _CHUNK_KEY.match(key, start)
-            if m:
-                yield bytes.fromhex(m.group(2))
+            chunk_id = parse_chunk_path(key, start=start)
+            if chunk_id is not None:
+                yield chunk_id
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         with contextlib.suppress(KeyError):
@@ -424,7 +423,7 @@ class S3Store(PruneStore):
 
 
 def open_s3(location: str, options: StoreOptions) -> S3Store:
-    """The :data:`~casync_store.stores.location.BACKENDS` factory for ``s3+http(s)://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``s3+http(s)://``."""
     return S3Store(location, options)
 
 
@@ -556,5 +555,5 @@ def _read_part(source: BinaryIO, n: int, size: int) -> bytes:
 
 
 def open_s3_index_store(location: str, options: StoreOptions) -> S3IndexStore:
-    """The :data:`~casync_store.stores.indexstore.INDEX_BACKENDS` factory for ``s3+http(s)://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``s3+http(s)://``."""
     return S3IndexStore(location, options)

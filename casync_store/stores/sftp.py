@@ -69,7 +69,8 @@ from ._sshconnect import (
 from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name, copy_exactly
-from .local import CHUNK_SUFFIX, STALE_TEMP_AGE
+from .layout import chunk_path, is_chunk_dir, parse_chunk_file
+from .local import STALE_TEMP_AGE
 from .locparse import Location
 
 __all__ = [
@@ -91,8 +92,6 @@ T = TypeVar("T")
 DEFAULT_SESSIONS = 4
 _SMALL_READ = 32768  # paramiko's largest single read request; bigger reads are pipelined
 _INDEX_BLOCK = 1 << 20
-_NAME = re.compile(r"^([0-9a-f]{64})\.cacnk$")
-_PREFIX = re.compile(r"^[0-9a-f]{4}$")
 _BAD_TEXT = re.compile(r"[\x00-\x20\x7f\"'`$;|&<>\\]")
 
 
@@ -293,8 +292,7 @@ class SFTPStore(_SFTPBase, PruneStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """Where the chunk's file lives on the server."""
-        name = chunk_id.hex()
-        return posixpath.join(self.path, name[:4], name + CHUNK_SUFFIX)
+        return posixpath.join(self.path, chunk_path(chunk_id))
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         path = self.chunk_path(chunk_id)
@@ -344,16 +342,16 @@ class SFTPStore(_SFTPBase, PruneStore):
     def _prefix_dirs(self) -> list[str]:
         entries = self._list(self.path, missing_ok=False)
         return sorted(e.filename for e in entries
-                      if _PREFIX.match(e.filename) and not stat.S_ISREG(e.st_mode or 0))  # fmt: skip
+                      if is_chunk_dir(e.filename) and not stat.S_ISREG(e.st_mode or 0))  # fmt: skip
 
     def iter_chunk_ids(self) -> Iterator[bytes]:
         """Chunk ids, one prefix directory listed at a time (no session is held while yielding)."""
         for prefix in self._prefix_dirs():
             for entry in sorted(self._list(posixpath.join(self.path, prefix), missing_ok=True),
                                 key=lambda e: e.filename):  # fmt: skip
-                m = _NAME.match(entry.filename)
-                if m and m.group(1).startswith(prefix) and stat.S_ISREG(entry.st_mode or 0):
-                    yield bytes.fromhex(m.group(1))
+                chunk_id = parse_chunk_file(entry.filename, prefix)
+                if chunk_id is not None and stat.S_ISREG(entry.st_mode or 0):
+                    yield chunk_id
 
     def prune(self, keep: set[bytes] | frozenset[bytes], max_temp_age: float = STALE_TEMP_AGE) -> int:
         """Remove unreferenced chunks, and temp files of writers that died ``max_temp_age`` s ago."""
@@ -362,9 +360,9 @@ class SFTPStore(_SFTPBase, PruneStore):
         for prefix in self._prefix_dirs():
             directory = posixpath.join(self.path, prefix)
             for entry in self._list(directory, missing_ok=True):
-                m = _NAME.match(entry.filename)
-                if m and m.group(1).startswith(prefix) and bytes.fromhex(m.group(1)) not in keep:
-                    self.remove_chunk(bytes.fromhex(m.group(1)))
+                chunk_id = parse_chunk_file(entry.filename, prefix)
+                if chunk_id is not None and chunk_id not in keep:
+                    self.remove_chunk(chunk_id)
                     count += 1
                 elif entry.filename.startswith(TEMP_PREFIX) and (entry.st_mtime or 0) < cutoff:
                     tmp = posixpath.join(directory, entry.filename)
@@ -507,10 +505,10 @@ class SFTPIndexStore(_SFTPBase, WriteIndexStore):
 
 
 def open_sftp(location: str, options: StoreOptions) -> SFTPStore:
-    """The :data:`~casync_store.stores.location.BACKENDS` factory for ``sftp://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``sftp://``."""
     return SFTPStore(location, options)
 
 
 def open_sftp_index_store(location: str, options: StoreOptions) -> SFTPIndexStore:
-    """The :data:`~casync_store.stores.indexstore.INDEX_BACKENDS` factory for ``sftp://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``sftp://``."""
     return SFTPIndexStore(location, options)
