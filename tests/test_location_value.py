@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import os
 import urllib.parse
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from casync_format import chunk as chunk_codec
+from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import ParameterError
+from casync_store.serve.chunkserver import ChunkServer
 from casync_store.stores.backends import BACKENDS, FAILOVER, load_factory
 from casync_store.stores.indexstore import is_remote_location, split_index_location
 from casync_store.stores.layout import (
@@ -20,6 +27,7 @@ from casync_store.stores.layout import (
     parse_chunk_file,
     parse_chunk_path,
 )
+from casync_store.stores.local import LocalStore
 from casync_store.stores.location import Location, redact, split_location
 from casync_store.stores.locparse import MASK
 
@@ -190,3 +198,35 @@ def test_chunk_layout_round_trips(chunk_id: bytes, suffix: str) -> None:
 @pytest.mark.parametrize("name", ["README", "abc", "ABCD", "abcde", "abc\n", ""])
 def test_chunk_dirs_are_four_lowercase_hex_digits(name: str) -> None:
     assert not is_chunk_dir(name)
+
+
+# --------------------------------------------------------------------------- serving as the store chooses
+
+
+class _ServingStore(LocalStore):
+    """A store that opts in to doing more for a server (as CachedStore does)."""
+
+    served: list[tuple[bytes, bool]]
+
+    def serve_raw(
+        self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX, verify: bool = False
+    ) -> bytes:
+        self.served.append((chunk_id, verify))
+        return super().serve_raw(chunk_id, digest, max_size, verify)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_chunk_server_reads_through_serve_raw(tmp_path: os.PathLike[str], verify: bool) -> None:
+    store = _ServingStore(str(tmp_path))
+    store.served = []
+    data = b"served " * 100
+    cid = SHA512_256(data)
+    store.store_chunk(cid, data)
+    with ChunkServer(store, verify=verify) as server:
+        host, port = server.addresses[0]
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        with contextlib.closing(conn):
+            conn.request("GET", "/" + chunk_path(cid))
+            response = conn.getresponse()
+            assert response.status == 200 and chunk_codec.decode(response.read(), cid, SHA512_256) == data
+    assert store.served == [(cid, verify)]

@@ -18,8 +18,9 @@ authorization, 400 malformed path, rejected body or a write to a read-only
 server, 405 another method, 404 missing chunk, 500 store failure (logged, a
 short body; a local store's entry that is no chunk file, such as a symbolic
 link, is never served). Concurrent GETs of one chunk are served by a single store read,
-and behind a cache (:class:`~.router.CachedStore`) a chunk fetched upstream
-is verified with the server's digest and stored in the cache (a caching proxy).
+and a store may do more for a server through :meth:`~.base.Store.serve_raw`:
+behind a cache (:class:`~.router.CachedStore`) a chunk fetched upstream is
+verified with the server's digest and stored in the cache (a caching proxy).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store, require_writable
 from ..stores.layout import CHUNK_SUFFIX, parse_chunk_path
-from ..stores.router import CachedStore
 from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
 
 __all__ = ["ChunkServer", "ChunkRoutes", "serve_chunks", "chunk_id_from_target", "max_body_size"]
@@ -125,14 +125,10 @@ class ChunkRoutes(ResourceRoutes):
         return Response(200, body, [_OCTETS])
 
     def _get_raw(self, chunk_id: bytes) -> bytes:
-        """The stored bytes (checked with ``verify``); behind a cache, a chunk
-        fetched from upstream is verified and cached."""
-        if isinstance(self.store, CachedStore):
-            return self.store.get_raw_filling(chunk_id, self.digest, self.max_chunk_size, verify=self.verify)
-        blob = self.store.get_raw(chunk_id)
-        if self.verify:
-            chunk_codec.decode(blob, chunk_id, self.digest, max_size=self.max_chunk_size, store=self.store)
-        return blob
+        """The stored bytes (checked with ``verify``), as the store serves them
+        (:meth:`~.base.Store.serve_raw`: behind a cache, a chunk fetched from
+        upstream is verified and cached)."""
+        return self.store.serve_raw(chunk_id, self.digest, self.max_chunk_size, verify=self.verify)
 
     def _head(self, chunk_id: bytes) -> Response:
         try:
