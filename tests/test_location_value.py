@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import urllib.parse
 
 import pytest
@@ -14,10 +15,15 @@ from hypothesis import strategies as st
 from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import SHA512_256, Digest
-from casync_format.errors import ParameterError
+from casync_format.errors import ParameterError, StoreError
 from casync_store.serve.chunkserver import ChunkServer
 from casync_store.stores.backends import BACKENDS, FAILOVER, load_factory
-from casync_store.stores.indexstore import is_remote_location, split_index_location
+from casync_store.stores.indexstore import (
+    LocalIndexStore,
+    is_remote_location,
+    open_index_store,
+    split_index_location,
+)
 from casync_store.stores.layout import (
     CHUNK_SUFFIX,
     chunk_dir,
@@ -230,3 +236,11 @@ def test_chunk_server_reads_through_serve_raw(tmp_path: os.PathLike[str], verify
             response = conn.getresponse()
             assert response.status == 200 and chunk_codec.decode(response.read(), cid, SHA512_256) == data
     assert store.served == [(cid, verify)]
+
+
+def test_open_index_store_must_exist(tmp_path: os.PathLike[str]) -> None:
+    missing = os.path.join(tmp_path, "nope")
+    with pytest.raises(StoreError, match=f"^index store {re.escape(missing)} is not a directory$"):
+        open_index_store(missing, must_exist=True)
+    with open_index_store(str(tmp_path), must_exist=True) as store, open_index_store(missing) as lazy:
+        assert isinstance(store, LocalIndexStore) and isinstance(lazy, LocalIndexStore)

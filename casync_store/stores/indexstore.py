@@ -188,13 +188,16 @@ def split_index_location(location: str) -> tuple[str, str]:
 def open_index_store(
     location: str,
     options_for: Callable[[str], StoreOptions] | None = None,
+    must_exist: bool = False,
 ) -> IndexStore:
     """Open the index store at a store location (not an index location).
 
     ``options_for(location)`` supplies the store's options (config file and
     flags); default options otherwise. Raises :class:`StoreError` for a
     scheme that cannot hold indexes (``ssh://``: casync's protocol serves
-    them, but desync and pycasync store indexes elsewhere).
+    them, but desync and pycasync store indexes elsewhere). ``must_exist``
+    refuses a local index store whose directory is missing (for servers,
+    where an empty answer would hide a typo).
     """
     loc = Location.parse(location)
     scheme = loc.scheme
@@ -205,7 +208,11 @@ def open_index_store(
         raise StoreError(f"index location {loc}: scheme {scheme!r} cannot hold indexes")
     factory = load_factory(backend.index, f"index location {loc}")
     options = options_for(location) if options_for else StoreOptions()
-    return factory(location, options)
+    store: IndexStore = factory(location, options)
+    if must_exist and isinstance(store, LocalIndexStore) and not os.path.isdir(store.path):
+        store.close()
+        raise StoreError(f"index store {loc} is not a directory")
+    return store
 
 
 def copy_stream(source: BinaryIO, out: BinaryIO) -> int:
