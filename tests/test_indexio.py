@@ -32,7 +32,7 @@ from casync_store.ops.tarstream import tar_index_from_tarstream
 from casync_store.plumbing.atomic import TEMP_PREFIX
 from casync_store.plumbing.config import StoreOptions
 from casync_store.serve.indexserver import IndexServer
-from casync_store.stores import indexio, indexstore
+from casync_store.stores import backends, indexio
 from casync_store.stores.indexio import display_location, index_writer, open_index, write_index_file
 from casync_store.stores.indexstore import IndexStore, LocalIndexStore
 
@@ -135,7 +135,8 @@ def test_options_for_gets_the_index_store_location(tmp_path: str, blob: str) -> 
         secret_url = remote.base.replace("http://", "http://me:pw@") + "/missing.caibx"
         with pytest.raises(IndexNotFound) as err, open_index(secret_url, options_for=options_for):
             pass
-        assert str(err.value) == f"index {remote.base}/missing.caibx does not exist"
+        shown = remote.base.replace("http://", "http://me:***@")
+        assert str(err.value) == f"index {shown}/missing.caibx does not exist"
     finally:
         remote.server.shutdown(grace=5)
 
@@ -168,7 +169,7 @@ def test_unreachable_index_store_is_a_store_error() -> None:
 
 
 def test_display_location_hides_credentials() -> None:
-    assert display_location("https://u:secret@h/x.caibx") == "https://h/x.caibx"
+    assert display_location("https://u:secret@h/x.caibx") == "https://u:***@h/x.caibx"
     assert display_location("local/u:secret@x.caibx") == "local/u:secret@x.caibx"
     assert display_location("-") == "-"
 
@@ -211,7 +212,7 @@ def _read_only(location: str, options: StoreOptions) -> _ReadOnly:
 
 
 def test_read_only_index_store_is_refused_before_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(indexstore.INDEX_BACKENDS, "ro", f"{__name__}:_read_only")
+    monkeypatch.setitem(backends.BACKENDS, "ro", backends.Backend(index=f"{__name__}:_read_only"))
     with pytest.raises(StoreError, match="read-only"), index_writer("ro://somewhere/x.caibx", HEADER):
         pytest.fail("the block must not run")
 

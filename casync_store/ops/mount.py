@@ -34,10 +34,9 @@ from casync_format.errors import CasyncError, MissingDependency, ParameterError,
 from casync_format.index import Index, IndexChunk
 
 from ..pipeline import ZeroChunk, fetch_chunk
-from ..plumbing.config import split_url
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store
-from ..stores.indexstore import is_remote_location
+from ..stores.location import Location
 
 __all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_READAHEAD", "ChunkCache", "IndexFS", "mount_index", "mount_name"]
 
@@ -62,8 +61,9 @@ def mount_name(index_location: str) -> str:
     percent-decoded, without the query. When that leaves no usable file name
     (``-`` for stdin, ``.caibx``, a URL ending in ``/``), the name is ``blob``.
     """
-    if is_remote_location(index_location) or index_location.startswith("file://"):
-        path = split_url(index_location).path
+    loc = Location.parse(index_location)
+    if loc.is_url:
+        path = loc.path
         base = urllib.parse.unquote(path.rsplit("/", 1)[-1])
     else:
         base = os.path.basename(index_location.rstrip("/"))

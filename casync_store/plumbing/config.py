@@ -13,7 +13,7 @@ Secrets (``http-auth``, ``http-cookie``, S3 keys and any key named like a
 password or token) never reach a message, a log or ``repr``: the printed
 configuration (:meth:`Config.dumps` with ``redact=True``) shows
 :data:`REDACTED` in their place, and passwords in locations are masked
-(:func:`mask_password`).
+(:func:`~casync_store.stores.locparse.redact`, the one rule every message uses).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import json
 import logging
 import os
 import re
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from casync_format.errors import ParameterError
+
+from ..stores.locparse import Location, redact, split_url
 
 __all__ = [
     "ConfigError",
@@ -40,7 +41,6 @@ __all__ = [
     "location_match",
     "parse_duration",
     "split_url",
-    "mask_password",
     "is_secret_key",
     "REDACTED",
     "DEFAULT_ERROR_RETRY",
@@ -115,17 +115,11 @@ _SHOWN_KEYS = frozenset({
     "client-key", "skip-verify", "uncompressed", "encryption", "n", "http-timeout", "http-error-retry",
     "aws-credentials-file", "aws-profile", "aws-region",
 })
-_PASSWORD_IN_URL = re.compile(r"^([^/]*//[^/@]*?):[^/@]*@")
 
 
 def is_secret_key(key: str) -> bool:
     """Whether a config key holds a secret (by desync's name or a secret-like name)."""
     return key in _SECRET_KEYS or _SECRET_NAME.search(key) is not None
-
-
-def mask_password(location: str) -> str:
-    """``location`` with the password of a ``scheme://user:password@`` prefix as ``***``."""
-    return _PASSWORD_IN_URL.sub(r"\1:***@", location)
 
 
 def _json_type(value: object) -> str:
@@ -168,7 +162,7 @@ def _redacted_config(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in _LOCATION_MAPS and isinstance(value, dict):
-            out[key] = {mask_password(loc): _redacted(entry) for loc, entry in value.items()}
+            out[key] = {redact(loc): _redacted(entry) for loc, entry in value.items()}
         else:
             out[key] = _shown(key, value)
     return out
@@ -373,26 +367,13 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def split_url(location: str) -> urllib.parse.SplitResult:
-    """``urllib.parse.urlsplit``, with a malformed URL (``http://[::1/x``) as a ParameterError naming it."""
-    try:
-        return urllib.parse.urlsplit(location)
-    except ValueError as exc:
-        raise ParameterError(f"invalid location {mask_password(location)!r}: {exc}") from None
-
-
-def _is_url(location: str) -> bool:
-    scheme = split_url(location).scheme
-    return len(scheme) > 1 and "://" in location
-
-
 def location_match(pattern: str, location: str) -> bool:
     """Whether a ``store-options`` key matches a store location, as desync decides.
 
     URLs are compared as strings without a trailing ``/``; paths are made
     absolute first. ``*`` and ``?`` match within one path component.
     """
-    if _is_url(location):
+    if Location.parse(location).is_url:
         pat, loc = pattern.rstrip("/") or pattern, location.rstrip("/") or location
     else:
         pat, loc = os.path.abspath(pattern), os.path.abspath(location)
@@ -442,11 +423,11 @@ class Config:
         found = [key for key in self.store_options if location_match(key, location)]
         if len(found) > 1:
             raise ConfigError(
-                f"config file {self.path}: several store-options entries match {mask_password(location)!r}: "
-                + ", ".join(repr(mask_password(k)) for k in found)
+                f"config file {self.path}: several store-options entries match {redact(location)!r}: "
+                + ", ".join(repr(redact(k)) for k in found)
             )
         options = self.store_options[found[0]] if found else self.default_store_options()
-        if split_url(location).scheme.lower() in ("s3+http", "s3+https"):
+        if Location.parse(location).scheme in ("s3+http", "s3+https"):
             options = options.replace(s3_credentials=self.s3_credentials_for(location))
         return options
 
@@ -460,8 +441,8 @@ class Config:
         match ``/``; ``https://*.example.com``, ``http://127.0.0.1:*``). More
         than one matching pattern is a :class:`ConfigError`.
         """
-        parts = split_url(location)
-        key = f"{parts.scheme.lower().removeprefix('s3+')}://{parts.netloc.rpartition('@')[2]}"
+        loc = Location.parse(location)
+        key = f"{loc.scheme.removeprefix('s3+')}://{loc.hostport}"
         if key in self.s3_credentials:
             return self.s3_credentials[key]
         found = [k for k in self.s3_credentials if location_match(k, key)]
@@ -515,14 +496,14 @@ def _parse(path: str, data: object) -> Config:
         creds = _Reader(path, "s3-credentials", top.obj["s3-credentials"])
         for key, entry in creds.obj.items():
             config.s3_credentials[key] = S3Credentials.from_json(
-                _Reader(path, f"s3-credentials[{mask_password(key)!r}]", entry)
+                _Reader(path, f"s3-credentials[{redact(key)!r}]", entry)
             )
     if top.has("store-options"):
         stores = _Reader(path, "store-options", top.obj["store-options"])
         base = config.default_store_options()
         for key, entry in stores.obj.items():
             config.store_options[key] = StoreOptions.from_json(
-                _Reader(path, f"store-options[{mask_password(key)!r}]", entry), base
+                _Reader(path, f"store-options[{redact(key)!r}]", entry), base
             )
     top.unknown({"http-timeout", "http-error-retry", "s3-credentials", "store-options", "oci-credentials"})
     return config

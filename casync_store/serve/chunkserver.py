@@ -18,8 +18,9 @@ authorization, 400 malformed path, rejected body or a write to a read-only
 server, 405 another method, 404 missing chunk, 500 store failure (logged, a
 short body; a local store's entry that is no chunk file, such as a symbolic
 link, is never served). Concurrent GETs of one chunk are served by a single store read,
-and behind a cache (:class:`~.router.CachedStore`) a chunk fetched upstream
-is verified with the server's digest and stored in the cache (a caching proxy).
+and a store may do more for a server through :meth:`~.base.Store.serve_raw`:
+behind a cache (:class:`~.router.CachedStore`) a chunk fetched upstream is
+verified with the server's digest and stored in the cache (a caching proxy).
 """
 
 from __future__ import annotations
@@ -36,13 +37,12 @@ from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store, require_writable
-from ..stores.router import CachedStore
+from ..stores.layout import CHUNK_SUFFIX, parse_chunk_path
 from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
 
 __all__ = ["ChunkServer", "ChunkRoutes", "serve_chunks", "chunk_id_from_target", "max_body_size"]
 
 
-_PATH = re.compile(r"/([0-9a-f]{4})/([0-9a-f]{64})(\.cacnk)?")
 _ABSOLUTE = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
 _OCTETS = ("Content-Type", "application/octet-stream")
 _BODY_BUDGET = 1 << 30  # bytes of PUT bodies held in memory at once, over all connections
@@ -53,10 +53,9 @@ def chunk_id_from_target(target: str, uncompressed: bool = False) -> bytes | Non
     absolute = _ABSOLUTE.match(target)
     if absolute:
         target = target[absolute.end():]
-    m = _PATH.fullmatch(target)
-    if m is None or m.group(2)[:4] != m.group(1) or (m.group(3) is None) != uncompressed:
+    if not target.startswith("/"):
         return None
-    return bytes.fromhex(m.group(2))
+    return parse_chunk_path(target, "" if uncompressed else CHUNK_SUFFIX, start=1)
 
 
 def max_body_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
@@ -102,7 +101,7 @@ class ChunkRoutes(ResourceRoutes):
             require_writable(store)
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._budget = _Budget(_BODY_BUDGET)
-        self._suffix = "" if uncompressed else ".cacnk"
+        self._suffix = "" if uncompressed else CHUNK_SUFFIX
 
     def key(self, target: str) -> bytes | None:
         return chunk_id_from_target(target, self.uncompressed)
@@ -126,14 +125,10 @@ class ChunkRoutes(ResourceRoutes):
         return Response(200, body, [_OCTETS])
 
     def _get_raw(self, chunk_id: bytes) -> bytes:
-        """The stored bytes (checked with ``verify``); behind a cache, a chunk
-        fetched from upstream is verified and cached."""
-        if isinstance(self.store, CachedStore):
-            return self.store.get_raw_filling(chunk_id, self.digest, self.max_chunk_size, verify=self.verify)
-        blob = self.store.get_raw(chunk_id)
-        if self.verify:
-            chunk_codec.decode(blob, chunk_id, self.digest, max_size=self.max_chunk_size, store=self.store)
-        return blob
+        """The stored bytes (checked with ``verify``), as the store serves them
+        (:meth:`~.base.Store.serve_raw`: behind a cache, a chunk fetched from
+        upstream is verified and cached)."""
+        return self.store.serve_raw(chunk_id, self.digest, self.max_chunk_size, verify=self.verify)
 
     def _head(self, chunk_id: bytes) -> Response:
         try:

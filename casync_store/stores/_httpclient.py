@@ -6,8 +6,8 @@ Pure helpers with no store logic: a bounded pool of keep-alive connections
 certificate rules), connections that hold each request to one deadline
 (:class:`DeadlineHTTPConnection`, :class:`DeadlineHTTPSConnection`: connect,
 TLS handshake, proxy tunnel, sending, the answer's head and its whole body,
-however slowly a server drips them), proxies from the environment (:func:`proxy_for`),
-credential-free URLs for messages (:func:`redact_url`), and one-line
+however slowly a server drips them), proxies from the environment (:func:`proxy_for`,
+shown with :func:`~.locparse.redact`), and one-line
 descriptions of network failures (:func:`describe`). The request loop with
 retries lives in :mod:`.http`.
 """
@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 from casync_format.errors import ParameterError, StoreError
 
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
+from .locparse import redact, split_url
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -48,7 +49,6 @@ __all__ = [
     "effective_timeout",
     "is_latin1",
     "proxy_for",
-    "redact_url",
     "snippet",
     "tls_context",
 ]
@@ -62,14 +62,6 @@ STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, 
 #: TLS errors that say nothing about the peer's configuration (a dropped connection).
 TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLSyscallError, ssl.SSLZeroReturnError,
                  ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without the ``user:password@`` part, for messages and logs."""
-    parts = split_url(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def effective_timeout(timeout: float | None) -> float | None:
@@ -111,13 +103,15 @@ def proxy_for(scheme: str, host: str, where: str) -> Proxy | None:
     url = proxies.get(scheme)
     if not url or urllib.request.proxy_bypass_environment(host, proxies):
         return None
-    parts = split_url(url if "://" in url else "http://" + url)
+    added = "" if "://" in url else "http://"
+    parts = split_url(added + url)
     try:
         port = parts.port or 80
     except ValueError:
         port = 0
     if parts.scheme.lower() != "http" or not parts.hostname or not port:
-        raise ParameterError(f"store {where}: unusable {scheme}_proxy {redact_url(url)} (need http://host:port)")
+        shown = redact(added + url)[len(added):]  # the prefix is never masked
+        raise ParameterError(f"store {where}: unusable {scheme}_proxy {shown} (need http://host:port)")
     headers = {}
     if parts.username is not None:
         headers["Proxy-Authorization"] = basic_auth(parts.username, parts.password)

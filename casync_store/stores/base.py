@@ -82,6 +82,21 @@ class Store(ABC):
             store=self,
         )
 
+    def serve_raw(
+        self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX, verify: bool = False
+    ) -> bytes:
+        """The stored bytes for a server that passes chunks on as stored (a chunk server).
+
+        With ``verify`` they are first checked to decode to the id
+        (:class:`ChunkInvalid` otherwise), whatever the store's own setting.
+        A store that can do more for a server overrides this: a cache also
+        fills itself from its remote (:meth:`.router.CachedStore.serve_raw`).
+        """
+        blob = self.get_raw(chunk_id)
+        if verify:
+            chunk_codec.decode(blob, chunk_id, digest, max_size=max_size, store=self)
+        return blob
+
     def check(self) -> None:
         """Raise StoreError when the store plainly cannot serve: its directory
         or bucket does not exist. Costs a round trip on network stores; stores

@@ -58,7 +58,7 @@ from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing, IndexNotFound, ParameterError, StoreError
 
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
 from ._httpclient import (
     DEFAULT_TIMEOUT,
     STALE,
@@ -73,19 +73,19 @@ from ._httpclient import (
     effective_timeout,
     is_latin1,
     proxy_for,
-    redact_url,
     snippet,
     tls_context,
 )
 from .base import WriteStore
 from .indexstore import WriteIndexStore, check_index_name
+from .layout import CHUNK_SUFFIX, chunk_path
+from .locparse import Location
 
 __all__ = [
     "HTTPStore",
     "HTTPIndexStore",
     "open_http",
     "open_http_index_store",
-    "redact_url",
     "DEFAULT_TIMEOUT",
     "DEFAULT_CONCURRENCY",
     "MAX_RETRY_DELAY",
@@ -105,7 +105,6 @@ MAX_BLOB_SIZE = CA_CHUNK_SIZE_LIMIT_MAX + CA_CHUNK_SIZE_LIMIT_MAX // 64 + (1 << 
 _ERROR_BODY_LIMIT = 1 << 16  # bytes of an error answer read (so the connection can be kept)
 _READ_STEP = 1 << 20
 _SEND_BLOCK = 1 << 16  # bytes per write when a body is streamed from a file
-_SUFFIX = ".cacnk"
 #: A request that failed with these may have been answered early, or sent on a dropped kept connection.
 _SEND_BROKEN = (*STALE, ssl.SSLEOFError)
 
@@ -178,26 +177,24 @@ class _HTTPBase:
 
     def __init__(self, location: str, options: StoreOptions | None = None) -> None:
         options = options if options is not None else StoreOptions()
-        self.location = redact_url(location)
+        loc = Location.parse(location)
+        self.location = loc.redacted()
         self.options = options
-        parts = split_url(location)
-        self.scheme = parts.scheme.lower()
+        self.scheme = loc.scheme
         if self.scheme not in ("http", "https"):
             raise ParameterError(f"{self.kind} {self}: not an http:// or https:// location")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ParameterError(f"{self.kind} {self}: invalid port") from None
-        if not parts.hostname:
+        if not loc.port_valid:
+            raise ParameterError(f"{self.kind} {self}: invalid port")
+        if not loc.host:
             raise ParameterError(f"{self.kind} {self}: no host name")
-        self.host = parts.hostname
-        self.port = port or (443 if self.scheme == "https" else 80)
-        path = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+        self.host = loc.host
+        self.port = loc.port or (443 if self.scheme == "https" else 80)
+        path = urllib.parse.quote(loc.path or "/", safe="/%:@!$&'()*+,;=-._~")
         self.base_path = path if path.endswith("/") else path + "/"
         self.timeout = effective_timeout(options.timeout)
         self.attempts = max(1, options.error_retry)
         self.retry_interval = max(0.0, options.error_retry_base_interval)
-        self._headers = self._make_headers(parts, options)
+        self._headers = self._make_headers(loc, options)
         self._tls = tls_context(options, self.location) if self.scheme == "https" else None
         self.proxy = proxy_for(self.scheme, self.host, self.location)
         if self.proxy is not None and self._tls is None:  # plain HTTP: absolute URLs to the proxy
@@ -216,11 +213,11 @@ class _HTTPBase:
         """Close the kept connections; later requests fail."""
         self._pool.close()
 
-    def _make_headers(self, parts: urllib.parse.SplitResult, options: StoreOptions) -> dict[str, str]:
+    def _make_headers(self, loc: Location, options: StoreOptions) -> dict[str, str]:
         headers = {"User-Agent": "pycasync"}
         auth = options.http_auth
-        if not auth and parts.username is not None:
-            auth = basic_auth(parts.username, parts.password)
+        if not auth and loc.user is not None:
+            auth = basic_auth(loc.user, loc.password)
         for name, value in (("Authorization", auth), ("Cookie", options.http_cookie)):
             if not value:
                 continue
@@ -432,8 +429,7 @@ class HTTPStore(_HTTPBase, WriteStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """The request path of a chunk (base path included)."""
-        name = chunk_id.hex()
-        return f"{self.base_path}{name[:4]}/{name}{'' if self.uncompressed else _SUFFIX}"
+        return self.base_path + chunk_path(chunk_id, "" if self.uncompressed else CHUNK_SUFFIX)
 
     # ------------------------------------------------------------------ the Store API
 
@@ -572,5 +568,5 @@ def open_http(location: str, options: StoreOptions) -> HTTPStore:
 
 
 def open_http_index_store(location: str, options: StoreOptions) -> HTTPIndexStore:
-    """The index store factory for ``http://`` and ``https://`` (see :data:`indexstore.INDEX_BACKENDS`)."""
+    """The index store factory for ``http://`` and ``https://`` (see :data:`.backends.BACKENDS`)."""
     return HTTPIndexStore(location, options)

@@ -36,11 +36,11 @@ from .indexstore import (
     LocalIndexStore,
     WriteIndexStore,
     copy_stream,
-    is_remote_location,
     open_index_store,
     open_local_index_store,
     split_index_location,
 )
+from .locparse import Location, redact
 
 __all__ = ["open_index", "index_writer", "write_index_file", "display_location", "STDIO"]
 
@@ -59,17 +59,8 @@ def _stdout() -> BinaryIO:
 
 
 def display_location(location: str) -> str:
-    """``location`` as messages show it: without ``user:password@`` in URLs."""
-    if not is_remote_location(location):
-        return location
-    from ._httpclient import redact_url
-
-    return redact_url(location)
-
-
-def _is_store_location(location: str) -> bool:
-    """Whether the location goes through an index store (a URL, ``file://`` included)."""
-    return is_remote_location(location) or location.startswith("file://")
+    """``location`` as messages show it: passwords in URLs masked (:func:`~.locparse.redact`)."""
+    return redact(location)
 
 
 def _local_file(location: str) -> str:
@@ -120,7 +111,7 @@ def open_index(
             shutil.copyfileobj(_stdin(), f)
             f.seek(0)
             name = "index on stdin"
-        elif _is_store_location(location):
+        elif Location.parse(location).is_url:
             f = _fetch(location, options_for, stack)
             name = display_location(location)
         else:
@@ -168,9 +159,10 @@ def index_writer(
             shutil.copyfileobj(spool, out)
             out.flush()
         return
-    if location.startswith("file://"):
+    loc = Location.parse(location)
+    if loc.scheme == "file":
         location = _local_file(location)
-    elif is_remote_location(location):
+    elif loc.is_remote:
         store, name = _writable_store(location, options_for)
         with contextlib.closing(store), _spool() as spool:
             writer = IndexWriter(spool, header)

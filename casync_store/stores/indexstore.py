@@ -5,17 +5,16 @@ An index location is a store location plus a file name, as desync splits it:
 holding ``blob.caibx``; ``s3+http://host/bucket/dir/x.caibx?lookup=path`` keeps
 its query on the store. An :class:`IndexStore` opens indexes by name as byte
 streams; a :class:`WriteIndexStore` also stores them, atomically (a reader
-sees the whole new index or the old one). Backends are looked up in
-:data:`INDEX_BACKENDS` (``scheme -> "module:factory"``, imported only when
-used, so paramiko and boto3 are needed only for sftp:// and s3+…:// indexes);
-a factory is called as ``factory(base_location, options)``. Names are
+sees the whole new index or the old one). Backends are looked up in the one
+backend table, :data:`~.backends.BACKENDS` (its ``index`` factories, imported
+only when used, so paramiko and boto3 are needed only for sftp:// and s3+…://
+indexes); a factory is called as ``factory(base_location, options)``. Names are
 checked by :func:`valid_index_name` before any backend sees them, so no name
 from a request or a command line can leave its store.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 import urllib.parse
@@ -25,13 +24,14 @@ from typing import BinaryIO, Callable
 from casync_format.errors import IndexNotFound, ParameterError, StoreError
 
 from ..plumbing.atomic import atomic_write
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
+from .backends import BACKENDS, load_factory
+from .locparse import Location
 
 __all__ = [
     "IndexStore",
     "WriteIndexStore",
     "LocalIndexStore",
-    "INDEX_BACKENDS",
     "valid_index_name",
     "check_index_name",
     "split_index_location",
@@ -41,17 +41,6 @@ __all__ = [
     "copy_stream",
     "copy_exactly",
 ]
-
-#: Index backends: scheme ("" = local path) -> "module:factory".
-INDEX_BACKENDS: dict[str, str] = {
-    "": "casync_store.stores.indexstore:open_local_index_store",
-    "file": "casync_store.stores.indexstore:open_local_index_store",
-    "http": "casync_store.stores.http:open_http_index_store",
-    "https": "casync_store.stores.http:open_http_index_store",
-    "sftp": "casync_store.stores.sftp:open_sftp_index_store",
-    "s3+http": "casync_store.stores.s3:open_s3_index_store",
-    "s3+https": "casync_store.stores.s3:open_s3_index_store",
-}
 
 _COPY = 1024 * 1024
 
@@ -164,24 +153,17 @@ def copy_exactly(source: BinaryIO, out: BinaryIO, size: int) -> int:
 
 def open_local_index_store(location: str, options: StoreOptions) -> LocalIndexStore:
     """A :class:`LocalIndexStore` for a directory path or ``file://`` URL."""
-    if location.startswith("file://"):
-        parts = split_url(location)
-        if parts.netloc not in ("", "localhost"):
-            raise StoreError(f"index store {location}: file:// URLs must name a local path")
-        location = urllib.parse.unquote(parts.path) or "/"
+    loc = Location.parse(location)
+    if loc.scheme == "file":
+        if loc.netloc not in ("", "localhost"):
+            raise StoreError(f"index store {loc}: file:// URLs must name a local path")
+        location = urllib.parse.unquote(loc.path) or "/"
     return LocalIndexStore(location or ".")
-
-
-def _scheme(location: str) -> str:
-    scheme = split_url(location).scheme.lower()
-    if len(scheme) > 1 and location[len(scheme) : len(scheme) + 3] == "://":
-        return scheme
-    return ""
 
 
 def is_remote_location(location: str) -> bool:
     """Whether an index location names a URL (anything but a local path, ``file://`` or ``-``)."""
-    return _scheme(location) not in ("", "file")
+    return Location.parse(location).is_remote
 
 
 def split_index_location(location: str) -> tuple[str, str]:
@@ -191,41 +173,46 @@ def split_index_location(location: str) -> tuple[str, str]:
     URL's query (``?lookup=path``) stays with the store. Raises
     :class:`ParameterError` when no valid name can be taken from it.
     """
-    scheme = _scheme(location)
-    if scheme in ("", "file") and not location.startswith("file://"):
+    loc = Location.parse(location)
+    if not loc.is_url:
         base, name = os.path.split(location)
-        return base or ".", check_index_name(name, location)
-    parts = split_url(location)
-    path = parts.path
+        return base or ".", check_index_name(name, loc)
+    path = loc.path
     slash = path.rfind("/")
     if slash < 0:
-        raise ParameterError(f"index location {location}: no index name in the path")
+        raise ParameterError(f"index location {loc}: no index name in the path")
     name = urllib.parse.unquote(path[slash + 1 :])
-    base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path[:slash] or "/", parts.query, ""))
-    return base, check_index_name(name, location)
+    return loc.with_path(path[:slash] or "/"), check_index_name(name, loc)
 
 
 def open_index_store(
     location: str,
     options_for: Callable[[str], StoreOptions] | None = None,
+    must_exist: bool = False,
 ) -> IndexStore:
     """Open the index store at a store location (not an index location).
 
     ``options_for(location)`` supplies the store's options (config file and
     flags); default options otherwise. Raises :class:`StoreError` for a
     scheme that cannot hold indexes (``ssh://``: casync's protocol serves
-    them, but desync and pycasync store indexes elsewhere).
+    them, but desync and pycasync store indexes elsewhere). ``must_exist``
+    refuses a local index store whose directory is missing (for servers,
+    where an empty answer would hide a typo).
     """
-    scheme = _scheme(location)
-    target = INDEX_BACKENDS.get(scheme)
-    if target is None:
+    loc = Location.parse(location)
+    scheme = loc.scheme
+    backend = BACKENDS.get(scheme)
+    if backend is None or backend.index is None:
         if scheme == "ssh":
-            raise StoreError(f"index location {location}: ssh:// stores cannot hold indexes (use sftp://)")
-        raise StoreError(f"index location {location}: scheme {scheme!r} cannot hold indexes")
-    module_name, _, attr = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+            raise StoreError(f"index location {loc}: ssh:// stores cannot hold indexes (use sftp://)")
+        raise StoreError(f"index location {loc}: scheme {scheme!r} cannot hold indexes")
+    factory = load_factory(backend.index, f"index location {loc}")
     options = options_for(location) if options_for else StoreOptions()
-    return factory(location, options)
+    store: IndexStore = factory(location, options)
+    if must_exist and isinstance(store, LocalIndexStore) and not os.path.isdir(store.path):
+        store.close()
+        raise StoreError(f"index store {loc} is not a directory")
+    return store
 
 
 def copy_stream(source: BinaryIO, out: BinaryIO) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import stat
 import time
@@ -32,13 +31,11 @@ from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing, StoreE
 
 from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
 from .base import PruneStore
+from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, is_chunk_dir, parse_chunk_file
 
 __all__ = ["LocalStore", "CHUNK_SUFFIX"]
 
-CHUNK_SUFFIX = ".cacnk"
 STALE_TEMP_AGE = 3600.0  # seconds after which an unfinished chunk write is abandoned
-_NAME = re.compile(r"^([0-9a-f]{64})\.cacnk$")
-_PREFIX = re.compile(r"^[0-9a-f]{4}$")
 MAX_CHUNK_FILE = max_encoded_size(CA_CHUNK_SIZE_LIMIT_MAX)  # no chunk file can be bigger
 # Never follow a link out of the store, never block on a FIFO (it is refused after fstat).
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -68,21 +65,20 @@ class LocalStore(PruneStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """Where the chunk's file lives."""
-        name = chunk_id.hex()
-        return os.path.join(self.path, name[:4], name + CHUNK_SUFFIX)
+        return os.path.join(self.path, chunk_dir(chunk_id), chunk_file(chunk_id))
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         return self._read_chunk(chunk_id, MAX_CHUNK_FILE)
 
     def _read_chunk(self, chunk_id: bytes, limit: int) -> bytes:
         """The bytes of the chunk's file, if it is a regular file of at most ``limit`` bytes."""
-        name = chunk_id.hex()
+        directory = chunk_dir(chunk_id)
         try:
-            dir_fd = os.open(os.path.join(self.path, name[:4]), _OPEN_DIR)
+            dir_fd = os.open(os.path.join(self.path, directory), _OPEN_DIR)
         except OSError as exc:
-            raise self._open_error(chunk_id, exc, f"its directory {name[:4]}") from None
+            raise self._open_error(chunk_id, exc, f"its directory {directory}") from None
         try:
-            fd = os.open(name + CHUNK_SUFFIX, _OPEN_FILE, dir_fd=dir_fd)
+            fd = os.open(chunk_file(chunk_id), _OPEN_FILE, dir_fd=dir_fd)
         except OSError as exc:
             raise self._open_error(chunk_id, exc, "it") from None
         finally:
@@ -164,7 +160,7 @@ class LocalStore(PruneStore):
 
     def iter_chunk_ids(self) -> Iterator[bytes]:
         try:
-            top = sorted(e.name for e in os.scandir(self.path) if _PREFIX.match(e.name) and e.is_dir())
+            top = sorted(e.name for e in os.scandir(self.path) if is_chunk_dir(e.name) and e.is_dir())
         except FileNotFoundError:
             raise StoreError(f"store {self} does not exist") from None
         except OSError as exc:
@@ -178,9 +174,9 @@ class LocalStore(PruneStore):
             except OSError as exc:
                 raise StoreError(f"store {self}: cannot list {prefix}: {exc.strerror}") from None
             for name in names:
-                m = _NAME.match(name)
-                if m and m.group(1).startswith(prefix):
-                    yield bytes.fromhex(m.group(1))
+                chunk_id = parse_chunk_file(name, prefix)
+                if chunk_id is not None:
+                    yield chunk_id
 
     def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
         """Remove unreferenced chunks, and temp files that crashed writers left behind."""
@@ -208,7 +204,7 @@ class LocalStore(PruneStore):
 
     def _prefix_dirs(self) -> list[str]:
         try:
-            names = [e.name for e in os.scandir(self.path) if _PREFIX.match(e.name) and e.is_dir()]
+            names = [e.name for e in os.scandir(self.path) if is_chunk_dir(e.name) and e.is_dir()]
         except OSError:
             return []
         return [os.path.join(self.path, name) for name in sorted(names)]

@@ -3,47 +3,34 @@
 A location is a local directory (a plain path or ``file://``), a URL whose
 scheme names a backend (``http(s)://``, ``ssh://``, ``sftp://``,
 ``s3+http(s)://``), or several of those joined by ``|`` into a failover
-group. Backends are looked up in :data:`BACKENDS`, a table of
-``scheme -> "module:factory"`` imported only when used, so an optional
-dependency is needed only by the command that needs it and a new backend is
-one new entry. A factory is called as ``factory(location, options)`` and
-returns a :class:`~casync_store.stores.base.Store`; the failover entry (key ``|``)
-is called with the list of member stores.
+group. A location is split once (:class:`~.locparse.Location`) and shown
+only redacted (:func:`~.locparse.redact`). Backends are looked up in the one
+backend table, :data:`~.backends.BACKENDS` (also the index stores'), whose
+modules are imported only when used, so an optional dependency is needed
+only by the command that needs it and a new backend is one new entry. A
+factory is called as ``factory(location, options)`` and returns a
+:class:`~casync_store.stores.base.Store`; the failover entry (key ``|``) is
+called with the list of member stores.
 """
 
 from __future__ import annotations
 
-import importlib
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Callable
 
 from casync_format.errors import ParameterError, StoreError
 
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
+from .backends import BACKENDS, FAILOVER, KNOWN_SCHEMES, load_factory
 from .base import Store, require_writable
 from .local import LocalStore
+from .locparse import Location, redact
 
-__all__ = ["BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "open_store", "open_local", "split_location"]
-
-#: The backends this version has: scheme ("" = plain path) -> "module:factory".
-BACKENDS: dict[str, str] = {
-    "": "casync_store.stores.location:open_local",
-    "file": "casync_store.stores.location:open_local",
-    "http": "casync_store.stores.http:open_http",
-    "https": "casync_store.stores.http:open_http",
-    "ssh": "casync_store.stores.ssh:open_ssh",
-    "sftp": "casync_store.stores.sftp:open_sftp",
-    "s3+http": "casync_store.stores.s3:open_s3",
-    "s3+https": "casync_store.stores.s3:open_s3",
-    "|": "casync_store.stores.failover:FailoverGroup",
-}
-
-#: The key of :data:`BACKENDS` naming the failover group's class.
-FAILOVER = "|"
-
-#: Schemes pycasync knows of; those without a :data:`BACKENDS` entry are not supported yet.
-KNOWN_SCHEMES = ("http", "https", "ssh", "sftp", "s3+http", "s3+https", "gs", "oci+http", "oci+https")
+__all__ = [
+    "BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "Location", "redact",
+    "open_store", "open_local", "split_location",
+]  # fmt: skip
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -52,44 +39,38 @@ def split_location(location: str) -> tuple[str, str]:
     A one-letter "scheme" is a Windows drive letter, and ``name:x`` without
     ``//`` is a path, as in desync.
     """
-    scheme = split_url(location).scheme.lower()
-    if len(scheme) > 1 and location[len(scheme) : len(scheme) + 3] == "://":
-        return scheme, location[len(scheme) + 3 :]
-    return "", location
+    loc = Location.parse(location)
+    return loc.scheme, loc.rest
 
 
 def _factory(key: str, what: str) -> Callable[..., Any]:
-    target = BACKENDS.get(key)
-    if target is None:
-        raise StoreError(f"{what} is not supported in this version of pycasync")
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)
+    backend = BACKENDS.get(key)
+    return load_factory(backend.store if backend else None, what)
 
 
 def open_local(location: str, options: StoreOptions) -> Store:
     """A :class:`LocalStore` for a plain path or a ``file://`` URL."""
-    scheme, _ = split_location(location)
+    loc = Location.parse(location)
     path = location
-    if scheme == "file":
-        parts = split_url(location)
-        if parts.netloc not in ("", "localhost"):
-            raise StoreError(f"store {location}: file:// URLs must name a local path")
-        path = urllib.parse.unquote(parts.path)
+    if loc.scheme == "file":
+        if loc.netloc not in ("", "localhost"):
+            raise StoreError(f"store {loc}: file:// URLs must name a local path")
+        path = urllib.parse.unquote(loc.path)
     if not path:
         raise ParameterError("empty store location")
     if options.uncompressed:
-        raise StoreError(f"store {location}: uncompressed stores are not supported in this version")
+        raise StoreError(f"store {loc}: uncompressed stores are not supported in this version")
     return LocalStore(path, verify=not options.skip_verify)
 
 
 def _open_one(location: str, options: StoreOptions, must_exist: bool = False) -> Store:
-    scheme, _ = split_location(location)
+    loc = Location.parse(location)
+    scheme = loc.scheme
     if scheme and scheme not in BACKENDS and scheme not in KNOWN_SCHEMES:
-        raise StoreError(f"store {location}: unknown location scheme {scheme!r}")
-    factory = _factory(scheme, f"store {location}: scheme {scheme!r}")
+        raise StoreError(f"store {loc}: unknown location scheme {scheme!r}")
+    factory = _factory(scheme, f"store {loc}: scheme {scheme!r}")
     if options.encryption:
-        raise StoreError(f"store {location}: encrypted stores are not supported in this version")
+        raise StoreError(f"store {loc}: encrypted stores are not supported in this version")
     store = factory(location, options)
     if must_exist:
         try:
@@ -147,8 +128,8 @@ def _open_group(
     options_for: Callable[[str], StoreOptions] | None,
 ) -> Store:
     if any(not m for m in members):
-        raise ParameterError(f"store {location}: empty member in failover group")
-    group = _factory(FAILOVER, f"store {location}: a failover group (a|b)")
+        raise ParameterError(f"store {redact(location)}: empty member in failover group")
+    group = _factory(FAILOVER, f"store {redact(location)}: a failover group (a|b)")
     stores: list[Store] = []
     try:
         for member in members:

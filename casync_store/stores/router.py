@@ -113,6 +113,12 @@ class CachedStore(Store):
         self.cache.put_raw(chunk_id, blob)
         return blob
 
+    def serve_raw(
+        self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX, verify: bool = False
+    ) -> bytes:
+        """A caching server's read: :meth:`get_raw_filling` (a chunk fetched upstream is cached)."""
+        return self.get_raw_filling(chunk_id, digest, max_size, verify=verify)
+
     def _touch(self, chunk_id: bytes) -> None:
         touch = getattr(self.cache, "touch", None)
         if touch is not None:

@@ -67,13 +67,15 @@ from typing import Any, BinaryIO, Callable
 
 from casync_format.errors import ChunkMissing, IndexNotFound, ParameterError, StoreError
 
-from ..plumbing.config import StoreOptions, split_url
+from ..plumbing.config import StoreOptions
 from ..plumbing.progress import Progress, phase
 from ._httpclient import TooLarge
 from ._s3client import DEFAULT_CONCURRENCY, DEFAULT_REGION, fast_path, make_client
 from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name
+from .layout import chunk_path, parse_chunk_path
+from .locparse import Location
 
 __all__ = [
     "S3Store",
@@ -103,7 +105,6 @@ _LOOKUPS = {"auto": "auto", "path": "path", "dns": "virtual"}
 _MISSING = ("NoSuchKey", "NotFound", "404")
 _DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
            "ExpiredToken", "403", "401", "Forbidden")  # fmt: skip
-_CHUNK_KEY = re.compile(r"([0-9a-f]{4})/(\1[0-9a-f]{60})\.cacnk\Z")
 _OLD_CHUNK_KEY = re.compile(r"[0-9a-f]{64}\Z")
 _TYPE = "application/octet-stream"
 _READ_STEP = 1 << 20
@@ -129,33 +130,31 @@ class S3Location:
 
 def parse_s3_location(location: str) -> S3Location:
     """Split ``s3+http(s)://host[:port]/bucket[/prefix][?lookup=...]``; ParameterError names what is wrong."""
-    parts = split_url(location)
-    if parts.scheme not in ("s3+http", "s3+https"):
-        raise ParameterError(f"store {location}: not an s3+http:// or s3+https:// location")
-    if "@" in parts.netloc:
+    loc = Location.parse(location)
+    if loc.scheme not in ("s3+http", "s3+https"):
+        raise ParameterError(f"store {loc}: not an s3+http:// or s3+https:// location")
+    if "@" in loc.netloc:
         raise ParameterError(
-            f"S3 location s3+{parts.scheme[3:]}://{parts.netloc.rpartition('@')[2]}{parts.path}: "
+            f"S3 location {loc}: "
             "credentials in the URL are not supported (use S3_ACCESS_KEY/S3_SECRET_KEY or s3-credentials)"
         )
-    if not parts.hostname:
-        raise ParameterError(f"store {location}: no host in the S3 location")
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise ParameterError(f"store {location}: invalid port") from None
-    bucket, _, prefix = urllib.parse.unquote(parts.path).strip("/").partition("/")
+    if not loc.host:
+        raise ParameterError(f"store {loc}: no host in the S3 location")
+    if not loc.port_valid:
+        raise ParameterError(f"store {loc}: invalid port")
+    bucket, _, prefix = urllib.parse.unquote(loc.path).strip("/").partition("/")
     if not bucket:
-        raise ParameterError(f"store {location}: no bucket in the S3 location (s3+http://host/bucket/prefix)")
-    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        raise ParameterError(f"store {loc}: no bucket in the S3 location (s3+http://host/bucket/prefix)")
+    query = urllib.parse.parse_qs(loc.query, keep_blank_values=True)
     lookup = (query.pop("lookup", None) or ["auto"])[-1] or "auto"
     if lookup not in _LOOKUPS:
-        raise ParameterError(f"store {location}: unknown S3 bucket lookup {lookup!r} (use path, dns or auto)")
+        raise ParameterError(f"store {loc}: unknown S3 bucket lookup {lookup!r} (use path, dns or auto)")
     if query:
-        raise ParameterError(f"store {location}: unknown parameter {sorted(query)[0]!r} (only lookup=)")
+        raise ParameterError(f"store {loc}: unknown parameter {sorted(query)[0]!r} (only lookup=)")
     prefix = "/".join(p for p in prefix.split("/") if p)
     return S3Location(
         location=location,
-        endpoint=f"{parts.scheme[3:]}://{parts.netloc}",
+        endpoint=f"{loc.scheme[3:]}://{loc.netloc}",
         bucket=bucket,
         prefix=prefix + "/" if prefix else "",
         addressing=_LOOKUPS[lookup],
@@ -371,8 +370,7 @@ class S3Store(PruneStore):
 
     def chunk_key(self, chunk_id: bytes) -> str:
         """The object key of a chunk."""
-        name = chunk_id.hex()
-        return f"{self.where.prefix}{name[:4]}/{name}.cacnk"
+        return self.where.prefix + chunk_path(chunk_id)
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         try:
@@ -389,9 +387,9 @@ class S3Store(PruneStore):
     def iter_chunk_ids(self) -> Iterator[bytes]:
         start = len(self.where.prefix)
         for key in self._s3.keys(self.where.prefix):
-            m = _CHUNK_KEY.match(key, start)
-            if m:
-                yield bytes.fromhex(m.group(2))
+            chunk_id = parse_chunk_path(key, start=start)
+            if chunk_id is not None:
+                yield chunk_id
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         with contextlib.suppress(KeyError):
@@ -425,7 +423,7 @@ class S3Store(PruneStore):
 
 
 def open_s3(location: str, options: StoreOptions) -> S3Store:
-    """The :data:`~casync_store.stores.location.BACKENDS` factory for ``s3+http(s)://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``s3+http(s)://``."""
     return S3Store(location, options)
 
 
@@ -557,5 +555,5 @@ def _read_part(source: BinaryIO, n: int, size: int) -> bytes:
 
 
 def open_s3_index_store(location: str, options: StoreOptions) -> S3IndexStore:
-    """The :data:`~casync_store.stores.indexstore.INDEX_BACKENDS` factory for ``s3+http(s)://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``s3+http(s)://``."""
     return S3IndexStore(location, options)

@@ -56,7 +56,7 @@ from casync_format.errors import (
 )
 
 from ..plumbing.atomic import TEMP_PREFIX
-from ..plumbing.config import StoreOptions, mask_password, split_url
+from ..plumbing.config import StoreOptions
 from ._sshconnect import (
     SESSIONS_PER_CONNECTION,
     SSH_CONFIG_ENV,
@@ -69,7 +69,9 @@ from ._sshconnect import (
 from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name, copy_exactly
-from .local import CHUNK_SUFFIX, STALE_TEMP_AGE
+from .layout import chunk_path, is_chunk_dir, parse_chunk_file
+from .local import STALE_TEMP_AGE
+from .locparse import Location
 
 __all__ = [
     "SFTPStore",
@@ -90,8 +92,6 @@ T = TypeVar("T")
 DEFAULT_SESSIONS = 4
 _SMALL_READ = 32768  # paramiko's largest single read request; bigger reads are pipelined
 _INDEX_BLOCK = 1 << 20
-_NAME = re.compile(r"^([0-9a-f]{64})\.cacnk$")
-_PREFIX = re.compile(r"^[0-9a-f]{4}$")
 _BAD_TEXT = re.compile(r"[\x00-\x20\x7f\"'`$;|&<>\\]")
 
 
@@ -107,26 +107,22 @@ class SFTPLocation:
 
 def parse_location(location: str) -> SFTPLocation:
     """Split ``sftp://[user@]host[:port]/path``; raises ParameterError (never echoing a password)."""
-    parts = split_url(location)
-    shown = mask_password(location)
-    what = f"sftp store location {shown!r}"
-    if parts.scheme.lower() != "sftp" or not location[len(parts.scheme) :].startswith("://"):
+    loc = Location.parse(location)
+    what = f"sftp store location {loc.redacted()!r}"
+    if loc.scheme != "sftp":
         raise ParameterError(f"{what}: not an sftp:// location")
-    if parts.password is not None:
+    if loc.password is not None:
         raise ParameterError(f"{what}: passwords are not supported (use keys or an agent)")
-    try:
-        port = parts.port
-        if port == 0:
-            raise ValueError("port 0")
-    except ValueError:
-        raise ParameterError(f"{what}: the port must be a number from 1 to 65535") from None
-    host = parts.hostname or ""
-    user = urllib.parse.unquote(parts.username) if parts.username is not None else None
+    port = loc.port
+    if not loc.port_valid or port == 0:
+        raise ParameterError(f"{what}: the port must be a number from 1 to 65535")
+    host = loc.host
+    user = urllib.parse.unquote(loc.user) if loc.user is not None else None
     for part, text in (("host", host), ("user name", user or "x")):
         if not text or _BAD_TEXT.search(text) or text.startswith("-"):
             raise ParameterError(f"{what}: {part} {text!r} is not allowed")
-    rest = parts.path + (f"?{parts.query}" if parts.query else "")
-    path = urllib.parse.unquote(rest + (f"#{parts.fragment}" if parts.fragment else ""))
+    rest = loc.path + (f"?{loc.query}" if loc.query else "")
+    path = urllib.parse.unquote(rest + (f"#{loc.fragment}" if loc.fragment else ""))
     if not path.startswith("/"):
         raise ParameterError(f"{what}: needs an absolute path (sftp://host/path/to/store)")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
@@ -140,8 +136,8 @@ class _SFTPBase:
 
     def __init__(self, location: str, options: StoreOptions | None, ssh_config: str | None) -> None:
         options = options or StoreOptions()
-        self.name = location
         self.location = parse_location(location)
+        self.name = Location.parse(location).redacted()  # passwords were refused: as given
         self.path = self.location.path
         self.retries = max(0, options.error_retry)
         self.retry_interval = options.error_retry_base_interval
@@ -296,8 +292,7 @@ class SFTPStore(_SFTPBase, PruneStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """Where the chunk's file lives on the server."""
-        name = chunk_id.hex()
-        return posixpath.join(self.path, name[:4], name + CHUNK_SUFFIX)
+        return posixpath.join(self.path, chunk_path(chunk_id))
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         path = self.chunk_path(chunk_id)
@@ -347,16 +342,16 @@ class SFTPStore(_SFTPBase, PruneStore):
     def _prefix_dirs(self) -> list[str]:
         entries = self._list(self.path, missing_ok=False)
         return sorted(e.filename for e in entries
-                      if _PREFIX.match(e.filename) and not stat.S_ISREG(e.st_mode or 0))  # fmt: skip
+                      if is_chunk_dir(e.filename) and not stat.S_ISREG(e.st_mode or 0))  # fmt: skip
 
     def iter_chunk_ids(self) -> Iterator[bytes]:
         """Chunk ids, one prefix directory listed at a time (no session is held while yielding)."""
         for prefix in self._prefix_dirs():
             for entry in sorted(self._list(posixpath.join(self.path, prefix), missing_ok=True),
                                 key=lambda e: e.filename):  # fmt: skip
-                m = _NAME.match(entry.filename)
-                if m and m.group(1).startswith(prefix) and stat.S_ISREG(entry.st_mode or 0):
-                    yield bytes.fromhex(m.group(1))
+                chunk_id = parse_chunk_file(entry.filename, prefix)
+                if chunk_id is not None and stat.S_ISREG(entry.st_mode or 0):
+                    yield chunk_id
 
     def prune(self, keep: set[bytes] | frozenset[bytes], max_temp_age: float = STALE_TEMP_AGE) -> int:
         """Remove unreferenced chunks, and temp files of writers that died ``max_temp_age`` s ago."""
@@ -365,9 +360,9 @@ class SFTPStore(_SFTPBase, PruneStore):
         for prefix in self._prefix_dirs():
             directory = posixpath.join(self.path, prefix)
             for entry in self._list(directory, missing_ok=True):
-                m = _NAME.match(entry.filename)
-                if m and m.group(1).startswith(prefix) and bytes.fromhex(m.group(1)) not in keep:
-                    self.remove_chunk(bytes.fromhex(m.group(1)))
+                chunk_id = parse_chunk_file(entry.filename, prefix)
+                if chunk_id is not None and chunk_id not in keep:
+                    self.remove_chunk(chunk_id)
                     count += 1
                 elif entry.filename.startswith(TEMP_PREFIX) and (entry.st_mtime or 0) < cutoff:
                     tmp = posixpath.join(directory, entry.filename)
@@ -510,10 +505,10 @@ class SFTPIndexStore(_SFTPBase, WriteIndexStore):
 
 
 def open_sftp(location: str, options: StoreOptions) -> SFTPStore:
-    """The :data:`~casync_store.stores.location.BACKENDS` factory for ``sftp://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``sftp://``."""
     return SFTPStore(location, options)
 
 
 def open_sftp_index_store(location: str, options: StoreOptions) -> SFTPIndexStore:
-    """The :data:`~casync_store.stores.indexstore.INDEX_BACKENDS` factory for ``sftp://``."""
+    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``sftp://``."""
     return SFTPIndexStore(location, options)

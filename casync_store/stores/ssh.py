@@ -44,9 +44,10 @@ from casync_format import chunk as chunk_codec
 from casync_format import protocol as proto
 from casync_format.errors import ChunkMissing, FormatError, ParameterError, StoreError
 
-from ..plumbing.config import StoreOptions, mask_password
+from ..plumbing.config import StoreOptions
 from ._httpclient import effective_timeout
 from .base import Store
+from .locparse import redact
 
 __all__ = ["SSHStore", "SSHLocation", "open_ssh", "parse_location", "DEFAULT_SESSIONS"]
 
@@ -79,7 +80,7 @@ class SSHLocation:
 
 
 def _refuse(location: str, what: str) -> ParameterError:
-    shown = mask_password(location)  # never echo a password
+    shown = redact(location)  # never echo a password
     return ParameterError(f"ssh store location {shown!r}: {what}")
 
 
@@ -344,8 +345,8 @@ class SSHStore(Store):
         remote_path: str | None = None,
     ) -> None:
         options = options or StoreOptions()
-        self.name = location
         self.location = parse_location(location)
+        self.name = redact(location)  # passwords were refused: as given
         self.verify = not options.skip_verify
         #: Seconds a chunk's answer may take in all: desync's one minute unless set (negative: no limit).
         self.timeout = effective_timeout(options.timeout)
