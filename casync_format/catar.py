@@ -48,7 +48,6 @@ API (stable)::
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import stat
 import struct
@@ -56,6 +55,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
+from . import _accel
 from ._catar_goodbye import encode_goodbye, goodbye_hash
 from .constants import (  # noqa: F401 (feature flags re-exported)
     CA_FORMAT_DEFAULT,
@@ -478,15 +478,10 @@ def _encoder(flags: int) -> _EntryEncoder:
     return _EntryEncoder(flags)
 
 
-def _load_c_child() -> Callable[[Entry, tuple[int, int, int, int, bool]], bytes | None] | None:
-    try:
-        module = importlib.import_module("._chunker", __package__)
-    except ImportError:
-        return None
-    return getattr(module, "encode_child", None)
-
-
-_ENCODE_CHILD_C = _load_c_child()  # the extension's short path of CatarWriter._child, or None
+# The extension's short path of CatarWriter._child, or None (not built, or PYCASYNC_PUREPYTHON=1).
+_ENCODE_CHILD_C: Callable[[Entry, tuple[int, int, int, int, bool]], bytes | None] | None = _accel.c_function(
+    "catar-entry"
+)
 
 
 def _child_consts(encoder: _EntryEncoder) -> tuple[int, int, int, int, bool] | None:
