@@ -84,10 +84,9 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
-        from casync_format.chunker import BACKEND
-        from casync_format.compress import ZSTD_BACKEND
+        from casync_format import describe_backends
 
-        print(f"{PROG} {__version__} (chunker: {BACKEND}, zstd: {ZSTD_BACKEND or 'none'})")
+        print(f"{PROG} {__version__} ({describe_backends()})")
         parser.exit()
 
 

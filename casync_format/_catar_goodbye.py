@@ -9,18 +9,18 @@ the GOODBYE record, CA_FORMAT_GOODBYE_TAIL_MARKER)``. The items are sorted by
 (children of slot ``i`` at ``2i+1`` / ``2i+2``), exactly as casync's
 ``ca_make_bst`` lays it out, so the bytes match casync's archives.
 :func:`encode_goodbye` is the C version of the optional extension
-``casync_format._chunker`` when it imports, else the pure-Python
+``casync_format._chunker`` when :mod:`._accel` lets it, else the pure-Python
 :func:`encode_goodbye_py` (same bytes).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import struct
 from collections.abc import Sequence
 from typing import Callable
 
+from . import _accel
 from ._siphash import siphash24
 from .constants import CA_FORMAT_GOODBYE, CA_FORMAT_GOODBYE_TAIL_MARKER
 
@@ -102,12 +102,8 @@ _GoodbyeFunc = Callable[[Sequence[tuple[int, int, int]], int, int], bytes]
 
 
 def _load_c() -> _GoodbyeFunc | None:
-    try:
-        module = importlib.import_module("._chunker", __package__)
-    except ImportError:
-        return None
-    build = getattr(module, "encode_goodbye", None)
-    if build is None:  # an extension built before the function existed
+    build = _accel.c_function("catar-goodbye")
+    if build is None:  # not built, built before the function existed, or PYCASYNC_PUREPYTHON=1
         return None
 
     def encode_goodbye_c(
@@ -120,7 +116,7 @@ def _load_c() -> _GoodbyeFunc | None:
 
 
 encode_goodbye_c: _GoodbyeFunc | None = _load_c()
-"""The C GOODBYE encoder of the optional extension, or None when it is not built."""
+"""The C GOODBYE encoder of the optional extension, or None when it is not built or not used."""
 
 encode_goodbye: _GoodbyeFunc = encode_goodbye_c or encode_goodbye_py
 """The GOODBYE record for one directory (C when available, else pure Python); see

@@ -3,15 +3,16 @@
 casync keys the hash of each directory entry's name (its goodbye table) with
 a fixed 16-byte key; this module owns only the hash function itself, in pure
 Python over the standard library, and picks the C implementation of the
-optional extension ``casync_format._chunker`` when it imports (same results;
-the pure-Python one stays available as :func:`siphash24_py`).
+optional extension ``casync_format._chunker`` when :mod:`._accel` lets it (same
+results; the pure-Python one stays available as :func:`siphash24_py`).
 """
 
 from __future__ import annotations
 
-import importlib
 import struct
 from typing import Callable
+
+from . import _accel
 
 __all__ = ["siphash24", "siphash24_py", "siphash24_c"]
 
@@ -56,16 +57,9 @@ def siphash24_py(data: bytes, key: bytes) -> int:
     return v0 ^ v1 ^ v2 ^ v3
 
 
-def _load_c() -> Callable[[bytes, bytes], int] | None:
-    try:
-        module = importlib.import_module("._chunker", __package__)
-    except ImportError:
-        return None
-    return getattr(module, "siphash24", None)
-
-
-siphash24_c: Callable[[bytes, bytes], int] | None = _load_c()
-"""The C SipHash-2-4 of the optional extension, or None when it is not built."""
+siphash24_c: Callable[[bytes, bytes], int] | None = _accel.c_function("siphash24")
+"""The C SipHash-2-4 of the optional extension, or None when it is not built or not used
+(``PYCASYNC_PUREPYTHON=1``; see :mod:`casync_format._accel`)."""
 
 siphash24: Callable[[bytes, bytes], int] = siphash24_c or siphash24_py
 """The SipHash-2-4 of ``data`` under the 16-byte ``key`` (C when available, else pure Python)."""

@@ -7,12 +7,17 @@ QUOTA_PROJID records and then a PAYLOAD (regular file), SYMLINK or DEVICE
 record; a directory continues with ``FILENAME`` + child serialization for
 every child in ``strcmp`` order of the names and ends with a GOODBYE record
 (see :mod:`._catar_goodbye`). Every record starts with ``le64 size, le64
-type``; strings end with a NUL. This module owns :class:`Entry` (used by the
+type``; strings end with a NUL. This module is the encoding API: it
+re-exports from :mod:`._catar_entry` the :class:`Entry` model (used by the
 decoder, untar, tar streams and mtree too), the feature-flag rules
-(:func:`normalize_feature_flags`, casync's ``ca_feature_flags_normalize``),
-the encoding of one object's records (:func:`encode_entry`) and
-:class:`CatarWriter`, a push-style encoder whose output is byte-identical to
-``casync make``'s for the same tree and flags.
+(:func:`normalize_feature_flags`, casync's ``ca_feature_flags_normalize``)
+and the encoding of one object's records (:func:`encode_entry`,
+:func:`archived_entry`), and owns :class:`CatarWriter`, a push-style encoder
+whose output is byte-identical to ``casync make``'s for the same tree and
+flags. A large file's payload goes out through one overridable method,
+:meth:`CatarWriter.copy_payload` (copy in the kernel, or hand the bytes to a
+chunker), with :meth:`CatarWriter.read_payload` and
+:meth:`CatarWriter.payload_error` for an override to use.
 
 The encoder takes raw values and reduces them as casync does for the
 declared feature set: mtime to the time granularity (0 without a time flag;
@@ -34,6 +39,7 @@ API (stable)::
           quota_projid=None, acl=None)
     normalize_feature_flags(flags: int) -> int
     encode_entry(entry: Entry, feature_flags: int) -> bytes
+    archived_entry(entry: Entry, feature_flags: int) -> Entry  # as its ENTRY record stores it
     CatarWriter(write: Callable[[bytes], object], feature_flags: int)
         .begin(root: Entry) -> None          # root directory (name ignored)
         .enter(entry: Entry) -> None         # open a subdirectory of the current directory
@@ -42,47 +48,46 @@ API (stable)::
         .finish() -> None                    # close the root; the archive is complete
         .offset: int                         # bytes written so far
         .feature_flags: int                  # the normalized flags in every ENTRY
+        .copy_payload(entry, payload, size)  # hook: a large file's payload (override it)
+        .read_payload(entry, payload, size) -> bytes            # exactly size bytes, else FormatError
+        .payload_error(entry, payload, missing) -> FormatError  # absent, short or too long
+    SMALL_PAYLOAD = 65536                    # payloads up to this size never reach copy_payload
     DESYNC_TAR_FLAGS = 0xb000000010001f22, CA_FORMAT_DEFAULT = 0xb0000001ffeffe26
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import os
 import stat
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
+from . import _accel
+from ._catar_entry import (
+    CHATTR_FLAGS,
+    KIND_FLAGS,
+    Entry,
+    archived_entry,
+    encode_entry,
+    flags_from_chattr,
+    normalize_feature_flags,
+    time_granularity_ns,
+    xattr_name_stored,
+)
+from ._catar_entry import child_consts as _child_consts
+from ._catar_entry import encode_entry_general as _encode_general  # noqa: F401 (the reference tests compare with)
+from ._catar_entry import encoder_for as _encoder
 from ._catar_goodbye import encode_goodbye, goodbye_hash
-from .constants import (  # noqa: F401 (feature flags re-exported)
+from .constants import (
     CA_FORMAT_DEFAULT,
-    CA_FORMAT_DEVICE,
-    CA_FORMAT_ENTRY,
-    CA_FORMAT_EXCLUDE_FILE,
-    CA_FORMAT_EXCLUDE_NODUMP,
-    CA_FORMAT_FCAPS,
-    CA_FORMAT_FEATURE_FLAGS_MAX,
     CA_FORMAT_FILENAME,
-    CA_FORMAT_GROUP,
-    CA_FORMAT_PAYLOAD,
-    CA_FORMAT_QUOTA_PROJID,
-    CA_FORMAT_SELINUX,
-    CA_FORMAT_SHA512_256,
-    CA_FORMAT_SYMLINK,
-    CA_FORMAT_USER,
     CA_FORMAT_WITH_2SEC_TIME,
     CA_FORMAT_WITH_16BIT_UIDS,
-    CA_FORMAT_WITH_32BIT_UIDS,
     CA_FORMAT_WITH_ACL,
     CA_FORMAT_WITH_BEST,
     CA_FORMAT_WITH_CHATTR,
-    CA_FORMAT_WITH_DEVICE_NODES,
     CA_FORMAT_WITH_FAT_ATTRS,
     CA_FORMAT_WITH_FCAPS,
-    CA_FORMAT_WITH_FIFOS,
     CA_FORMAT_WITH_FLAG_APPEND,
     CA_FORMAT_WITH_FLAG_ARCHIVE,
     CA_FORMAT_WITH_FLAG_COMPR,
@@ -96,28 +101,24 @@ from .constants import (  # noqa: F401 (feature flags re-exported)
     CA_FORMAT_WITH_FLAG_PROJINHERIT,
     CA_FORMAT_WITH_FLAG_SYNC,
     CA_FORMAT_WITH_FLAG_SYSTEM,
-    CA_FORMAT_WITH_NSEC_TIME,
-    CA_FORMAT_WITH_PERMISSIONS,
     CA_FORMAT_WITH_QUOTA_PROJID,
     CA_FORMAT_WITH_READ_ONLY,
     CA_FORMAT_WITH_SEC_TIME,
     CA_FORMAT_WITH_SELINUX,
-    CA_FORMAT_WITH_SOCKETS,
     CA_FORMAT_WITH_SUBVOLUME,
     CA_FORMAT_WITH_SUBVOLUME_RO,
-    CA_FORMAT_WITH_SYMLINKS,
     CA_FORMAT_WITH_USEC_TIME,
     CA_FORMAT_WITH_USER_NAMES,
-    CA_FORMAT_WITH_XATTRS,
-    CA_FORMAT_XATTR,
     DESYNC_TAR_FLAGS,
 )
-from .errors import FormatError, ParameterError
+from .errors import FormatError
 
 __all__ = [
     "Entry",
     "CatarWriter",
+    "archived_entry",
     "encode_entry",
+    "SMALL_PAYLOAD",
     "normalize_feature_flags",
     "time_granularity_ns",
     "flags_from_chattr",
@@ -157,343 +158,19 @@ __all__ = [
     "CA_FORMAT_DEFAULT",
 ]
 
-# Linux chattr bits (FS_*_FL) and the feature flag casync records for each.
-CHATTR_FLAGS: tuple[tuple[int, int], ...] = (
-    (0x00000020, CA_FORMAT_WITH_FLAG_APPEND),
-    (0x00000080, CA_FORMAT_WITH_FLAG_NOATIME),
-    (0x00000004, CA_FORMAT_WITH_FLAG_COMPR),
-    (0x00800000, CA_FORMAT_WITH_FLAG_NOCOW),
-    (0x00000040, CA_FORMAT_WITH_FLAG_NODUMP),
-    (0x00010000, CA_FORMAT_WITH_FLAG_DIRSYNC),
-    (0x00000010, CA_FORMAT_WITH_FLAG_IMMUTABLE),
-    (0x00000008, CA_FORMAT_WITH_FLAG_SYNC),
-    (0x00000400, CA_FORMAT_WITH_FLAG_NOCOMP),
-    (0x20000000, CA_FORMAT_WITH_FLAG_PROJINHERIT),
+NAME_MAX = 255  # longest file name casync (Linux) accepts, in bytes
+_BLOCK = 1 << 20  # payload bytes read per call
+SMALL_PAYLOAD = 64 * 1024
+"""Payloads up to this size go out in one ``write`` with their records, never via
+:meth:`CatarWriter.copy_payload`."""
+_HEADER = struct.Struct("<QQ")
+
+
+# The extension's short path of CatarWriter._child, or None (not built, or PYCASYNC_PUREPYTHON=1).
+_ENCODE_CHILD_C: Callable[[Entry, tuple[int, int, int, int, bool]], bytes | None] | None = _accel.c_function(
+    "catar-entry"
 )
 
-NAME_MAX = 255  # longest file name casync (Linux) accepts, in bytes
-_SYMLINK_MAX = 4095  # PATH_MAX less the NUL
-_UID_FLAGS = CA_FORMAT_WITH_16BIT_UIDS | CA_FORMAT_WITH_32BIT_UIDS
-_U64 = 0xFFFFFFFFFFFFFFFF
-_BLOCK = 1 << 20  # payload bytes read per call
-_SMALL = 64 * 1024  # payloads up to this size go out in one piece with their records
-
-_HEADER = struct.Struct("<QQ")
-_ENTRY = struct.Struct("<QQQQQQQQ")
-_DEVICE = struct.Struct("<QQQQ")
-_QUOTA = struct.Struct("<QQQ")
-_ENTRY_PAYLOAD = struct.Struct("<QQQQQQQQQQ")  # ENTRY + a regular file's PAYLOAD header
-
-
-@dataclass
-class Entry:
-    """One filesystem object in a catar archive (metadata only)."""
-
-    name: bytes  # last path component; b"" for the archive root
-    mode: int  # full st_mode: type bits | permission bits (incl. suid/sgid/sticky)
-    uid: int = 0
-    gid: int = 0
-    mtime_ns: int = 0  # nanoseconds since the epoch
-    flags: int = 0  # chattr/FAT flags as casync records them (CA_FORMAT_WITH_FLAG_*), 0 if none
-    user: bytes | None = None  # user name record, when the feature set carries names
-    group: bytes | None = None
-    xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)  # (name, value), casync's order
-    size: int = 0  # payload size (regular files)
-    target: bytes | None = None  # symlink target
-    rdev: int = 0  # device number (os.makedev) for block/char devices
-    # Items read but not restored by untar (kept so mtree/tar conversions can see them):
-    selinux: bytes | None = None
-    fcaps: bytes | None = None
-    quota_projid: int | None = None
-    acl: bytes | None = None  # raw ACL records, opaque
-
-
-def normalize_feature_flags(flags: int) -> int:
-    """casync's normalization of a feature set: drop redundant bits, add implied ones.
-
-    Raises :class:`ParameterError` for bits casync does not know. The result is
-    what casync writes into every ENTRY record (and a caidx header).
-    """
-    if flags < 0 or flags & ~CA_FORMAT_FEATURE_FLAGS_MAX:
-        raise ParameterError(f"unsupported feature flags {flags:#x}")
-    if flags & CA_FORMAT_WITH_ACL and not flags & (_UID_FLAGS | CA_FORMAT_WITH_USER_NAMES):
-        flags |= CA_FORMAT_WITH_32BIT_UIDS | CA_FORMAT_WITH_USER_NAMES
-    if flags & CA_FORMAT_WITH_32BIT_UIDS:
-        flags &= ~CA_FORMAT_WITH_16BIT_UIDS
-    if flags & CA_FORMAT_WITH_NSEC_TIME:
-        flags &= ~(CA_FORMAT_WITH_USEC_TIME | CA_FORMAT_WITH_SEC_TIME | CA_FORMAT_WITH_2SEC_TIME)
-    if flags & CA_FORMAT_WITH_USEC_TIME:
-        flags &= ~(CA_FORMAT_WITH_SEC_TIME | CA_FORMAT_WITH_2SEC_TIME)
-    if flags & CA_FORMAT_WITH_SEC_TIME:
-        flags &= ~CA_FORMAT_WITH_2SEC_TIME
-    if flags & CA_FORMAT_WITH_ACL:
-        flags &= ~(CA_FORMAT_WITH_PERMISSIONS | CA_FORMAT_WITH_READ_ONLY)
-    if flags & CA_FORMAT_WITH_PERMISSIONS:
-        flags &= ~CA_FORMAT_WITH_READ_ONLY
-    if flags & CA_FORMAT_EXCLUDE_NODUMP:
-        flags &= ~CA_FORMAT_WITH_FLAG_NODUMP
-    if flags & CA_FORMAT_WITH_SUBVOLUME_RO:
-        flags |= CA_FORMAT_WITH_SUBVOLUME
-    return flags
-
-
-@functools.lru_cache(maxsize=64)
-def time_granularity_ns(flags: int) -> int | None:
-    """The mtime resolution the feature set keeps, in ns (None: no times, all zero)."""
-    for bit, granularity in (
-        (CA_FORMAT_WITH_NSEC_TIME, 1),
-        (CA_FORMAT_WITH_USEC_TIME, 1000),
-        (CA_FORMAT_WITH_SEC_TIME, 1_000_000_000),
-        (CA_FORMAT_WITH_2SEC_TIME, 2_000_000_000),
-    ):
-        if flags & bit:
-            return granularity
-    return None
-
-
-def flags_from_chattr(chattr: int) -> int:
-    """The CA_FORMAT_WITH_FLAG_* bits for Linux chattr bits (``FS_IOC_GETFLAGS``)."""
-    result = 0
-    for fs_bit, ca_bit in CHATTR_FLAGS:
-        if chattr & fs_bit:
-            result |= ca_bit
-    return result
-
-
-def xattr_name_stored(name: bytes) -> bool:
-    """Whether casync keeps an xattr of this name in XATTR records (valid ``user.``/``trusted.`` names)."""
-    dot = name.find(b".")
-    if dot <= 0 or dot + 1 >= len(name) or len(name) > 255 or b"\0" in name:
-        return False
-    return name.startswith((b"user.", b"trusted."))
-
-
-def _record(kind: int, body: bytes) -> bytes:
-    """One record: header (size including the header, type) and body."""
-    return _HEADER.pack(_HEADER.size + len(body), kind) + body
-
-
-def _cstring(kind: int, value: bytes, what: str, limit: int) -> bytes:
-    if b"\0" in value or len(value) > limit:
-        raise FormatError(f"{what} {value[:64]!r} contains NUL or exceeds {limit} bytes")
-    return _record(kind, value + b"\0")
-
-
-def _fixup_mode(mode: int, flags: int) -> int:
-    kind = stat.S_IFMT(mode)
-    if kind == stat.S_IFLNK:
-        return stat.S_IFLNK | 0o777
-    if flags & (CA_FORMAT_WITH_PERMISSIONS | CA_FORMAT_WITH_ACL):
-        return kind | (mode & 0o7777)
-    directory = kind == stat.S_IFDIR
-    if flags & CA_FORMAT_WITH_READ_ONLY and not mode & 0o222:
-        return kind | (0o555 if directory else 0o444)
-    return kind | (0o777 if directory else 0o666)
-
-
-def _owner(value: int, flags: int, what: str) -> int:
-    if not flags & _UID_FLAGS:
-        return 0
-    limit = 0xFFFF if flags & CA_FORMAT_WITH_16BIT_UIDS else 0xFFFFFFFF
-    if value < 0 or value > limit or value in (0xFFFF, 0xFFFFFFFF):
-        raise FormatError(f"{what} {value} cannot be stored with feature flags {flags:#x}")
-    return value
-
-
-# The feature flag each non-directory, non-regular file type needs.
-KIND_FLAGS = {
-    stat.S_IFLNK: CA_FORMAT_WITH_SYMLINKS,
-    stat.S_IFBLK: CA_FORMAT_WITH_DEVICE_NODES,
-    stat.S_IFCHR: CA_FORMAT_WITH_DEVICE_NODES,
-    stat.S_IFIFO: CA_FORMAT_WITH_FIFOS,
-    stat.S_IFSOCK: CA_FORMAT_WITH_SOCKETS,
-}
-
-
-def _check_kind(mode: int, flags: int) -> None:
-    kind = stat.S_IFMT(mode)
-    if kind == stat.S_IFREG or kind == stat.S_IFDIR:
-        return
-    if kind not in KIND_FLAGS:
-        raise FormatError(f"unknown file type in mode {mode:#o}")
-    if not flags & KIND_FLAGS[kind]:
-        raise FormatError(f"file type of mode {mode:#o} is not allowed by feature flags {flags:#x}")
-
-
-def _meta_records(entry: Entry, flags: int, kind: int) -> Iterable[bytes]:
-    """USER, GROUP, XATTR, ACL, SELINUX, FCAPS and QUOTA_PROJID records, in casync's order."""
-    if flags & CA_FORMAT_WITH_USER_NAMES:
-        if entry.user is not None:
-            yield _cstring(CA_FORMAT_USER, entry.user, "user name", 255)
-        if entry.group is not None:
-            yield _cstring(CA_FORMAT_GROUP, entry.group, "group name", 255)
-    if flags & CA_FORMAT_WITH_XATTRS and kind != stat.S_IFLNK and entry.xattrs:
-        kept = sorted((name, value) for name, value in entry.xattrs if xattr_name_stored(name))
-        previous = None
-        for name, value in kept:
-            if name == previous:
-                raise FormatError(f"duplicate xattr {name!r}")
-            previous = name
-            yield _record(CA_FORMAT_XATTR, name + b"\0" + value)
-    if flags & CA_FORMAT_WITH_ACL and entry.acl:
-        yield entry.acl
-    if flags & CA_FORMAT_WITH_SELINUX and entry.selinux is not None:
-        yield _cstring(CA_FORMAT_SELINUX, entry.selinux, "SELinux label", 4095)
-    if flags & CA_FORMAT_WITH_FCAPS and entry.fcaps is not None and kind == stat.S_IFREG:
-        yield _record(CA_FORMAT_FCAPS, entry.fcaps)
-    if flags & CA_FORMAT_WITH_QUOTA_PROJID and entry.quota_projid and kind in (stat.S_IFDIR, stat.S_IFREG):
-        yield _QUOTA.pack(_QUOTA.size, CA_FORMAT_QUOTA_PROJID, entry.quota_projid)
-
-
-def _entry_flags(entry: Entry, flags: int, kind: int) -> int:
-    if kind not in (stat.S_IFDIR, stat.S_IFREG):
-        return 0
-    allowed = CA_FORMAT_WITH_CHATTR | CA_FORMAT_WITH_FAT_ATTRS
-    if kind == stat.S_IFDIR:
-        allowed |= CA_FORMAT_WITH_SUBVOLUME | CA_FORMAT_WITH_SUBVOLUME_RO
-    return entry.flags & flags & allowed
-
-
-def encode_entry(entry: Entry, feature_flags: int) -> bytes:
-    """The records of one object, from ENTRY to its PAYLOAD header / SYMLINK / DEVICE.
-
-    ``feature_flags`` must be normalized (:func:`normalize_feature_flags`).
-    The values are reduced as casync reduces them for that feature set (time
-    granularity, permission bits, owners, the xattrs it keeps, sorted by
-    name), so any source yields casync's bytes. A regular file's payload bytes
-    (``entry.size`` of them) must follow. Raises :class:`FormatError` for an
-    object the feature set cannot carry.
-    """
-    return _encoder(feature_flags).encode(entry)
-
-
-def _encode_general(entry: Entry, flags: int) -> bytes:
-    """:func:`encode_entry` spelled out step by step (the reference for :class:`_EntryEncoder`)."""
-    mode = entry.mode
-    kind = stat.S_IFMT(mode)
-    _check_kind(mode, flags)
-    granularity = time_granularity_ns(flags)
-    mtime = 0 if granularity is None else (entry.mtime_ns & _U64) // granularity * granularity
-    head = _ENTRY.pack(
-        _ENTRY.size, CA_FORMAT_ENTRY, flags, _fixup_mode(mode, flags), _entry_flags(entry, flags, kind),
-        _owner(entry.uid, flags, "uid"), _owner(entry.gid, flags, "gid"), mtime,
-    )
-    parts = [head]
-    if _has_meta(entry):
-        parts.extend(_meta_records(entry, flags, kind))
-    parts.append(_tail_record(entry, kind))
-    return b"".join(parts)
-
-
-def _has_meta(entry: Entry) -> bool:
-    return bool(
-        entry.xattrs or entry.user or entry.group or entry.acl or entry.selinux is not None
-        or entry.fcaps is not None or entry.quota_projid
-    )
-
-
-def _tail_record(entry: Entry, kind: int) -> bytes:
-    """The PAYLOAD header, SYMLINK or DEVICE record closing an object's records (else b"")."""
-    if kind == stat.S_IFREG:
-        if entry.size < 0:
-            raise FormatError(f"negative payload size {entry.size}")
-        return _HEADER.pack(_HEADER.size + entry.size, CA_FORMAT_PAYLOAD)
-    if kind == stat.S_IFLNK:
-        if not entry.target:
-            raise FormatError("symlink without a target")
-        return _cstring(CA_FORMAT_SYMLINK, entry.target, "symlink target", _SYMLINK_MAX)
-    if kind in (stat.S_IFBLK, stat.S_IFCHR):
-        return _DEVICE.pack(_DEVICE.size, CA_FORMAT_DEVICE, os.major(entry.rdev), os.minor(entry.rdev))
-    return b""
-
-
-class _EntryEncoder:
-    """:func:`encode_entry` for one normalized feature set, its per-flag decisions made once.
-
-    The common objects (no metadata records, owners in range, a kind the
-    flags allow, permissions kept) take a short path; anything else goes
-    through :func:`_encode_general`, which raises the errors. Both give the
-    same bytes.
-    """
-
-    __slots__ = ("dir_flags", "flags", "granularity", "kinds", "owners", "reg_flags", "simple")
-
-    def __init__(self, flags: int) -> None:
-        self.flags = flags
-        granularity = time_granularity_ns(flags)
-        self.granularity = 0 if granularity is None else granularity
-        self.owners = bool(flags & _UID_FLAGS) and not flags & CA_FORMAT_WITH_16BIT_UIDS  # full 32-bit range
-        self.simple = bool(flags & (CA_FORMAT_WITH_PERMISSIONS | CA_FORMAT_WITH_ACL)) and (
-            self.owners or not flags & _UID_FLAGS
-        )
-        self.kinds = frozenset(
-            [stat.S_IFREG, stat.S_IFDIR] + [kind for kind, need in KIND_FLAGS.items() if flags & need]
-        )
-        chattr = flags & (CA_FORMAT_WITH_CHATTR | CA_FORMAT_WITH_FAT_ATTRS)
-        self.reg_flags = chattr
-        self.dir_flags = chattr | (flags & (CA_FORMAT_WITH_SUBVOLUME | CA_FORMAT_WITH_SUBVOLUME_RO))
-
-    def encode(self, entry: Entry) -> bytes:
-        """The records of ``entry`` (see :func:`encode_entry`)."""
-        mode = entry.mode
-        kind = mode & 0o170000
-        uid, gid = entry.uid, entry.gid
-        if not self.simple or kind not in self.kinds or _has_meta(entry):
-            return _encode_general(entry, self.flags)
-        if self.owners:
-            if not (0 <= uid < 0xFFFF or 0xFFFF < uid < 0xFFFFFFFF) or not (
-                0 <= gid < 0xFFFF or 0xFFFF < gid < 0xFFFFFFFF
-            ):
-                return _encode_general(entry, self.flags)
-        else:
-            uid = gid = 0
-        granularity = self.granularity
-        if granularity == 1:
-            mtime = entry.mtime_ns & _U64
-        elif granularity:
-            mtime = (entry.mtime_ns & _U64) // granularity * granularity
-        else:
-            mtime = 0
-        if kind == stat.S_IFREG:
-            size = entry.size
-            if size < 0:
-                raise FormatError(f"negative payload size {size}")
-            return _ENTRY_PAYLOAD.pack(
-                _ENTRY.size, CA_FORMAT_ENTRY, self.flags, mode & 0o177777, entry.flags & self.reg_flags,
-                uid, gid, mtime, _HEADER.size + size, CA_FORMAT_PAYLOAD,
-            )
-        if kind == stat.S_IFDIR:
-            extra, mode = entry.flags & self.dir_flags, mode & 0o177777
-        else:
-            extra = 0
-            mode = stat.S_IFLNK | 0o777 if kind == stat.S_IFLNK else mode & 0o177777
-        head = _ENTRY.pack(_ENTRY.size, CA_FORMAT_ENTRY, self.flags, mode, extra, uid, gid, mtime)
-        if kind == stat.S_IFDIR:
-            return head
-        return head + _tail_record(entry, kind)
-
-
-@functools.lru_cache(maxsize=64)
-def _encoder(flags: int) -> _EntryEncoder:
-    return _EntryEncoder(flags)
-
-
-def _load_c_child() -> Callable[[Entry, tuple[int, int, int, int, bool]], bytes | None] | None:
-    try:
-        module = importlib.import_module("._chunker", __package__)
-    except ImportError:
-        return None
-    return getattr(module, "encode_child", None)
-
-
-_ENCODE_CHILD_C = _load_c_child()  # the extension's short path of CatarWriter._child, or None
-
-
-def _child_consts(encoder: _EntryEncoder) -> tuple[int, int, int, int, bool] | None:
-    """What the C short path needs to know of a feature set (None: it cannot take this set)."""
-    if not encoder.simple:
-        return None
-    return (encoder.flags, encoder.granularity, encoder.reg_flags, encoder.dir_flags, encoder.owners)
 
 
 def _check_name(name: bytes) -> None:
@@ -604,45 +281,63 @@ class CatarWriter:
         start = self.offset
         parent, records = self._child(entry)
         size = entry.size if kind == stat.S_IFREG else 0
-        if 0 < size <= _SMALL:  # one write for the records and a small file's content
-            records += self._read_payload(entry, payload, size)
+        if 0 < size <= SMALL_PAYLOAD:  # one write for the records and a small file's content
+            records += self.read_payload(entry, payload, size)
             size = 0
         self._write(records)
         self.offset = end = start + len(records)
         if size:
-            self._copy_payload(entry, payload)
+            self.copy_payload(entry, payload, size)
             end = self.offset
         parent.children.append((goodbye_hash(entry.name), start, end))
 
-    def _read_payload(self, entry: Entry, payload: BinaryIO | None, size: int) -> bytes:
+    def read_payload(self, entry: Entry, payload: BinaryIO | None, size: int) -> bytes:
+        """Read exactly ``size`` bytes of ``entry``'s payload (short reads are retried).
+
+        A missing ``payload``, one that ends early or one whose ``read``
+        returns more than asked raises :meth:`payload_error`'s error.
+        """
         if payload is None:
-            raise FormatError(f"catar writer: no payload for {self._path(entry.name)!r} ({size} bytes)")
+            raise self.payload_error(entry, payload, size)
         data = payload.read(size)
         while len(data) < size:  # a short read that is not the end yet
             more = payload.read(size - len(data))
             if not more:
-                self._payload_ended(entry, size - len(data))
+                raise self.payload_error(entry, payload, size - len(data))
             data += more
         if len(data) > size:
-            raise FormatError(f"catar writer: payload of {self._path(entry.name)!r} is too long")
+            raise self.payload_error(entry, payload, size - len(data))
         return data
 
-    def _payload_ended(self, entry: Entry, missing: int) -> None:
-        """Raise the error for a payload that ended ``missing`` bytes before ``entry.size``."""
-        where = self._path(entry.name)
-        raise FormatError(f"catar writer: payload of {where!r} ended {missing} bytes early")
+    def payload_error(self, entry: Entry, payload: object, missing: int) -> FormatError:
+        """The :class:`FormatError` for ``entry``'s payload, to raise.
 
-    def _copy_payload(self, entry: Entry, payload: BinaryIO | None, left: int | None = None) -> None:
-        """Copy the last ``left`` (default: all) of ``entry.size`` payload bytes to the output.
-
-        A subclass may override this to copy inside the kernel; it must emit
-        exactly ``left`` bytes (advancing :attr:`offset`) or raise like this one.
+        ``payload`` None: there is none (``missing`` bytes were needed);
+        else it ended ``missing`` bytes early (``missing > 0``) or gave more
+        bytes than asked (``missing < 0``).
         """
-        left = entry.size if left is None else left
-        while left:
-            block = self._read_payload(entry, payload, min(left, _BLOCK))
+        where = self._path(entry.name)
+        if payload is None:
+            return FormatError(f"catar writer: no payload for {where!r} ({missing} bytes)")
+        if missing > 0:
+            return FormatError(f"catar writer: payload of {where!r} ended {missing} bytes early")
+        return FormatError(f"catar writer: payload of {where!r} is too long")
+
+    def copy_payload(self, entry: Entry, payload: BinaryIO | None, size: int) -> None:
+        """The hook for a regular file's payload above :data:`SMALL_PAYLOAD`: ``size`` bytes of ``payload``.
+
+        Called by :meth:`add` after the file's records are written, with
+        ``size`` its whole payload. This default reads ``payload`` in bounded
+        blocks (:meth:`read_payload`) and writes them. A subclass may copy
+        another way (in the kernel, or by leaving the bytes to a chunker that
+        reads them itself); it must account for exactly ``size`` bytes in
+        :attr:`offset` before it returns (this default does, for whatever it
+        is called with), or raise :meth:`payload_error`'s error.
+        """
+        while size:
+            block = self.read_payload(entry, payload, min(size, _BLOCK))
             self._emit(block)
-            left -= len(block)
+            size -= len(block)
 
     def _close_dir(self) -> _OpenDir:
         directory = self._stack.pop()

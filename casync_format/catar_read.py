@@ -31,6 +31,7 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from ._catar_entry import ENTRY_RECORD, unpack_entry_record
 from ._catar_goodbye import goodbye_hash
 from ._catar_input import CatarInput as _Input
 from ._catar_input import PayloadReader, Source
@@ -64,13 +65,12 @@ __all__ = ["Item", "PayloadReader", "CatarReader", "iter_catar", "DEFAULT_MAX_DE
 
 DEFAULT_MAX_DEPTH = 4096  # directory levels (casync itself stops at 64)
 
-_ENTRY_RECORD = struct.Struct("<8Q")  # header and body of an ENTRY
 _GOODBYE_ITEM = struct.Struct("<3Q")
 _U64 = struct.Struct("<Q")
 _GOODBYE_BATCH = 4096  # goodbye items read at a time
 _MASK64 = (1 << 64) - 1
 _MAX_PAYLOAD = (1 << 63) - 1
-_ENTRY_SIZE = _ENTRY_RECORD.size  # 64: casync has this one ENTRY layout
+_ENTRY_SIZE = ENTRY_RECORD.size  # 64: casync has this one ENTRY layout
 
 _NAMES = {
     CA_FORMAT_ENTRY: "ENTRY",
@@ -326,7 +326,7 @@ class CatarReader:
                 raise FormatError(f"archive truncated at byte {start}: no ENTRY for {_show(path)}")
             _check_entry_head(*head, start, path)
             inp.need(_ENTRY_SIZE, "ENTRY record", start)
-        size, kind, *fields = _ENTRY_RECORD.unpack_from(inp.buf, inp.pos)
+        size, kind, *fields = unpack_entry_record(inp.buf, inp.pos)
         _check_entry_head(size, kind, start, path)
         entry = self._entry(fields, name, start)
         inp.pos += _ENTRY_SIZE

@@ -8,18 +8,17 @@ pulled (:func:`chunk_stream`) or pushed in pieces (:class:`StreamCutter`).
 The cut search itself lives in one of two backends with identical
 functions and results: the C extension
 ``casync_format._chunker`` (fast, releases the GIL) or the pure-Python
-reference :mod:`casync_format._buzhash`. Which one is live is chosen at
-import and named by :data:`BACKEND`; ``PYCASYNC_PUREPYTHON=1`` forces the
-pure-Python one, ``PYCASYNC_REQUIRE_C=1`` makes a missing C module an error.
+reference :mod:`casync_format._buzhash`. Which one is live is chosen by
+the one loader of the extension, :mod:`casync_format._accel`, and named by
+:data:`BACKEND`; ``PYCASYNC_PUREPYTHON=1`` forces the pure-Python one,
+``PYCASYNC_REQUIRE_C=1`` makes a missing C module an error.
 Cuts are identical to casync's for every parameter set accepted here.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import mmap
-import os
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +27,7 @@ from itertools import islice
 from types import ModuleType
 from typing import Callable, Protocol, Union
 
-from . import _buzhash
+from . import _accel, _buzhash
 from .constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNKER_WINDOW_SIZE
 from .errors import ParameterError
 
@@ -52,32 +51,10 @@ _SEGMENT = 16 * 1024 * 1024  # default size of a parallel worker's segment
 _IN_FLIGHT_PER_WORKER = 2  # segments queued per worker: bounds memory
 
 
-def _env_flag(name: str) -> bool:
-    value = os.environ.get(name, "")
-    if value not in ("", "1"):
-        raise ParameterError(f"environment variable {name}={value!r}: use 1 or leave it unset")
-    return value == "1"
-
-
-def _load_backends() -> tuple[ModuleType | None, ModuleType, str]:
-    """Return (the C module or None, the live backend, its name)."""
-    force_python = _env_flag("PYCASYNC_PUREPYTHON")
-    require_c = _env_flag("PYCASYNC_REQUIRE_C")
-    c_module: ModuleType | None
-    try:
-        c_module = importlib.import_module("._chunker", __package__)
-    except ImportError as exc:
-        if require_c:
-            raise ImportError(
-                f"PYCASYNC_REQUIRE_C=1 but the C chunker casync_format._chunker does not import: {exc}"
-            ) from exc
-        c_module = None
-    if force_python or c_module is None:
-        return c_module, _buzhash, "python"
-    return c_module, c_module, "c"
-
-
-_C_MODULE, _LIVE, BACKEND = _load_backends()
+_C_MODULE: ModuleType | None = _accel.c_module("chunker")  # the extension, when it cuts
+_LIVE: ModuleType = _C_MODULE if _C_MODULE is not None else _buzhash
+BACKEND: str = _accel.backend("chunker")
+"""``"c"`` or ``"python"``: the live cut search (see :mod:`casync_format._accel`)."""
 
 
 def _backends() -> dict[str, ModuleType]:

@@ -54,7 +54,8 @@ except ImportError:
 
 
 def _no_zstd() -> MissingDependency:
-    return MissingDependency("zstd", "zstandard")
+    # zstandard is a requirement of pycasync itself (setup.cfg), not an extra.
+    return MissingDependency(None, "zstandard", purpose="zstd compression")
 
 
 def _zstd_compress(data: bytes | memoryview, level: int) -> bytes:

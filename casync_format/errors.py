@@ -99,11 +99,16 @@ class OutputBusy(CasyncError):
 
 
 class MissingDependency(CasyncError):
-    """An optional extra is needed for this operation but is not installed."""
+    """A Python package this operation needs is not installed.
 
-    def __init__(self, extra: str, module: str) -> None:
+    ``extra`` is the pycasync extra that installs ``module`` (the message
+    says ``pip install 'pycasync[extra]'``); None for a package that is no
+    extra's (the message says ``pip install module``). ``purpose`` opens the
+    message (default ``"this"``).
+    """
+
+    def __init__(self, extra: str | None, module: str, *, purpose: str = "this") -> None:
         self.extra = extra
         self.module = module
-        super().__init__(
-            f"this needs the Python package {module!r}: pip install 'pycasync[{extra}]'"
-        )
+        install = f"pip install 'pycasync[{extra}]'" if extra else f"pip install {module}"
+        super().__init__(f"{purpose} needs the Python package {module!r}: {install}")

@@ -385,3 +385,119 @@ def test_exclude_rules_semantics():
         with pytest.raises(FormatError):
             parse_exclude_file(bad)
     assert glob_match(b"[a-c]?", b"b1") and not glob_match(b"[!a-c]?", b"b1")
+
+
+# --------------------------------------------------------------------------- the payload hook
+
+
+def _hook_tree(writer: CatarWriter) -> None:
+    writer.begin(Entry(b"", DIR | 0o755))
+    writer.add(Entry(b"big", REG | 0o644, size=200_000), io.BytesIO((bytes(range(256)) * 800)[:200_000]))
+    writer.add(Entry(b"edge", REG | 0o644, size=65536), io.BytesIO(b"e" * 65536))
+    writer.add(Entry(b"just", REG | 0o644, size=65537), io.BytesIO(b"j" * 65537))
+    writer.add(Entry(b"small", REG | 0o644, size=3), io.BytesIO(b"abc"))
+    writer.finish()
+
+
+def test_copy_payload_hook_gets_large_payloads_only():
+    from casync_format.catar import SMALL_PAYLOAD
+
+    seen: list[tuple[bytes, int]] = []
+
+    class Recording(CatarWriter):
+        def copy_payload(self, entry, payload, size):
+            seen.append((entry.name, size))
+            half = size // 2  # the default may be called for parts, in order
+            super().copy_payload(entry, payload, half)
+            super().copy_payload(entry, payload, size - half)
+
+    plain, hooked = io.BytesIO(), io.BytesIO()
+    _hook_tree(CatarWriter(plain.write, DESYNC_TAR_FLAGS))
+    writer = Recording(hooked.write, DESYNC_TAR_FLAGS)
+    _hook_tree(writer)
+    assert SMALL_PAYLOAD == 65536
+    assert seen == [(b"big", 200_000), (b"just", 65537)]
+    assert hooked.getvalue() == plain.getvalue() and writer.offset == len(plain.getvalue())
+
+
+def test_copy_payload_hook_may_write_around_the_writer():
+    # A hook that moves the bytes itself (as tar's sendfile copy does) only has to count them in offset.
+    out = io.BytesIO()
+
+    class Around(CatarWriter):
+        def copy_payload(self, entry, payload, size):
+            out.write(self.read_payload(entry, payload, size))
+            self.offset += size
+
+    plain = io.BytesIO()
+    _hook_tree(CatarWriter(plain.write, DESYNC_TAR_FLAGS))
+    writer = Around(out.write, DESYNC_TAR_FLAGS)
+    _hook_tree(writer)
+    assert out.getvalue() == plain.getvalue() and writer.offset == len(plain.getvalue())
+    _parse(out.getvalue())  # the goodbye offsets account for the hook's bytes
+
+
+class _Greedy:
+    def read(self, size: int = -1) -> bytes:
+        return b"z" * (size + 1)
+
+
+def test_read_payload_and_payload_error():
+    writer = CatarWriter(io.BytesIO().write, DESYNC_TAR_FLAGS)
+    writer.begin(Entry(b"", DIR | 0o755))
+    writer.enter(Entry(b"d", DIR | 0o755))
+    entry = Entry(b"f", REG | 0o644, size=5)
+    assert writer.read_payload(entry, io.BytesIO(b"12345678"), 5) == b"12345"
+    with pytest.raises(FormatError, match=r"no payload for 'd/f' \(5 bytes\)"):
+        writer.read_payload(entry, None, 5)
+    with pytest.raises(FormatError, match="payload of 'd/f' ended 2 bytes early"):
+        writer.read_payload(entry, io.BytesIO(b"abc"), 5)
+    with pytest.raises(FormatError, match="payload of 'd/f' is too long"):
+        writer.read_payload(entry, _Greedy(), 5)  # type: ignore[arg-type]
+    error = writer.payload_error(entry, io.BytesIO(), 3)
+    assert isinstance(error, FormatError) and "ended 3 bytes early" in str(error)
+    big = Entry(b"g", REG | 0o644, size=100_000)
+    with pytest.raises(FormatError, match="payload of 'd/g' ended 1 bytes early"):
+        writer.add(big, io.BytesIO(b"x" * 99_999))  # through the default copy_payload
+
+
+# --------------------------------------------------------------------------- one ENTRY layout
+
+
+_ARCHIVED_CASES = [
+    Entry(b"f", REG | 0o4755, 70000, 5, 5_999_999_999, 0xFFFF_FFFF, size=0),
+    Entry(b"d", DIR | 0o1777, 1, 2, 1_234_567_891_234, 0xFFFF_FFFF_FFFF),
+    Entry(b"l", LNK | 0o600, 3, 4, 999, 7, target=b"t"),
+    Entry(b"p", FIFO | 0o640, 0, 0, 2_000_000_001),
+]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [DESYNC_TAR_FLAGS, CA_FORMAT_DEFAULT, normalize_feature_flags(0x1F22 | CA_FORMAT_WITH_SEC_TIME)],
+    ids=["desync-tar", "casync-default", "sec-time"],
+)
+def test_archived_entry_is_what_the_decoder_reads(flags):
+    from casync_format.catar import archived_entry
+    from casync_format.catar_read import iter_catar
+
+    flags = normalize_feature_flags(flags)
+    buf = io.BytesIO()
+    writer = CatarWriter(buf.write, flags)
+    writer.begin(Entry(b"", DIR | 0o755))
+    for entry in sorted(_ARCHIVED_CASES, key=lambda e: e.name):
+        if stat.S_ISDIR(entry.mode):
+            writer.enter(entry)
+            writer.leave()
+        else:
+            writer.add(entry, io.BytesIO())
+    writer.finish()
+    decoded = {item.entry.name: item.entry for item in iter_catar(io.BytesIO(buf.getvalue()))
+               if item.kind != "leave" and item.entry is not None and item.entry.name}
+    for entry in _ARCHIVED_CASES:
+        want = decoded[entry.name]
+        got = archived_entry(entry, flags)
+        assert (got.mode, got.flags, got.uid, got.gid, got.mtime_ns) == (
+            want.mode, want.flags, want.uid, want.gid, want.mtime_ns
+        )
+        assert got.name == entry.name and got.size == entry.size and got.target == entry.target

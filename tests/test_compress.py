@@ -304,3 +304,64 @@ def test_shim_with_each_binding(binding: str, monkeypatch: pytest.MonkeyPatch) -
         compress.decompress(blob[:-7], len(data))
     for _name, (comp, _decomp) in _bindings().items():  # frames from every binding
         assert compress.decompress(comp(data), len(data)) == data  # type: ignore[operator]
+
+
+_BLOCK_ZSTD = (
+    "import sys\n"
+    "for _name in ('compression', 'compression.zstd', 'zstandard', 'pyzstd'):\n"
+    "    sys.modules[_name] = None  # import raises ImportError\n"
+)
+
+
+def _without_zstd(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYCASYNC_")}
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK_ZSTD + code, *args], cwd=root, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_missing_zstd_hint_is_a_real_install_command() -> None:
+    import configparser
+
+    code = (
+        "from casync_format import compress\n"
+        "assert compress.ZSTD_BACKEND == ''\n"
+        "try:\n"
+        "    compress.compress(b'abc', 'zstd')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc, sep=': ')\n"
+    )
+    proc = _without_zstd(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        "MissingDependency: zstd compression needs the Python package 'zstandard': pip install zstandard"
+    )
+    # The hint names what setup.cfg requires; there is no "zstd" extra to point at.
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.cfg"))
+    assert "zstandard" in setup["options"]["install_requires"]
+    assert "zstd" not in setup["options.extras_require"]
+
+
+def test_missing_zstd_hint_on_the_command_line(tmp_path: os.PathLike[str]) -> None:
+    blob = os.path.join(tmp_path, "blob")
+    with open(blob, "wb") as f:
+        f.write(os.urandom(100_000))
+    code = "import sys, runpy; sys.argv[0] = 'pycasync'; runpy.run_module('pycasync', run_name='__main__')\n"
+    args = ("make", "-s", os.path.join(tmp_path, "store"), os.path.join(tmp_path, "blob.caibx"), blob)
+    proc = _without_zstd(code, *args)
+    assert proc.returncode != 0
+    assert "pip install zstandard" in proc.stderr and "pycasync[zstd]" not in proc.stderr, proc.stderr
+
+
+def test_missing_dependency_hints() -> None:
+    extra = MissingDependency("s3", "boto3")
+    assert str(extra) == "this needs the Python package 'boto3': pip install 'pycasync[s3]'"
+    assert (extra.extra, extra.module) == ("s3", "boto3")
+    plain = MissingDependency(None, "zstandard", purpose="zstd compression")
+    assert str(plain) == "zstd compression needs the Python package 'zstandard': pip install zstandard"
+    assert plain.extra is None

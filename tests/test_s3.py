@@ -810,3 +810,54 @@ def test_fast_path_falls_back_to_boto3(
         store = S3Store(f"s3+{server.url}/bkt/p", FAST)
         assert store.credentials_source.startswith("none found") and store.get_raw(cid) == blob[::-1]
         assert "Authorization" not in server.requests[-1].headers and by_boto(server) == 9
+
+
+# --- "no such object" is a typed signal -------------------------------------------------------------
+
+
+def test_missing_object_is_no_such_object_and_stray_key_errors_stay(
+    moto_server: MotoServer, bucket: str
+) -> None:
+    store = S3Store(f"s3+{moto_server.endpoint}/{bucket}", FAST)
+    cid, _data, blob = chunk(31)
+    key = store.chunk_key(cid)
+    for fast in (True, False):  # the fast path's 404 and boto3's NoSuchKey alike
+        if not fast:
+            store._s3.fast = None
+        with pytest.raises(_s3client.NoSuchObject) as exc:
+            store._s3.read(key, 1 << 20, "chunk")
+        assert exc.value.key == key and not isinstance(exc.value, KeyError)
+        with pytest.raises(ChunkMissing):
+            store.get_raw(cid)
+        assert not store.has_chunk(cid)
+    store.put_raw(cid, blob)
+    # A KeyError that is not S3's "no such object" (here: an answer without a body) is not a missing chunk.
+    answer = {"ContentLength": 1}
+    with mock.patch.object(store._s3.client, "get_object", return_value=answer), pytest.raises(KeyError):
+        store.get_raw(cid)
+    stray = KeyError("stray")
+    with mock.patch.object(store._s3.client, "head_object", side_effect=stray), pytest.raises(KeyError):
+        store.has_chunk(cid)
+    index_store = S3IndexStore(f"s3+{moto_server.endpoint}/{bucket}", FAST)
+    with mock.patch.object(index_store._s3.client, "get_object", side_effect=stray), pytest.raises(KeyError):
+        index_store.open_index("a.caibx")
+    with pytest.raises(IndexNotFound):
+        index_store.open_index("a.caibx")
+    store.close()
+    index_store.close()
+
+
+def test_s3client_does_not_import_s3() -> None:
+    import ast
+
+    assert _s3client.__file__ is not None
+    with open(_s3client.__file__) as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+            imported.update("." * node.level + alias.name for alias in node.names if not node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not imported & {".s3", "casync_store.stores.s3", "casync_store.s3"}, imported

@@ -630,3 +630,36 @@ def test_exclude_file_pointing_at_an_endless_device_is_refused(tmp_path):
     with pytest.raises(FormatError, match=r"\.caexclude: exclude file larger than"):
         tar(str(src), str(tmp_path / "x.catar"))
     assert not os.path.exists(tmp_path / "x.catar")
+
+
+def test_store_uses_only_public_catar_writer_names() -> None:
+    """casync_store reaches CatarWriter only through its public API (no private attribute or override)."""
+    import ast
+
+    private = {name for name in vars(CatarWriter) if name.startswith("_") and not name.startswith("__")}
+    writer = CatarWriter(io.BytesIO().write, DESYNC_TAR_FLAGS)
+    private |= {name for name in vars(writer) if name.startswith("_")}
+    assert {"_emit", "_child", "_path", "_stack"} <= private
+    base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "casync_store")
+    found = []
+    for dirpath, _dirs, files in os.walk(base):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path) as f:
+                source = f.read()
+            if "CatarWriter" not in source:
+                continue
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Attribute) and node.attr in private:
+                    found.append(f"{path}:{node.lineno}: .{node.attr}")
+                elif isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", None) == "CatarWriter" for b in node.bases
+                ):
+                    found += [
+                        f"{path}:{item.lineno}: overrides {item.name}"
+                        for item in node.body
+                        if isinstance(item, ast.FunctionDef) and item.name in private
+                    ]
+    assert not found, found

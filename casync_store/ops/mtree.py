@@ -26,12 +26,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from typing import BinaryIO, Callable
 
-from casync_format.catar import DESYNC_TAR_FLAGS, Entry, encode_entry, normalize_feature_flags
+from casync_format.catar import DESYNC_TAR_FLAGS, Entry, archived_entry, normalize_feature_flags
 from casync_format.catar_read import Item, iter_catar
 from casync_format.digest import SHA256, SHA512_256, Digest
 from casync_format.errors import FormatError, ParameterError
@@ -48,7 +46,6 @@ __all__ = [
 MTREE_HEADER = "#mtree v1.0"
 
 _BLOCK = 1 << 20
-_ENTRY = struct.Struct("<QQQQQQQQ")  # size, type, feature flags, mode, flags, uid, gid, mtime
 _I64 = 1 << 63
 _KEYWORDS = {SHA512_256.name: ("sha512256digest", "sha512_256"), SHA256.name: ("sha256digest", "sha256")}
 _TYPES = (
@@ -137,12 +134,6 @@ def _item_lines(items: Iterable[Item], digest: Digest) -> Iterator[str]:
             yield mtree_line(item.path, item.entry, item.payload, digest=digest)
 
 
-def _as_archived(entry: Entry, flags: int) -> Entry:
-    """``entry`` with mode, owner and mtime reduced as the catar encoder stores them."""
-    _, _, _, mode, _, uid, gid, mtime = _ENTRY.unpack_from(encode_entry(entry, flags))
-    return replace(entry, mode=mode, uid=uid, gid=gid, mtime_ns=mtime)
-
-
 def mtree_dir(
     path: str | bytes,
     *,
@@ -175,7 +166,7 @@ def _dir_lines(events: Iterator[TreeEvent], flags: int, digest: Digest) -> Itera
             if root is None:
                 root = event.path
             rel = event.path[len(root) + 1 :] if event.path != root else b""
-            yield mtree_line(rel, _as_archived(event.entry, flags), event.payload, digest=digest)
+            yield mtree_line(rel, archived_entry(event.entry, flags), event.payload, digest=digest)
     finally:
         close = getattr(events, "close", None)
         if close is not None:

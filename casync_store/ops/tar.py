@@ -322,21 +322,21 @@ class _FdCatarWriter(CatarWriter):
         super().__init__(out.write, feature_flags)
         self._out = out
 
-    def _copy_payload(self, entry: Entry, payload: BinaryIO | None, left: int | None = None) -> None:
-        left = entry.size if left is None else left
+    def copy_payload(self, entry: Entry, payload: BinaryIO | None, size: int) -> None:
+        """Copy a large file's payload with ``sendfile`` when it is a plain file and the output allows."""
         out = self._out
-        if type(payload) is not io.FileIO or left < _SENDFILE_MIN or not out.sendfile:
-            super()._copy_payload(entry, payload, left)
+        if type(payload) is not io.FileIO or size < _SENDFILE_MIN or not out.sendfile:
+            super().copy_payload(entry, payload, size)
             return
         start = payload.tell()  # FileIO: the fd's own offset, so sendfile reads the same bytes
-        copied = out.copy(payload.fileno(), start, left)
+        copied = out.copy(payload.fileno(), start, size)
         self.offset += copied
         if copied:
             payload.seek(start + copied)
-        if copied < left:
+        if copied < size:
             if out.sendfile:  # the file ended early
-                self._payload_ended(entry, left - copied)
-            super()._copy_payload(entry, payload, left)
+                raise self.payload_error(entry, payload, size - copied)
+            super().copy_payload(entry, payload, size - copied)
 
 
 def index_flags(feature_flags: int, digest: Digest) -> int:
@@ -361,10 +361,10 @@ class _ChunkingCatarWriter(CatarWriter):
         super().__init__(cutter.write, feature_flags)
         self.pending: tuple[Entry, BinaryIO | None, int] | None = None
 
-    def _copy_payload(self, entry: Entry, payload: BinaryIO | None, left: int | None = None) -> None:
-        left = entry.size if left is None else left
-        self.pending = (entry, payload, left)
-        self.offset += left
+    def copy_payload(self, entry: Entry, payload: BinaryIO | None, size: int) -> None:
+        """Leave the payload to :func:`_payload_chunks` (counted in :attr:`offset` now)."""
+        self.pending = (entry, payload, size)
+        self.offset += size
 
 
 def _archive_chunks(
@@ -400,7 +400,7 @@ def _payload_chunks(
 ) -> Iterator[tuple[int, bytes]]:
     """Read ``left`` bytes of ``payload`` into ``cutter``, yielding the chunks that complete."""
     if payload is None:
-        writer._read_payload(entry, payload, left)  # raises: no payload
+        raise writer.payload_error(entry, payload, left)
     readinto = payload.readinto if isinstance(payload, READINTO_TYPES) else None
     while left:
         room = cutter.room()  # cuts off the complete chunks when the buffer is full
@@ -412,10 +412,10 @@ def _payload_chunks(
             data = payload.read(min(left, room)) or b""  # type: ignore[union-attr]
             got = len(data)
             if got > left:
-                raise FormatError(f"catar writer: payload of {writer._path(entry.name)!r} is too long")
+                raise writer.payload_error(entry, payload, left - got)
             cutter.write(data)
         if not got:
-            writer._payload_ended(entry, left)
+            raise writer.payload_error(entry, payload, left)
         left -= got
 
 

@@ -12,6 +12,13 @@ botocore, in-process and without sending anything, where it would send a
 HeadObject and for which region it would sign, then signs requests itself
 (:mod:`._sigv4`) and sends them through :mod:`.http`'s pooled request loop.
 boto3 is imported only when a client is made (extra ``s3``).
+
+:class:`NoSuchObject` is the one signal for "S3 has no such object": the
+bucket wrapper of :mod:`.s3` raises it for a 404 (boto3's NoSuchKey and
+friends, or the fast path's) and the stores turn it into ChunkMissing,
+IndexNotFound or ``False``; any other exception stays what it is. This
+module never imports :mod:`.s3`: it knows a location only through the
+:class:`BucketAddress` protocol.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import re
 import types
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from casync_format.errors import MissingDependency, ParameterError, StoreError
 
@@ -31,11 +38,9 @@ from ..plumbing.config import S3Credentials, StoreOptions
 from . import _sigv4
 from .http import _HTTPBase
 
-if TYPE_CHECKING:
-    from .s3 import S3Location
-
 __all__ = [
-    "DEFAULT_CONCURRENCY", "DEFAULT_REGION", "Client", "FastPath", "fast_path", "load_boto3", "make_client",
+    "DEFAULT_CONCURRENCY", "DEFAULT_REGION", "BucketAddress", "Client", "FastPath", "NoSuchObject",
+    "fast_path", "load_boto3", "make_client",
 ]
 
 log = logging.getLogger("casync_store.stores.s3")
@@ -49,6 +54,34 @@ _DEFAULT_TIMEOUT = 60.0
 _NO_TIMEOUT = 7 * 86400.0  # botocore has no "none"; a week stands for it
 _PROFILE_KEYS = ("access_key_id", "secret_access_key", "session_token")
 _TYPE = "application/octet-stream"
+
+
+class NoSuchObject(Exception):
+    """S3 says the object does not exist (HTTP 404 / NoSuchKey); :attr:`key` names it (None: unknown)."""
+
+    def __init__(self, key: str | None) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class BucketAddress(Protocol):
+    """What the client needs to know of a parsed S3 location (:class:`.s3.S3Location` is one)."""
+
+    @property
+    def location(self) -> str:
+        """The location as given, for messages."""
+
+    @property
+    def endpoint(self) -> str:
+        """``http(s)://host[:port]``."""
+
+    @property
+    def bucket(self) -> str:
+        """The bucket's name."""
+
+    @property
+    def addressing(self) -> str:
+        """botocore's addressing style: auto, path or virtual."""
 
 
 def load_boto3() -> Any:
@@ -137,7 +170,7 @@ def _session(creds: _Credentials, where: str) -> tuple[Any, bool]:
         raise StoreError(f"store {where}: S3 credentials: {exc}") from None
 
 
-def _client_config(options: StoreOptions, where: S3Location, region: str, anonymous: bool) -> Any:
+def _client_config(options: StoreOptions, where: BucketAddress, region: str, anonymous: bool) -> Any:
     """botocore's Config for a store: pool, timeouts, retries, addressing, TLS client certificate."""
     import botocore
     from botocore.config import Config
@@ -173,7 +206,7 @@ class Client:
     pool_size: int
 
 
-def make_client(where: S3Location, options: StoreOptions) -> Client:
+def make_client(where: BucketAddress, options: StoreOptions) -> Client:
     """The boto3 client for a location: credentials and region chosen, pool, retries, TLS set."""
     creds = _credentials(where.location, options.s3_credentials)
     session, anonymous = _session(creds, where.location)
@@ -188,7 +221,7 @@ def make_client(where: S3Location, options: StoreOptions) -> Client:
 class FastPath(_HTTPBase):
     """Single-object requests signed by :mod:`._sigv4` and sent by :mod:`.http`'s request loop."""
 
-    def __init__(self, where: S3Location, options: StoreOptions, base: str, credentials: Any,
+    def __init__(self, where: BucketAddress, options: StoreOptions, base: str, credentials: Any,
                  region: str) -> None:  # fmt: skip
         super().__init__(base, options)  # TLS, proxy, timeout, a pool of ``concurrency`` connections
         self.location = where.location  # messages name the S3 location
@@ -242,7 +275,7 @@ def _probe(client: Any, bucket: str) -> tuple[str, str]:
     return url, auth.decode("latin-1") if isinstance(auth, bytes) else auth
 
 
-def fast_path(client: Any, session: Any, where: S3Location, options: StoreOptions,
+def fast_path(client: Any, session: Any, where: BucketAddress, options: StoreOptions,
                anonymous: bool) -> FastPath | None:  # fmt: skip
     """The fast path to where botocore sends this bucket's requests, or None (see the module)."""
     from botocore.exceptions import BotoCoreError, ClientError

@@ -24,8 +24,11 @@ and unsigned (anonymous) requests when that finds nothing. The region is
 ``S3_REGION``, else the entry's ``aws-region``, else the chain's, else
 ``us-east-1``. Messages name the store location and never a key or token.
 boto3 is imported only when a store is opened (extra ``s3``). The client
-and the fast path are built by :mod:`._s3client`; this module holds the
-locations, the stores and their error handling.
+and the fast path are built by :mod:`._s3client` (which never imports this
+module); this module holds the locations, the stores and their error
+handling. A missing object is :class:`._s3client.NoSuchObject` from the
+bucket wrapper to the stores, which alone turn it into ChunkMissing,
+IndexNotFound or ``False``; a stray KeyError is never taken for one.
 
 The per-chunk requests (GET, HEAD and PUT of one object; HEAD of an index)
 take a fast path: botocore spends milliseconds of CPU on each call, so they
@@ -70,7 +73,7 @@ from casync_format.errors import ChunkMissing, IndexNotFound, ParameterError, St
 from ..plumbing.config import StoreOptions
 from ..plumbing.progress import Progress, phase
 from ._httpclient import TooLarge
-from ._s3client import DEFAULT_CONCURRENCY, DEFAULT_REGION, fast_path, make_client
+from ._s3client import DEFAULT_CONCURRENCY, DEFAULT_REGION, NoSuchObject, fast_path, make_client
 from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name
@@ -233,7 +236,7 @@ class _Bucket:
         return isinstance(response, dict) and str(response.get("Error", {}).get("Code")) in _MISSING
 
     def call(self, op: str, what: str, **kwargs: Any) -> Any:
-        """``client.<op>(Bucket=..., **kwargs)``; KeyError for a missing key, StoreError otherwise."""
+        """``client.<op>(Bucket=..., **kwargs)``; NoSuchObject for a missing key, StoreError otherwise."""
         with self.slots:
             return self._call(op, what, kwargs)
 
@@ -242,7 +245,7 @@ class _Bucket:
             return getattr(self.client, op)(Bucket=self.bucket, **kwargs)
         except self.client_error as exc:
             if self.missing(exc):
-                raise KeyError(kwargs.get("Key")) from None
+                raise NoSuchObject(kwargs.get("Key")) from None
             raise self.error(exc, what) from None
         except self.errors as exc:
             raise self.error(exc, what) from None
@@ -250,7 +253,7 @@ class _Bucket:
     def signed(
         self, method: str, key: str, what: str, body: bytes | None = None, limit: int = _ERROR_LIMIT
     ) -> bytes | None:
-        """The body of a success on the fast path; KeyError for 404, StoreError for 403 and no bucket.
+        """The body of a success on the fast path; NoSuchObject for 404, StoreError for 403 and no bucket.
 
         None: boto3 must make this request (no fast path, or an answer it handles; see the module).
         """
@@ -272,7 +275,7 @@ class _Bucket:
         if (status == 404 and code == "NoSuchBucket") or (status in (401, 403) and code in _DENIED):
             raise self.status_error(code, status, f"{method} {what}")
         if status == 404 and method != "PUT":
-            raise KeyError(key)
+            raise NoSuchObject(key)
         if status in _WRONG_PLACE:
             self.fast = None
         log.debug("store %s: %s %s: fast path answered HTTP %s %s: asking boto3%s", self.where.location,
@@ -312,7 +315,7 @@ class _Bucket:
         try:
             if self.signed("HEAD", key, what) is None:
                 self.call("head_object", f"HEAD {what}", Key=key)
-        except KeyError:
+        except NoSuchObject:
             return False
         return True
 
@@ -365,7 +368,7 @@ class S3Store(PruneStore):
     def check(self) -> None:
         try:
             self._s3.call("head_bucket", "checking the bucket")
-        except KeyError:  # HEAD has no error code: a 404 is the bucket's absence
+        except NoSuchObject:  # HEAD has no error code: a 404 is the bucket's absence
             raise StoreError(f"store {self}: bucket {self._s3.bucket} does not exist") from None
 
     def chunk_key(self, chunk_id: bytes) -> str:
@@ -375,7 +378,7 @@ class S3Store(PruneStore):
     def get_raw(self, chunk_id: bytes) -> bytes:
         try:
             return self._s3.read(self.chunk_key(chunk_id), MAX_BLOB_SIZE, f"chunk {chunk_id.hex()}")
-        except KeyError:
+        except NoSuchObject:
             raise ChunkMissing(chunk_id, self) from None
 
     def has_chunk(self, chunk_id: bytes) -> bool:
@@ -392,7 +395,7 @@ class S3Store(PruneStore):
                 yield chunk_id
 
     def remove_chunk(self, chunk_id: bytes) -> None:
-        with contextlib.suppress(KeyError):
+        with contextlib.suppress(NoSuchObject):
             self._s3.call("delete_object", f"DELETE chunk {chunk_id.hex()}", Key=self.chunk_key(chunk_id))
 
     def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
@@ -445,7 +448,7 @@ def upgrade_s3(store: S3Store, progress: Progress | None = None) -> int:
                 s3.call("copy_object", f"copy {key}", Key=store.chunk_key(bytes.fromhex(name)),
                         CopySource={"Bucket": s3.bucket, "Key": key})  # fmt: skip
                 s3.call("delete_object", f"DELETE {key}", Key=key)
-            except KeyError:  # moved by a concurrent upgrade since it was listed
+            except NoSuchObject:  # moved by a concurrent upgrade since it was listed
                 continue
             moved += 1
             if progress is not None:
@@ -503,7 +506,7 @@ class S3IndexStore(WriteIndexStore):
     def open_index(self, name: str) -> BinaryIO:
         try:
             answer = self._s3.call("get_object", f"GET {self._name(name)}", Key=self._key(name))
-        except KeyError:
+        except NoSuchObject:
             raise IndexNotFound(f"{self._name(name)} does not exist") from None
         raw = _BodyReader(answer["Body"], lambda exc: self._s3.error(exc, f"GET {self._name(name)}"),
                           self._s3.errors)  # fmt: skip
@@ -535,7 +538,7 @@ class S3IndexStore(WriteIndexStore):
         except BaseException:
             try:
                 self._s3.call("abort_multipart_upload", what, Key=key, UploadId=uid)
-            except (KeyError, StoreError) as exc:
+            except (NoSuchObject, StoreError) as exc:
                 log.warning("%s: cannot abort the multipart upload: %s", self, exc)
             raise
 

@@ -1,0 +1,162 @@
+"""Tests of the one loader of the C extension (:mod:`casync_format._accel`).
+
+Each case runs a fresh interpreter, since the loader decides at import:
+``PYCASYNC_PUREPYTHON=1`` must switch every accelerated function to Python
+(and ``--version`` must say so) without changing a single output byte;
+``PYCASYNC_REQUIRE_C=1`` must refuse a missing or incomplete extension.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from casync_format import _accel, backends, describe_backends
+
+__all__: list[str] = []
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FUNCTIONS = ["chunker", "siphash24", "catar-goodbye", "catar-entry"]
+
+# Exercises every accelerated function and prints the backends and a digest of the results.
+WORKLOAD = r"""
+import hashlib, io, json, random, stat
+import casync_format
+from casync_format import chunker, _buzhash
+from casync_format import catar
+from casync_format._siphash import siphash24, siphash24_py
+from casync_format._catar_goodbye import encode_goodbye, encode_goodbye_py
+from casync_format.catar import CatarWriter, Entry, DESYNC_TAR_FLAGS, CA_FORMAT_DEFAULT
+
+out = hashlib.sha256()
+data = random.Random(7).randbytes(400_000)
+params = chunker.ChunkerParams(64, 1024, 4096)
+out.update(repr(list(chunker.iter_chunks(data, params))).encode())
+out.update(repr(list(chunker.iter_chunks(data, params, workers=2, segment_size=50_000))).encode())
+out.update(repr([(s, len(b)) for s, b in chunker.chunk_stream(io.BytesIO(data), params)]).encode())
+for n in range(70):
+    out.update(siphash24(bytes(range(n)), bytes(range(16))).to_bytes(8, "little"))
+for flags in (DESYNC_TAR_FLAGS, CA_FORMAT_DEFAULT):
+    parts = []
+    w = CatarWriter(parts.append, flags)
+    w.begin(Entry(b"", stat.S_IFDIR | 0o755, 1, 2, 3_000_000_123))
+    for i in range(60):
+        w.add(Entry(b"f%03d" % i, stat.S_IFREG | 0o640, 1000 + i, 100, i * 999_999_937, size=i),
+              io.BytesIO(bytes([i]) * i))
+    w.enter(Entry(b"sub", stat.S_IFDIR | 0o700, 5, 6, 7))
+    w.add(Entry(b"link", stat.S_IFLNK | 0o777, target=b"../f001"))
+    w.add(Entry(b"x", stat.S_IFREG | 0o600, 0, 0, 0, size=70_000), io.BytesIO(b"y" * 70_000))
+    w.leave()
+    w.finish()
+    out.update(b"".join(parts))
+print(json.dumps({
+    "backends": casync_format.backends(),
+    "live": {
+        "chunker": "python" if chunker._LIVE is _buzhash else "c",
+        "siphash24": "python" if siphash24 is siphash24_py else "c",
+        "catar-goodbye": "python" if encode_goodbye is encode_goodbye_py else "c",
+        "catar-entry": "python" if catar._ENCODE_CHILD_C is None else "c",
+    },
+    "digest": out.hexdigest(),
+}))
+"""
+
+
+def _run(env: dict[str, str], code: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYCASYNC_")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], env=full_env, cwd=ROOT, capture_output=True, text=True,
+        timeout=600,
+    )
+
+
+def _workload(env: dict[str, str], prelude: str = "") -> dict[str, object]:
+    proc = _run(env, WORKLOAD, prelude)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def _require_c() -> None:
+    if _accel.c_module("chunker") is None and not _accel.FORCE_PYTHON:
+        if os.environ.get("PYCASYNC_REQUIRE_C") == "1":
+            pytest.fail("PYCASYNC_REQUIRE_C=1 but casync_format._chunker is not built")
+        pytest.skip("the C extension casync_format._chunker is not built")
+
+
+def test_backends_name_every_accelerated_function() -> None:
+    found = backends()
+    assert list(found) == [*FUNCTIONS, "zstd"]
+    assert all(found[name] in ("c", "python") for name in FUNCTIONS)
+    assert describe_backends().startswith(f"chunker: {found['chunker']}, ")
+    assert describe_backends().endswith(f"zstd: {found['zstd']}")
+
+
+def test_pure_python_everywhere_same_bytes() -> None:
+    _require_c()
+    fast = _workload({})
+    assert fast["backends"] == {**dict.fromkeys(FUNCTIONS, "c"), "zstd": fast["backends"]["zstd"]}  # type: ignore[index]
+    assert fast["live"] == dict.fromkeys(FUNCTIONS, "c")
+    slow = _workload({"PYCASYNC_PUREPYTHON": "1"})
+    assert slow["backends"] == {**dict.fromkeys(FUNCTIONS, "python"), "zstd": fast["backends"]["zstd"]}  # type: ignore[index]
+    assert slow["live"] == dict.fromkeys(FUNCTIONS, "python")
+    assert slow["digest"] == fast["digest"]
+
+
+def test_hidden_extension_is_pure_python_and_required_fails() -> None:
+    hide = "import sys; sys.modules['casync_format._chunker'] = None\n"
+    result = _workload({}, hide)
+    assert result["live"] == dict.fromkeys(FUNCTIONS, "python")
+    proc = _run({"PYCASYNC_REQUIRE_C": "1"}, "import casync_format.catar", hide)
+    assert proc.returncode != 0
+    assert "PYCASYNC_REQUIRE_C=1" in proc.stderr and "does not import" in proc.stderr
+
+
+def test_incomplete_extension() -> None:
+    # An old build exporting only the chunker: that one runs in "C", the rest in Python.
+    fake = (
+        "import sys, types\n"
+        "from casync_format import _buzhash\n"
+        "m = types.ModuleType('casync_format._chunker')\n"
+        "m.find_cut, m.find_cuts = _buzhash.find_cut, _buzhash.find_cuts\n"
+        "sys.modules['casync_format._chunker'] = m\n"
+    )
+    proc = _run({}, "import casync_format, json; print(json.dumps(casync_format.backends()))", fake)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["chunker"] == "c"
+    assert [found[name] for name in FUNCTIONS[1:]] == ["python"] * 3
+    proc = _run({"PYCASYNC_REQUIRE_C": "1"}, "import casync_format.chunker", fake)
+    assert proc.returncode != 0
+    assert "lacks siphash24, encode_goodbye, encode_child" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "yes", "true"])
+def test_bad_value_is_an_error(value: str) -> None:
+    proc = _run({"PYCASYNC_PUREPYTHON": value}, "import casync_format._siphash")
+    assert proc.returncode != 0
+    assert "ParameterError" in proc.stderr and "PYCASYNC_PUREPYTHON" in proc.stderr
+
+
+def test_version_reports_every_backend() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYCASYNC_")}
+    env["PYCASYNC_PUREPYTHON"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pycasync", "--version"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("pycasync ")
+    for name in FUNCTIONS:
+        assert f"{name}: python" in line
+    assert "zstd: " in line
+    _require_c()
+    del env["PYCASYNC_PUREPYTHON"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pycasync", "--version"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert "(chunker: c, siphash24: c, catar-goodbye: c, catar-entry: c, zstd: " in proc.stdout
