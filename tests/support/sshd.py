@@ -11,10 +11,9 @@ script ``ssh -F CONFIG "$@"`` usable as ``CASYNC_SSH_PATH`` (which must be
 one program). :func:`write_pycasync_remote` writes a one-word
 ``CASYNC_REMOTE_PATH`` running ``python -m pycasync`` from this checkout
 (sshd gives sessions a bare environment, so it sets PYTHONPATH itself). The
-``sshd`` fixture (session scope) yields an
-:class:`SSHServer` and stops the server afterwards; it skips when OpenSSH is
-missing, but fails under ``CI=true``. Use it with
-``from _sshd import sshd  # noqa: F401``.
+``sshd`` fixture (session scope, in ``tests/conftest.py``) yields an
+:class:`SSHServer` from :func:`start_sshd` and stops the server afterwards;
+it skips when OpenSSH is missing, but fails under ``CI=true``.
 
 For clients that read OpenSSH's config themselves (the sftp:// store, via
 paramiko): :func:`write_ssh_home` writes a ``HOME`` whose ``.ssh/config``
@@ -34,17 +33,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from tests.support import ROOT, free_port
 
 __all__ = [
     "HOST_ALIAS",
     "SSHServer",
     "SSHAgent",
     "start_sshd",
-    "sshd",
     "require_openssh",
     "require_paramiko",
     "write_pycasync_remote",
@@ -101,9 +100,8 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 
 def write_pycasync_remote(directory: str) -> str:
     """Write ``DIR/pycasync-remote`` (runs this checkout's ``python -m pycasync "$@"``); its path."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.path.join(directory, "pycasync-remote")
-    script = f'#!/bin/sh\nPYTHONPATH="{root}"\nexport PYTHONPATH\nexec "{sys.executable}" -m pycasync "$@"\n'
+    script = f'#!/bin/sh\nPYTHONPATH="{ROOT}"\nexport PYTHONPATH\nexec "{sys.executable}" -m pycasync "$@"\n'
     _write(path, script, 0o755)
     return path
 
@@ -125,12 +123,6 @@ def _keygen(path: str) -> str:
     )  # fmt: skip
     with open(path + ".pub") as f:
         return f.read().strip()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write(path: str, text: str, mode: int = 0o600) -> None:
@@ -208,7 +200,7 @@ def start_sshd(directory: str) -> SSHServer:
     host_pub = _keygen(os.path.join(d, "host_key"))
     _write(os.path.join(d, "authorized_keys"), _keygen(os.path.join(d, "user_key")) + "\n")
     for attempt in range(3):
-        port = _free_port()
+        port = free_port()
         cfg = os.path.join(d, "sshd_config")
         _write(cfg, _server_config(d, port, user))
         subprocess.run([sshd_path, "-t", "-f", cfg], check=True, capture_output=True)
@@ -231,16 +223,6 @@ def start_sshd(directory: str) -> SSHServer:
     _write(wrapper, f'#!/bin/sh\nexec ssh -F "{client}" "$@"\n', 0o755)
     return SSHServer(proc, port, user, d, client, wrapper, os.path.join(d, "user_key"),
                      os.path.join(d, "known_hosts"), log)  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
-    """A running OpenSSH server on 127.0.0.1 (see the module docstring)."""
-    server = start_sshd(str(tmp_path_factory.mktemp("sshd")))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _skip_or_fail(why: str) -> None:

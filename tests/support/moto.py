@@ -9,9 +9,9 @@ checks are switched on (:func:`enable_auth`, for tests that must prove which
 credentials were used). :func:`make_bucket` creates a bucket.
 :func:`shared_moto` is one server per test process, started on first use and
 stopped at exit, so modules that cannot see a fixture (the store contract
-suite) share it; the ``moto_server`` fixture (session scope) yields it. Both
-skip when moto or boto3 is missing, but fail under ``CI=true``. Use the
-fixture with ``from _moto import moto_server  # noqa: F401``.
+suite) share it; the ``moto_server`` fixture (session scope, in
+``tests/conftest.py``) yields it. Both skip when moto or boto3 is missing,
+but fail under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from _sshd import stop_process
 
-__all__ = ["MotoServer", "start_moto", "make_bucket", "require_moto", "shared_moto", "moto_server",
-           "enable_auth", "client", "TEST_KEY", "TEST_SECRET"]  # fmt: skip
+from tests.support import free_port
+from tests.support.sshd import stop_process
+
+__all__ = ["MotoServer", "start_moto", "make_bucket", "require_moto", "shared_moto", "enable_auth", "client",
+           "TEST_KEY", "TEST_SECRET"]  # fmt: skip
 
 #: Credentials for a server without IAM checks (any key works; these keep boto3 off the AWS chain).
 TEST_KEY = "pycasync-test-key"
@@ -71,12 +72,6 @@ def require_moto() -> None:
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait(proc: subprocess.Popen[bytes], endpoint: str, log: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,7 +94,7 @@ def start_moto(directory: str) -> MotoServer:
     log = os.path.join(os.path.abspath(directory), "moto.log")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "MOTO_"))}
     for attempt in range(3):
-        port = _free_port()
+        port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -173,8 +168,3 @@ def shared_moto() -> MotoServer:
         atexit.register(_stop_shared, directory)
     return _shared[0]
 
-
-@pytest.fixture(scope="session")
-def moto_server() -> MotoServer:
-    """The shared moto server (see the module docstring)."""
-    return shared_moto()

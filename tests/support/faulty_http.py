@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Union
 
+from tests.support import free_port
+
 __all__ = [
     "FaultyServer",
     "Recorded",
@@ -110,13 +112,6 @@ class Recorded:
     body: bytes = b""
     #: The client's (host, port): one value per connection.
     client: tuple[str, int] = ("", 0)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Handler(BaseHTTPRequestHandler):
