@@ -11,96 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import stat
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(ROOT, "pycasync.py")
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import pycasync  # noqa: E402
+import pycasync
+from tests.support.cli import CLI, ROOT, chunk_files, data, ok, one_error, read, run
 
 COMMANDS = [
     "make", "extract", "list-chunks", "info", "chunk", "verify", "chop", "cache", "prune", "config",
     "pull", "chunk-server", "tar", "untar", "mtree", "index-server", "mount-index", "upgrade-s3",
 ]
-
-
-@pytest.fixture
-def env(tmp_path: os.PathLike[str]) -> dict[str, str]:
-    """An environment with its own HOME (so no real config file is read)."""
-    home = os.path.join(tmp_path, "home")
-    os.makedirs(home, exist_ok=True)
-    out = {k: v for k, v in os.environ.items() if k != "DESYNC_PROGRESSBAR_ENABLED"}
-    out["HOME"] = home
-    return out
-
-
-def run(env: dict[str, str], *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    stdin = subprocess.DEVNULL if input is None else None
-    return subprocess.run(
-        [sys.executable, CLI, *args],
-        env=env,
-        input=input,
-        stdin=stdin,
-        capture_output=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-
-
-def ok(env: dict[str, str], *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    proc = run(env, *args, input=input)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    return proc
-
-
-def one_error(proc: subprocess.CompletedProcess[bytes], status: int, *fragments: str) -> str:
-    """Check the process failed with ``status`` and exactly one error line on stderr."""
-    err = proc.stderr.decode(errors="replace")
-    assert proc.returncode == status, err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("pycasync: error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], err
-    return lines[0]
-
-
-def data(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-@pytest.fixture
-def blob(tmp_path: os.PathLike[str]) -> tuple[str, bytes]:
-    content = data(300_000, 1) + bytes(100_000) + data(200_000, 2)
-    path = os.path.join(tmp_path, "blob.bin")
-    with open(path, "wb") as f:
-        f.write(content)
-    return path, content
-
-
-@pytest.fixture
-def made(env: dict[str, str], tmp_path: os.PathLike[str], blob: tuple[str, bytes]) -> tuple[str, str, bytes]:
-    """(store, index, content): the blob made into a store with small chunks."""
-    store, index = os.path.join(tmp_path, "store"), os.path.join(tmp_path, "blob.caibx")
-    ok(env, "make", "-s", store, "-m", "4:16:64", index, blob[0])
-    return store, index, blob[1]
-
-
-def read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def chunk_files(store: str) -> list[str]:
-    return sorted(n for _, _, names in os.walk(store) for n in names if n.endswith(".cacnk"))
 
 
 # --------------------------------------------------------------------------- help and version

@@ -15,7 +15,8 @@ import subprocess
 from typing import Callable
 
 import pytest
-from test_cli import env, ok, one_error, read, run  # noqa: F401
+
+from tests.support.cli import ok, one_error, read, run
 
 DESYNC_WITH = [f"--with={w}" for w in (
     "32bit-uids", "nsec-time", "permissions", "symlinks", "device-nodes", "fifos", "sockets", "xattrs",
@@ -70,7 +71,7 @@ def tree(tmp_path: os.PathLike[str]) -> str:
 
 
 def test_tar_untar_equal_to_casync(
-    env: dict[str, str], tree: str, tmp_path: os.PathLike[str],  # noqa: F811
+    env: dict[str, str], tree: str, tmp_path: os.PathLike[str],
     run_casync: Callable[..., subprocess.CompletedProcess[bytes]],
 ) -> None:
     ours, theirs = os.path.join(tmp_path, "ours.catar"), os.path.join(tmp_path, "theirs.catar")
@@ -83,7 +84,7 @@ def test_tar_untar_equal_to_casync(
 
 
 def test_tar_index_untar_index_equal_to_casync(
-    env: dict[str, str], tree: str, tmp_path: os.PathLike[str],  # noqa: F811
+    env: dict[str, str], tree: str, tmp_path: os.PathLike[str],
     run_casync: Callable[..., subprocess.CompletedProcess[bytes]],
 ) -> None:
     store, cstore = os.path.join(tmp_path, "store"), os.path.join(tmp_path, "cstore")
@@ -100,7 +101,7 @@ def test_tar_index_untar_index_equal_to_casync(
     assert tree_state(cout) == tree_state(tree)
 
 
-def test_gnu_tar_in_and_out(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]) -> None:  # noqa: F811
+def test_gnu_tar_in_and_out(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]) -> None:
     stream = subprocess.run(["tar", "--format=pax", "-C", tree, "-cf", "-", "."], check=True,
                             capture_output=True).stdout
     from_tar, direct = os.path.join(tmp_path, "from-tar.catar"), os.path.join(tmp_path, "direct.catar")
@@ -116,7 +117,7 @@ def test_gnu_tar_in_and_out(env: dict[str, str], tree: str, tmp_path: os.PathLik
     assert got == want
 
 
-def test_mtree_agrees(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]) -> None:  # noqa: F811
+def test_mtree_agrees(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]) -> None:
     catar, caidx, store = (os.path.join(tmp_path, n) for n in ("t.catar", "t.caidx", "store"))
     ok(env, "tar", catar, tree)
     ok(env, "tar", "-i", "-s", store, caidx, tree)
@@ -147,14 +148,14 @@ def test_mtree_agrees(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]
     ],
 )
 def test_archive_usage_errors(
-    env: dict[str, str], tmp_path: os.PathLike[str], args: list[str], fragment: str  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], args: list[str], fragment: str
 ) -> None:
     one_error(run(env, *args), 2, fragment)
     assert not os.path.exists("o.catar") and not os.path.exists("o.caidx")
 
 
 def test_untar_damaged_archive_is_one_line(
-    env: dict[str, str], tree: str, tmp_path: os.PathLike[str]  # noqa: F811
+    env: dict[str, str], tree: str, tmp_path: os.PathLike[str]
 ) -> None:
     catar = os.path.join(tmp_path, "t.catar")
     ok(env, "tar", catar, tree)

@@ -10,75 +10,16 @@ on the command line, and bad chunk-server flags are one-line usage errors.
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from typing import Callable
 
 import pytest
-from test_cli import CLI, ROOT, blob, chunk_files, env, made, ok, one_error, read, run  # noqa: F401
 
-_SERVING = re.compile(rb"serving .* on 127\.0\.0\.1:(\d+)")
-
-
-class Server:
-    """A ``pycasync chunk-server`` (or ``index-server``) subprocess."""
-
-    def __init__(self, environ: dict[str, str], *args: str, command: str = "chunk-server") -> None:
-        self.command = command
-        argv = [sys.executable, CLI, "-v", command, "-l", "127.0.0.1:0", *args]
-        self.proc = subprocess.Popen(argv, env=environ, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.port = self._wait_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-
-    def _wait_port(self) -> int:
-        assert self.proc.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            seen += line
-            m = _SERVING.search(line)
-            if m:
-                return int(m.group(1))
-        self.proc.kill()
-        raise AssertionError(f"{self.command} did not start: {seen.decode(errors='replace')}")
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            assert self.proc.stderr is not None
-            self.proc.stderr.close()
-
-
-@pytest.fixture
-def serve(env: dict[str, str]) -> Iterator[Callable[..., Server]]:  # noqa: F811
-    started: list[Server] = []
-
-    def start(*args: str, command: str = "chunk-server") -> Server:
-        server = Server(env, *args, command=command)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+from tests.support.cli import Server, chunk_files, ok, one_error, read, run
 
 
 def test_extract_through_chunk_server_and_sigterm(
-    env: dict[str, str], made: tuple[str, str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
+    env: dict[str, str], made: tuple[str, str, bytes], tmp_path: os.PathLike[str],
     serve: Callable[..., Server], run_casync: Callable[..., subprocess.CompletedProcess[bytes]],
 ) -> None:
     store, index, content = made
@@ -100,7 +41,7 @@ def test_extract_through_chunk_server_and_sigterm(
 
 
 def test_writable_server_takes_make(
-    env: dict[str, str], tmp_path: os.PathLike[str], serve: Callable[..., Server]  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], serve: Callable[..., Server]
 ) -> None:
     target = os.path.join(tmp_path, "target")
     os.mkdir(target)
@@ -115,7 +56,7 @@ def test_writable_server_takes_make(
 
 
 def test_failover_and_proxy_cache(
-    env: dict[str, str], made: tuple[str, str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
+    env: dict[str, str], made: tuple[str, str, bytes], tmp_path: os.PathLike[str],
     serve: Callable[..., Server],
 ) -> None:
     store, index, content = made
@@ -142,18 +83,18 @@ def test_failover_and_proxy_cache(
         (["-s", "/x", "--skip-verify-read=maybe"], "invalid boolean"),
     ],
 )
-def test_chunk_server_usage_errors(env: dict[str, str], args: list[str], fragment: str) -> None:  # noqa: F811
+def test_chunk_server_usage_errors(env: dict[str, str], args: list[str], fragment: str) -> None:
     one_error(run(env, "chunk-server", *args), 2, fragment)
 
 
-def test_servers_refuse_a_store_that_does_not_exist(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:  # noqa: F811
+def test_servers_refuse_a_store_that_does_not_exist(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:
     missing = os.path.join(tmp_path, "nope")
     one_error(run(env, "chunk-server", "-s", missing, "-l", "127.0.0.1:0"), 1, "nope", "does not exist")
     one_error(run(env, "pull", "-", "-", "-", missing), 1, "nope", "does not exist")
 
 
 def test_busy_port_is_a_failure(
-    env: dict[str, str], made: tuple[str, str, bytes], serve: Callable[..., Server]  # noqa: F811
+    env: dict[str, str], made: tuple[str, str, bytes], serve: Callable[..., Server]
 ) -> None:
     server = serve("-s", made[0], "--skip-verify-read")
     one_error(run(env, "chunk-server", "-s", made[0], "-l", f"127.0.0.1:{server.port}"), 1, "cannot listen")

@@ -14,10 +14,10 @@ import subprocess
 from typing import Callable
 
 import pytest
-from _moto import TEST_KEY, TEST_SECRET, MotoServer, make_bucket, moto_server  # noqa: F401
-from _sshd import SSHServer, sshd, write_ssh_home  # noqa: F401
-from test_cli import blob, chunk_files, env, ok, one_error, read, run  # noqa: F401
-from test_cli_network import Server, serve  # noqa: F401
+
+from tests.support.cli import Server, chunk_files, ok, one_error, read, run
+from tests.support.moto import TEST_KEY, TEST_SECRET, MotoServer, make_bucket
+from tests.support.sshd import SSHServer, write_ssh_home
 
 
 def _dirs(tmp_path: os.PathLike[str], *names: str) -> list[str]:
@@ -30,8 +30,8 @@ def _dirs(tmp_path: os.PathLike[str], *names: str) -> list[str]:
 
 
 def test_make_to_index_server_and_read_back(
-    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
-    serve: Callable[..., Server], run_casync: Callable[..., subprocess.CompletedProcess[bytes]],  # noqa: F811
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],
+    serve: Callable[..., Server], run_casync: Callable[..., subprocess.CompletedProcess[bytes]],
 ) -> None:
     src, content = blob
     indexes, store = _dirs(tmp_path, "indexes", "store")
@@ -58,8 +58,8 @@ def test_make_to_index_server_and_read_back(
 
 
 def test_read_only_index_server_refuses_make(
-    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
-    serve: Callable[..., Server],  # noqa: F811
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],
+    serve: Callable[..., Server],
 ) -> None:
     src, _ = blob
     indexes, store = _dirs(tmp_path, "indexes", "store")
@@ -71,15 +71,15 @@ def test_read_only_index_server_refuses_make(
     assert not os.path.exists(os.path.join(tmp_path, "o"))
 
 
-def test_index_server_usage_errors(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:  # noqa: F811
+def test_index_server_usage_errors(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:
     one_error(run(env, "index-server", "-l", "127.0.0.1:0"), 2, "no index store")
     one_error(run(env, "index-server", "-s", str(tmp_path), "--cert", "c.pem"), 2, "--cert and --key")
     one_error(run(env, "index-server", "-s", "ssh://host/x"), 1, "ssh://")
 
 
 def test_sftp_store_and_index_with_home_ssh_config(
-    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
-    sshd: SSHServer,  # noqa: F811
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],
+    sshd: SSHServer,
 ) -> None:
     """A user's ``~/.ssh/config`` alias is all it takes: chunks and the index on the SSH host."""
     pytest.importorskip("paramiko")
@@ -106,7 +106,7 @@ def test_sftp_store_and_index_with_home_ssh_config(
 
 
 def test_tar_untar_mtree_with_a_remote_caidx(
-    env: dict[str, str], tmp_path: os.PathLike[str], serve: Callable[..., Server],  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], serve: Callable[..., Server],
 ) -> None:
     indexes, store, tree = _dirs(tmp_path, "indexes", "store", "tree")
     os.makedirs(os.path.join(tree, "sub"))
@@ -137,13 +137,13 @@ def test_tar_untar_mtree_with_a_remote_caidx(
         ["index-server", "-s", "https://[::1/indexes"],
     ],
 )
-def test_malformed_urls_are_usage_errors(env: dict[str, str], args: list[str]) -> None:  # noqa: F811
+def test_malformed_urls_are_usage_errors(env: dict[str, str], args: list[str]) -> None:
     message = one_error(run(env, *args), 2, "invalid location", "Invalid IPv6 URL")
     assert "hunter2" not in message
 
 
 def test_servers_and_reports_refuse_missing_stores(
-    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str], sshd: SSHServer,  # noqa: F811
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str], sshd: SSHServer,
 ) -> None:
     """A typo in a store location is an error, not an empty answer, for every backend that can tell."""
     pytest.importorskip("paramiko")
@@ -165,8 +165,8 @@ def test_servers_and_reports_refuse_missing_stores(
 
 
 def test_chop_cache_and_tar_index_into_s3(
-    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],  # noqa: F811
-    moto_server: MotoServer,  # noqa: F811
+    env: dict[str, str], blob: tuple[str, bytes], tmp_path: os.PathLike[str],
+    moto_server: MotoServer,
 ) -> None:
     """The writing commands other than make, with an S3 store as their target."""
     src, content = blob

@@ -15,10 +15,9 @@ import signal
 import subprocess
 
 import pytest
-from test_cli import blob, env, made, ok, one_error, read, run  # noqa: F401
-from test_cli_network import Server
 
 from casync_store.plumbing.config import REDACTED, Config, StoreOptions, load_config
+from tests.support.cli import Server, ok, one_error, read, run
 
 SECRETS = {
     "http-auth": "Bearer SECRET-abc123",
@@ -73,7 +72,7 @@ def assert_no_secret(proc: subprocess.CompletedProcess[bytes], *extra: str) -> N
 
 @pytest.mark.parametrize("verbose", [[], ["-v"]])
 def test_config_shows_every_secret_masked(
-    env: dict[str, str], tmp_path: os.PathLike[str], verbose: list[str]  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], verbose: list[str]
 ) -> None:
     path = write_config(tmp_path, config_with_secrets())
     proc = ok(env, *verbose, "--config", path, "config")
@@ -93,7 +92,7 @@ def test_config_shows_every_secret_masked(
 
 @pytest.mark.parametrize("verbose", [[], ["-v"]])
 def test_config_write_keeps_the_real_secrets(
-    env: dict[str, str], tmp_path: os.PathLike[str], verbose: list[str]  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], verbose: list[str]
 ) -> None:
     original = config_with_secrets()
     path = write_config(tmp_path, original)
@@ -139,7 +138,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize("text, secret, message", BAD_VALUES)
 @pytest.mark.parametrize("command", [["config"], ["list-chunks", "x.caibx"]])
 def test_wrongly_typed_secret_is_named_never_echoed(
-    env: dict[str, str], tmp_path: os.PathLike[str], text: str, secret: str,  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], text: str, secret: str,
     message: str, command: list[str],
 ) -> None:
     path = write_config(tmp_path, text)
@@ -152,14 +151,14 @@ def test_wrongly_typed_secret_is_named_never_echoed(
 
 
 def test_non_secret_values_are_still_shown_in_errors(
-    env: dict[str, str], tmp_path: os.PathLike[str]  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str]
 ) -> None:
     path = write_config(tmp_path, '{"store-options": {"/s": {"timeout": "soon"}}}')
     one_error(run(env, "--config", path, "config"), 2, 'timeout must be a duration', '"soon"')
 
 
 def test_deeply_nested_config_is_one_line_not_a_recursion_error(
-    env: dict[str, str], tmp_path: os.PathLike[str]  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str]
 ) -> None:
     for depth in (100, 5_000):
         text = '{"oci-credentials": ' + "[" * depth + "]" * depth + "}"
@@ -181,7 +180,7 @@ def test_repr_of_the_loaded_config_holds_no_secret(tmp_path: os.PathLike[str]) -
 
 
 def test_http_auth_mismatch_against_a_real_server_leaks_neither_value(
-    env: dict[str, str], tmp_path: os.PathLike[str], made: tuple[str, str, bytes],  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], made: tuple[str, str, bytes],
 ) -> None:
     store, index, _ = made
     server_secret, client_secret = "Bearer SECRET-server-777", "Bearer SECRET-client-888"

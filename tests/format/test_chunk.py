@@ -12,8 +12,9 @@ from casync_format import chunk, compress
 from casync_format.digest import SHA256, SHA512_256, Digest
 from casync_format.errors import CasyncError, ChunkInvalid, FormatError
 from casync_format.index import read_index
+from tests.support import DATA_DIR
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA = DATA_DIR
 METHODS = ["xz", "gzip"] + (["zstd"] if compress.ZSTD_BACKEND else [])
 needs_zstd = pytest.mark.skipif(not compress.ZSTD_BACKEND, reason="no zstd binding installed")
 

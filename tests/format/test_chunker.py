@@ -34,8 +34,8 @@ from casync_format import _buzhash, chunker
 from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, StreamCutter, chunk_stream, iter_chunks
 from casync_format.errors import ParameterError
 from casync_format.index import read_index
+from tests.support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_DIR = os.path.join(ROOT, "tests", "data", "chunker")
 MIB = 1 << 20
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from casync_format import compress
 from casync_format.errors import FormatError, MissingDependency, ParameterError
 from casync_format.index import read_index
+from tests.support import DATA_DIR
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA = DATA_DIR
 KIB, MIB = 1024, 1024 * 1024
 needs_zstd = pytest.mark.skipif(not compress.ZSTD_BACKEND, reason="no zstd binding installed")
 METHODS = [

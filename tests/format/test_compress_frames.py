@@ -22,9 +22,8 @@ from hypothesis import strategies as st
 
 from casync_format import compress
 from casync_format.errors import FormatError
+from tests.support import CLI, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(ROOT, "pycasync.py")
 MIB = 1024 * 1024
 
 

@@ -34,8 +34,9 @@ from casync_format.index import (
     read_index,
     write_index,
 )
+from tests.support import DATA_DIR
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA = DATA_DIR
 U64 = 0xFFFFFFFFFFFFFFFF
 DEFAULT_SIZES = (16 * 1024, 64 * 1024, 256 * 1024)
 

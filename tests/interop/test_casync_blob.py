@@ -19,9 +19,7 @@ from typing import Callable
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-CLI = os.path.join(ROOT, "pycasync.py")
+from tests.support import CLI, ROOT
 
 
 def rng_bytes(n: int, seed: int) -> bytes:

@@ -36,9 +36,8 @@ from casync_store.ops.extract import extract
 from casync_store.ops.make import make
 from casync_store.plumbing.atomic import TEMP_PREFIX
 from casync_store.stores.indexio import open_index
+from tests.support import CLI, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(ROOT, "pycasync.py")
 MIB = 1024 * 1024
 SIZE = 32 * MIB  # big enough that an extract takes a moment
 

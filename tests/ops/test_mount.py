@@ -37,8 +37,8 @@ from casync_store import LocalStore
 from casync_store.ops.make import make
 from casync_store.ops.mount import ChunkCache, IndexFS, mount_index, mount_name
 from casync_store.stores.indexio import open_index
+from tests.support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS = ChunkerParams(4096, 16384, 65536)
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0

@@ -16,7 +16,6 @@ import os
 import stat
 
 import pytest
-from test_tarstream import DESYNC_WITH, IS_ROOT, build_tree
 
 from casync_format.digest import SHA256, SHA512_256
 from casync_format.errors import FormatError, ParameterError
@@ -32,6 +31,8 @@ from casync_store.ops.mtree import (
 )
 from casync_store.ops.tar import tar, tar_index
 from casync_store.stores.indexio import open_index
+from tests.support import DESYNC_WITH, IS_ROOT
+from tests.support.tar_trees import build_tree
 
 
 @pytest.fixture

@@ -24,24 +24,6 @@ import threading
 
 import pytest
 from hypothesis import given, settings
-from test_catar_read import (
-    DESYNC_WITH,
-    FCAPS,
-    GOLDEN,
-    HOSTILE,
-    IS_ROOT,
-    MTIME,
-    TREES,
-    build,
-    d,
-    f,
-    make_tree,
-    node,
-    rec,
-    sl,
-    snapshot_tree,
-    write_tree,
-)
 
 from casync_format.catar import DESYNC_TAR_FLAGS, CatarWriter, Entry
 from casync_format.constants import CA_FORMAT_DEVICE, CA_FORMAT_XATTR
@@ -49,8 +31,23 @@ from casync_format.errors import ChunkMissing, FormatError
 from casync_format.index import Index
 from casync_store import LocalStore
 from casync_store.ops.untar import UntarStats, index_reader, untar, untar_index
+from tests.support import DESYNC_WITH, IS_ROOT, ROOT
+from tests.support.catar_build import (
+    FCAPS,
+    GOLDEN,
+    HOSTILE,
+    MTIME,
+    TREES,
+    build,
+    d,
+    f,
+    node,
+    rec,
+    sl,
+    write_tree,
+)
+from tests.support.trees import make_tree, snapshot_tree
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (owners, devices)")
 NULL_DEVICE = node(b"null", stat.S_IFCHR | 0o666, rec(CA_FORMAT_DEVICE, struct.pack("<QQ", 1, 3)))
 

@@ -18,9 +18,9 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import CLI, ROOT, env, ok  # noqa: F401
 
-from casync_store import _dirfd
+from casync_store.plumbing import dirfd as _dirfd
+from tests.support.cli import CLI, ROOT, ok
 
 NAME = "d"
 CONTENT = b"the archive's file where a deep tree was\n"
@@ -49,13 +49,13 @@ def limited_fds() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
 
-def run_limited(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:  # noqa: F811
+def run_limited(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, CLI, *args], env=env, cwd=ROOT, capture_output=True,
                           stdin=subprocess.DEVNULL, timeout=300, preexec_fn=limited_fds)
 
 
 @pytest.fixture
-def archive(env: dict[str, str], tmp_path: os.PathLike[str]) -> str:  # noqa: F811
+def archive(env: dict[str, str], tmp_path: os.PathLike[str]) -> str:
     """A catar (made by ``pycasync tar``) whose top directory holds the regular file ``d``."""
     src = os.path.join(tmp_path, "src")
     os.mkdir(src)
@@ -70,7 +70,7 @@ def archive(env: dict[str, str], tmp_path: os.PathLike[str]) -> str:  # noqa: F8
 
 @pytest.mark.parametrize("depth", [1_500, 5_000])
 def test_untar_replaces_a_deep_tree_by_the_archive_file(
-    env: dict[str, str], tmp_path: os.PathLike[str], archive: str, depth: int  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], archive: str, depth: int
 ) -> None:
     target, outside = os.path.join(tmp_path, "target"), os.path.join(tmp_path, "outside")
     os.mkdir(target)

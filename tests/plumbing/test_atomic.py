@@ -57,7 +57,7 @@ def test_mode_goes_through_umask(tmp_path) -> None:
 
 def test_stale_temp_name_is_skipped(tmp_path) -> None:
     # A crashed earlier process with our pid may have left temp names behind.
-    from casync_store import _atomic
+    from casync_store.plumbing import atomic as _atomic
 
     first = next(_atomic._counter) + 1
     for i in range(first, first + 50):

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from casync_store import _fileio
+from casync_store.plumbing import fileio as _fileio
 
 
 @pytest.fixture(params=["native", "fallback"])

@@ -25,8 +25,6 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from _certs import Certs, make_certs
-from conftest import ROOT, rng_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,9 +35,12 @@ from casync_format.errors import CasyncError, ParameterError, StoreError
 from casync_store import LocalStore, combine
 from casync_store.ops.make import make
 from casync_store.serve.chunkserver import ChunkServer, chunk_id_from_target
-from casync_store.serve.httpserver import Server, TLSOptions, parse_listen
+from casync_store.serve.httpserver import TLSOptions, parse_listen
 from casync_store.stores.base import Store
 from casync_store.stores.indexio import open_index
+from tests.support import ROOT, rng_bytes
+from tests.support.certs import Certs
+from tests.support.http_client import raw_request, request
 
 PARAMS = ChunkerParams.from_string("4:16:64")
 AUTH = "Bearer s3cr3t-t0ken-value"
@@ -67,11 +68,6 @@ def blob(tmp_path_factory: pytest.TempPathFactory) -> Blob:
     return Blob(str(tmp_path_factory.mktemp("blob")))
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("certs"))
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[..., ChunkServer]]:
     """Start ChunkServers (arguments as ChunkServer's); all are shut down at teardown."""
@@ -90,35 +86,6 @@ def serve() -> Iterator[Callable[..., ChunkServer]]:
 
 def chunk_path(cid: bytes, suffix: str = ".cacnk") -> str:
     return f"/{cid.hex()[:4]}/{cid.hex()}{suffix}"
-
-
-def request(server: Server, method: str, target: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
-            ) -> tuple[int, http.client.HTTPResponse, bytes]:
-    host, port = server.addresses[0]
-    if context is None:
-        conn: http.client.HTTPConnection = http.client.HTTPConnection(host, port, timeout=10)
-    else:
-        conn = http.client.HTTPSConnection(host, port, timeout=10, context=context)
-    with contextlib.closing(conn):
-        conn.request(method, target, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response, response.read()
-
-
-def raw_request(server: Server, data: bytes) -> tuple[int, bytes]:
-    """Send raw bytes, return (status, whole response); the server must close or answer one request."""
-    with socket.create_connection(server.addresses[0], timeout=10) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        while True:
-            block = sock.recv(65536)
-            if not block:
-                break
-            reply += block
-    status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
-    return status, reply
 
 
 def raw_get(server: ChunkServer, target: str, method: str = "GET") -> tuple[int, bytes]:

@@ -16,10 +16,9 @@ import http.client
 import os
 
 import pytest
-from test_cli import CLI, ROOT, env, ok  # noqa: F401
-from test_cli_network import Server
 
 from casync_format import compress
+from tests.support.cli import Server, ok
 
 BAD = ["symlink", "empty", "truncated", "other", "sparse", "fifo"]
 NOT_FILES = ("symlink", "sparse", "fifo")  # refused before a byte is read, in every mode
@@ -45,7 +44,7 @@ def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def hostile(env: dict[str, str], tmp_path: os.PathLike[str]) -> tuple[str, dict[str, str], list[str]]:  # noqa: F811
+def hostile(env: dict[str, str], tmp_path: os.PathLike[str]) -> tuple[str, dict[str, str], list[str]]:
     """(store, {kind: chunk id} of the planted entries, ids of the untouched good chunks)."""
     src, store, index = (os.path.join(tmp_path, n) for n in ("blob", "store", "blob.caibx"))
     with open(src, "wb") as f:
@@ -90,7 +89,7 @@ def _path(chunk: str, uncompressed: bool) -> str:
 @pytest.mark.parametrize("flags", [[], ["--skip-verify-read=false"], ["--skip-verify-read"],
                                    ["-u"], ["-u", "--skip-verify-read=false"]], ids=" ".join)
 def test_chunk_server_serves_only_valid_chunk_files(
-    env: dict[str, str], hostile: tuple[str, dict[str, str], list[str]], flags: list[str]  # noqa: F811
+    env: dict[str, str], hostile: tuple[str, dict[str, str], list[str]], flags: list[str]
 ) -> None:
     store, planted, good = hostile
     uncompressed = "-u" in flags
@@ -120,7 +119,7 @@ def test_chunk_server_serves_only_valid_chunk_files(
 
 
 def test_verifying_caching_proxy_replaces_a_damaged_cached_chunk(
-    env: dict[str, str], tmp_path: os.PathLike[str], hostile: tuple[str, dict[str, str], list[str]]  # noqa: F811
+    env: dict[str, str], tmp_path: os.PathLike[str], hostile: tuple[str, dict[str, str], list[str]]
 ) -> None:
     store, _planted, good = hostile
     cache = os.path.join(tmp_path, "cache")

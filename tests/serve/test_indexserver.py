@@ -22,12 +22,8 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-import test_chunkserver as chunkserver_tests
-from _certs import Certs, make_certs
-from conftest import ROOT, rng_bytes
 from hypothesis import given
 from hypothesis import strategies as st
-from test_chunkserver import request
 
 from casync_format.chunker import ChunkerParams
 from casync_format.errors import IndexNotFound, StoreError
@@ -39,6 +35,9 @@ from casync_store.serve.httpserver import TLSOptions
 from casync_store.serve.indexserver import IndexServer, index_name_from_target
 from casync_store.stores.http import HTTPIndexStore
 from casync_store.stores.indexstore import IndexStore, LocalIndexStore, valid_index_name
+from tests.support import ROOT, http_client, rng_bytes
+from tests.support.certs import Certs
+from tests.support.http_client import request
 
 PARAMS = ChunkerParams.from_string("4:16:64")
 AUTH = "Bearer 1ndex-t0ken"
@@ -55,11 +54,6 @@ def index_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     make(index, blob, None, params=PARAMS)
     with open(index, "rb") as f:
         return f.read()
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 class Tree:
@@ -114,7 +108,7 @@ def url(server: IndexServer, scheme: str = "http") -> str:
 
 def raw_request(server: IndexServer, data: bytes) -> int:
     """Send raw bytes (one request), return the answer's status."""
-    return chunkserver_tests.raw_request(server, data)[0]
+    return http_client.raw_request(server, data)[0]
 
 
 def temp_files(directory: str) -> list[str]:

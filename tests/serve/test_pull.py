@@ -16,8 +16,6 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from _sshd import write_pycasync_remote
-from conftest import rng_bytes
 
 from casync_format import chunk as chunk_codec
 from casync_format import compress
@@ -27,6 +25,8 @@ from casync_format.errors import FormatError, ParameterError, StoreError
 from casync_store import LocalStore
 from casync_store.serve.pull import serve
 from casync_store.stores.base import Store
+from tests.support import rng_bytes
+from tests.support.sshd import write_pycasync_remote
 
 # --------------------------------------------------------------------------- helpers
 

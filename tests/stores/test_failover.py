@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _faulty_http import FaultyServer, Status, free_port
 
 from casync_format import chunk as chunk_codec
 from casync_format.digest import SHA512_256
@@ -23,6 +22,8 @@ from casync_store.serve.chunkserver import ChunkServer
 from casync_store.stores.failover import FailoverGroup
 from casync_store.stores.http import HTTPStore
 from casync_store.stores.location import open_store
+from tests.support import free_port
+from tests.support.faulty_http import FaultyServer, Status
 
 OPTIONS = StoreOptions(timeout=5.0, error_retry=2, error_retry_base_interval=0.001)
 

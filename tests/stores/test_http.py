@@ -20,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _certs import Certs, make_certs
-from _faulty_http import CloseAfter, Drop, FaultyServer, Reset, Short, Slow, Status, free_port
-from conftest import rng_bytes
 
 from casync_format import chunk as chunk_codec
 from casync_format import compress
@@ -30,16 +27,19 @@ from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkInvalid, ChunkMissing, ParameterError, StoreError
 from casync_store import CachedStore, LocalStore
-from casync_store import http as http_store
 from casync_store.ops.extract import extract, zero_chunk
 from casync_store.ops.make import make
 from casync_store.plumbing.config import StoreOptions, load_config
 from casync_store.serve.chunkserver import ChunkServer
 from casync_store.serve.httpserver import TLSOptions
+from casync_store.stores import http as http_store
 from casync_store.stores.base import Store
 from casync_store.stores.http import HTTPStore, open_http, redact_url
 from casync_store.stores.indexio import open_index
 from casync_store.stores.location import open_store
+from tests.support import free_port, rng_bytes
+from tests.support.certs import Certs
+from tests.support.faulty_http import CloseAfter, Drop, FaultyServer, Reset, Short, Slow, Status
 
 METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"
 SMALL = ChunkerParams.from_string("16:64:256")
@@ -433,11 +433,6 @@ def test_uncompressed_store(server: FaultyServer) -> None:
 
 
 # --------------------------------------------------------------------------- against the chunk server
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @contextlib.contextmanager

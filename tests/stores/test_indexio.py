@@ -18,13 +18,12 @@ import urllib.parse
 from collections.abc import Iterator
 
 import pytest
-from conftest import rng_bytes
 
 from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import FormatError, IndexNotFound, ParameterError, StoreError
 from casync_format.index import IndexHeader
-from casync_store import LocalStore, indexio, indexstore
+from casync_store import LocalStore
 from casync_store.ops.extract import extract
 from casync_store.ops.make import blob_index_header, make
 from casync_store.ops.tar import tar_index
@@ -32,8 +31,10 @@ from casync_store.ops.tarstream import tar_index_from_tarstream
 from casync_store.plumbing.atomic import TEMP_PREFIX
 from casync_store.plumbing.config import StoreOptions
 from casync_store.serve.indexserver import IndexServer
+from casync_store.stores import indexio, indexstore
 from casync_store.stores.indexio import display_location, index_writer, open_index, write_index_file
 from casync_store.stores.indexstore import IndexStore, LocalIndexStore
+from tests.support import rng_bytes
 
 PARAMS = ChunkerParams.from_string("4:16:64")
 FAST = StoreOptions(timeout=10.0, error_retry=2, error_retry_base_interval=0.001)
@@ -159,7 +160,7 @@ def test_damaged_remote_index_is_a_format_error_naming_it(remote: Remote) -> Non
 
 
 def test_unreachable_index_store_is_a_store_error() -> None:
-    from _faulty_http import free_port
+    from tests.support import free_port
 
     location = f"http://127.0.0.1:{free_port()}/x.caibx"
     with pytest.raises(StoreError, match="refused"), open_index(location, options_for=options_for):

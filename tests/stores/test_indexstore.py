@@ -15,8 +15,6 @@ import urllib.parse
 from collections.abc import Iterator
 
 import pytest
-from _faulty_http import FaultyServer, Short, Status, free_port
-from conftest import rng_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,6 +31,8 @@ from casync_store.stores.indexstore import (
     split_index_location,
     valid_index_name,
 )
+from tests.support import free_port, rng_bytes
+from tests.support.faulty_http import FaultyServer, Short, Status
 
 FAST = StoreOptions(timeout=5.0, error_retry=3, error_retry_base_interval=0.001)
 NAME = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(valid_index_name)

@@ -24,8 +24,8 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(ROOT, "pycasync.py")
+from tests.support import CLI, ROOT
+
 MAX_RSS_KIB = 300 * 1024
 TIMEOUT = 60.0
 KINDS = ["symlink-dev-zero", "sparse-20g", "fifo", "symlink-passwd", "symlinked-prefix", "directory"]

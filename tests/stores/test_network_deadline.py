@@ -24,9 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _certs import make_certs
-from _faulty_http import Drip, FaultyServer, Slow
-from _sshd import write_pycasync_remote
 
 from casync_format import chunk as chunk_codec
 from casync_format import compress
@@ -38,8 +35,11 @@ from casync_store.ops.make import make
 from casync_store.plumbing.config import StoreOptions
 from casync_store.stores.http import HTTPIndexStore, HTTPStore
 from casync_store.stores.ssh import SSHStore
+from tests.support import CLI
+from tests.support.certs import make_certs
+from tests.support.faulty_http import Drip, FaultyServer, Slow
+from tests.support.sshd import write_pycasync_remote
 
-CLI = str(Path(__file__).resolve().parent.parent / "pycasync.py")
 METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"
 
 

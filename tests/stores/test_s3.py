@@ -39,7 +39,6 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from _moto import TEST_KEY, TEST_SECRET, MotoServer, client, enable_auth, make_bucket, moto_server, start_moto
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,19 +47,20 @@ from casync_format import chunk as chunk_codec
 from casync_format.chunker import ChunkerParams
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkMissing, IndexNotFound, MissingDependency, ParameterError, StoreError
-from casync_store import CachedStore, LocalStore, _s3client
-from casync_store import s3 as s3mod
+from casync_store import CachedStore, LocalStore
 from casync_store.ops.extract import extract
 from casync_store.ops.info import index_info
 from casync_store.ops.maintain import prune_store, verify_store
 from casync_store.ops.make import make
 from casync_store.plumbing.config import StoreOptions, load_config
+from casync_store.stores import _s3client
+from casync_store.stores import s3 as s3mod
 from casync_store.stores.indexio import open_index
 from casync_store.stores.indexstore import open_index_store, split_index_location
 from casync_store.stores.location import open_store
 from casync_store.stores.s3 import S3IndexStore, S3Store, parse_s3_location, upgrade_s3
-
-__all__ = ["moto_server"]  # the fixture, imported for pytest
+from tests.support import CLI
+from tests.support.moto import TEST_KEY, TEST_SECRET, MotoServer, client, enable_auth, make_bucket, start_moto
 
 SMALL = ChunkerParams(4096, 16384, 65536)
 FAST = StoreOptions(error_retry=0)
@@ -227,7 +227,7 @@ def test_uncompressed_refused() -> None:
 
 
 def test_retries_throttling_5xx_and_short_bodies() -> None:
-    from _faulty_http import FaultyServer, Short, Slow, Status
+    from tests.support.faulty_http import FaultyServer, Short, Slow, Status
 
     cid, _data, blob = chunk(70)
     path = f"/bkt/{cid.hex()[:4]}/{cid.hex()}.cacnk"
@@ -522,7 +522,7 @@ def test_verbose_cli_logs_no_secrets(
     secret, token = "Sec" + uuid.uuid4().hex, "Tok" + uuid.uuid4().hex
     env = dict(os.environ, S3_ACCESS_KEY="AKIAVERBOSETEST", S3_SECRET_KEY=secret, S3_SESSION_TOKEN=token,
                HOME=str(tmp_path))
-    cli = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pycasync.py")
+    cli = CLI
     for args in (["make", "-s", store, str(tmp_path / "v.caibx"), blob_file],
                  ["info", "-s", store, str(tmp_path / "v.caibx")]):
         proc = subprocess.run([sys.executable, cli, "-v", *args], env=env, capture_output=True, timeout=120)
@@ -706,7 +706,7 @@ def test_sigv4_matches_botocore(
     from botocore.config import Config
     from botocore.credentials import Credentials
 
-    from casync_store import _sigv4
+    from casync_store.stores import _sigv4
 
     when = when.replace(microsecond=0)
     path = "/bucket/" + _sigv4.quote_key("pre fix/" + key)
@@ -776,7 +776,7 @@ def test_fast_path_falls_back_to_boto3(
 ) -> None:
     """Answers the fast path does not handle go to boto3: a redirect or 400 (wrong region or endpoint)
     for good, any other status for that request only; anonymous requests carry no signature."""
-    from _faulty_http import FaultyServer, Status
+    from tests.support.faulty_http import FaultyServer, Status
 
     cid, _data, blob = chunk(110)
     path = f"/bkt/p/{cid.hex()[:4]}/{cid.hex()}.cacnk"

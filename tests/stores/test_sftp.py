@@ -23,7 +23,6 @@ import time
 import urllib.parse
 
 import pytest
-from _sshd import SSHServer, require_paramiko, sshd, start_ssh_agent, write_ssh_home  # noqa: F401
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -46,12 +45,13 @@ from casync_store.stores.indexio import open_index
 from casync_store.stores.indexstore import open_index_store
 from casync_store.stores.location import open_store
 from casync_store.stores.sftp import SFTPIndexStore, SFTPStore, parse_location
+from tests.support.sshd import SSHServer, require_paramiko, start_ssh_agent, write_ssh_home
 
 FAST = StoreOptions(error_retry=1, error_retry_base_interval=0.01)
 
 
 @pytest.fixture
-def server(sshd: SSHServer) -> SSHServer:  # noqa: F811
+def server(sshd: SSHServer) -> SSHServer:
     require_paramiko()
     return sshd
 

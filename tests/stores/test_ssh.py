@@ -18,17 +18,17 @@ import sys
 import threading
 
 import pytest
-from _sshd import SSHServer, sshd, write_pycasync_remote  # noqa: F401
-from conftest import ROOT, rng_bytes
 
 from casync_format import chunk as chunk_codec
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkMissing, ParameterError, StoreError
 from casync_store import LocalStore
-from casync_store import ssh as ssh_mod
 from casync_store.plumbing.config import StoreOptions
+from casync_store.stores import ssh as ssh_mod
 from casync_store.stores.location import open_store
 from casync_store.stores.ssh import SSHStore, parse_location
+from tests.support import ROOT, rng_bytes
+from tests.support.sshd import SSHServer, write_pycasync_remote
 
 Chunks = tuple[str, dict[bytes, bytes]]
 
@@ -305,7 +305,7 @@ def test_ssh_program_missing() -> None:
 # --------------------------------------------------------------------------- real sshd
 
 
-def test_sshd_our_store_against_casync_pull(sshd: SSHServer, chunks: Chunks, casync: str) -> None:  # noqa: F811
+def test_sshd_our_store_against_casync_pull(sshd: SSHServer, chunks: Chunks, casync: str) -> None:
     path, want = chunks
     env_ssh = sshd.env()["CASYNC_SSH_PATH"]
     location = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{path}"  # the port travels as ssh -p
@@ -316,7 +316,7 @@ def test_sshd_our_store_against_casync_pull(sshd: SSHServer, chunks: Chunks, cas
             store.get_raw(b"\3" * 32)
 
 
-def test_sshd_our_store_against_our_pull(sshd: SSHServer, chunks: Chunks, pycasync_remote: str) -> None:  # noqa: F811
+def test_sshd_our_store_against_our_pull(sshd: SSHServer, chunks: Chunks, pycasync_remote: str) -> None:
     path, want = chunks
     with SSHStore(f"ssh://{sshd.alias}{path}", StoreOptions(timeout=30), ssh_path=sshd.ssh_wrapper,
                   remote_path=pycasync_remote) as store:  # fmt: skip
@@ -324,7 +324,7 @@ def test_sshd_our_store_against_our_pull(sshd: SSHServer, chunks: Chunks, pycasy
         assert not store.has_chunk(b"\3" * 32)
 
 
-def test_sshd_cli_extract_from_ssh_store(sshd: SSHServer, tmp_path: object, casync: str) -> None:  # noqa: F811
+def test_sshd_cli_extract_from_ssh_store(sshd: SSHServer, tmp_path: object, casync: str) -> None:
     d = str(tmp_path)
     blob = rng_bytes(400_000, 3)
     with open(os.path.join(d, "blob"), "wb") as f:
@@ -339,7 +339,7 @@ def test_sshd_cli_extract_from_ssh_store(sshd: SSHServer, tmp_path: object, casy
         assert f.read() == blob
 
 
-def test_sshd_casync_client_against_our_pull(sshd: SSHServer, tmp_path: object, casync: str,  # noqa: F811
+def test_sshd_casync_client_against_our_pull(sshd: SSHServer, tmp_path: object, casync: str,
                                              pycasync_remote: str) -> None:  # fmt: skip
     d = str(tmp_path)
     blob = rng_bytes(500_000, 4)

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from typing import Callable
 
 import pytest
-from _sshd import sshd  # noqa: F401  (the "sftp" factory's server)
 
 from casync_format import chunk as chunk_codec
 from casync_format import compress
@@ -33,9 +32,9 @@ from casync_format.index import read_index
 from casync_store import CachedStore, LocalStore, StoreRouter, combine
 from casync_store.plumbing.atomic import TEMP_PREFIX, atomic_write, write_file_atomic
 from casync_store.stores.base import PruneStore, Store, WriteStore, require_prunable, require_writable
+from tests.support import DATA_DIR, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "tests", "data")
+DATA = DATA_DIR
 METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"
 
 
@@ -111,9 +110,8 @@ def _failover(tmp: str, request: pytest.FixtureRequest) -> Harness:
 
 
 def _sftp(tmp: str, request: pytest.FixtureRequest) -> Harness:
-    from _sshd import require_paramiko
-
     from casync_store.stores.sftp import SFTPStore
+    from tests.support.sshd import require_paramiko
 
     server = request.getfixturevalue("sshd")  # the session's real OpenSSH server
     require_paramiko()
@@ -123,10 +121,9 @@ def _sftp(tmp: str, request: pytest.FixtureRequest) -> Harness:
 
 
 def _s3(tmp: str, request: pytest.FixtureRequest) -> Harness:
-    from _moto import TEST_KEY, TEST_SECRET, make_bucket, shared_moto
-
     from casync_store.plumbing.config import S3Credentials, StoreOptions
     from casync_store.stores.s3 import S3Store
+    from tests.support.moto import TEST_KEY, TEST_SECRET, make_bucket, shared_moto
 
     server = shared_moto()  # one moto server per test process (no fixture needed here)
     bucket = "contract-" + os.urandom(6).hex()
