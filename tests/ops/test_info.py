@@ -1,22 +1,21 @@
-"""Tests of info, list-chunks and the progress bar.
+"""Tests of info, list-chunks and the operations' progress reports.
 
 index_info's numbers are checked against values computed by hand from the
 index (with stores, seed indexes and a cache), under desync's JSON keys in
-desync's order; list_chunks yields every id in blob order. The progress bar
-draws only when wanted, survives concurrent add() calls and ends its line.
+desync's order; list_chunks yields every id in blob order; an operation draws
+its progress bar to the end. (The bar itself: tests/plumbing/test_progress.py.)
 """
 
 from __future__ import annotations
 
 import io
-import threading
 
 from casync_format.chunker import ChunkerParams
 from casync_format.index import Index
 from casync_store import LocalStore
 from casync_store.ops.info import index_info, list_chunks
 from casync_store.ops.make import make
-from casync_store.plumbing.progress import ProgressBar, make_progress, progress_wanted
+from casync_store.plumbing.progress import ProgressBar
 from casync_store.stores.indexio import open_index
 
 SMALL = ChunkerParams(4096, 16384, 65536)
@@ -99,47 +98,6 @@ def test_list_chunks_in_order_with_repeats(tmp_path, rng_bytes):
         listed = list(list_chunks(index))
     assert listed == [c.id.hex() for c in _items(caibx)]
     assert len(set(listed)) < len(listed)
-
-
-def test_progress_bar_draws_and_is_thread_safe():
-    out = io.StringIO()
-    bar = ProgressBar(out)
-    bar.start("Testing", 4000)
-
-    def work() -> None:
-        for _ in range(1000):
-            bar.add(1)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    bar.finish()
-    text = out.getvalue()
-    assert text.endswith("\n") and "Testing" in text
-    assert "100%" in text.rsplit("\r", 1)[-1]
-    bar.start("Unknown", 0)
-    bar.add(7)
-    bar.finish()
-    assert out.getvalue().rstrip("\n").rsplit("\r", 1)[-1].startswith("Unknown 7")
-
-
-def test_progress_only_when_wanted(monkeypatch):
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    monkeypatch.delenv("DESYNC_PROGRESSBAR_ENABLED", raising=False)
-    assert not progress_wanted(io.StringIO())
-    assert progress_wanted(Tty())
-    monkeypatch.setenv("DESYNC_PROGRESSBAR_ENABLED", "1")
-    assert progress_wanted(io.StringIO())
-    assert make_progress(False) is None
-    assert isinstance(make_progress(True), ProgressBar)
-    monkeypatch.setenv("DESYNC_PROGRESSBAR_ENABLED", "")
-    monkeypatch.setattr("sys.stderr", io.StringIO())
-    assert make_progress(True) is None
 
 
 def test_operations_report_progress(tmp_path, rng_bytes):
