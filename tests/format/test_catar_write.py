@@ -7,7 +7,7 @@ per feature set) and the writer's output is parsed back by a small
 independent reader here, which checks every GOODBYE item and tail offset.
 Hypothesis builds random in-memory trees. Misuse of the writer (order,
 names, payload sizes, nesting) must raise FormatError. Byte equality with
-casync for real trees is in test_tar.py.
+casync for real trees is in tests/ops/test_tar.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tests of untar / untar_index / index_reader (casync_store.ops.untar).
 
 Trees made by the tests (every file type, odd names, owners, modes, nsec
-times, xattrs, fcaps; see ``make_tree`` in test_catar_read.py) are archived by
+times, xattrs, fcaps; see ``make_tree`` in tests/support/trees.py) are archived by
 the real casync (default ``best`` features and desync's feature set, as catar
 and as caidx + store), extracted by pycasync and compared field by field with
 the source (lstat, content, xattrs, symlink targets); casync extracts an

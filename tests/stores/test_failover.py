@@ -1,6 +1,6 @@
 """Failover groups (``a|b``): desync's semantics, over real HTTP stores.
 
-Members are HTTP stores talking to :mod:`_faulty_http` servers (which count
+Members are HTTP stores talking to :mod:`tests.support.faulty_http` servers (which count
 requests, so "the second server was never asked" is checked on the wire), to a
 closed port (a server that is down) or to pycasync's own chunk server.
 """

@@ -1,11 +1,11 @@
 """The HTTP(S) store client: faults against a misbehaving server, the happy path against the chunk server.
 
-Fault tests use :mod:`_faulty_http` (a real HTTP server that answers 500s,
+Fault tests use :mod:`tests.support.faulty_http` (a real HTTP server that answers 500s,
 resets, short bodies, slow answers, 401/403/404 on request) and count the
 requests it received, so "404 is never retried" and "a 500 is retried exactly
 ``error_retry`` times" are checked on the wire. The happy path runs against
 pycasync's own chunk server (:mod:`casync_store.serve.chunkserver`) over HTTP and
-HTTPS, with certificates made by ``openssl`` (:mod:`_certs`).
+HTTPS, with certificates made by ``openssl`` (:mod:`tests.support.certs`).
 """
 
 from __future__ import annotations

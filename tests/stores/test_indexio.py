@@ -4,7 +4,7 @@ Remote indexes go through a real index server on 127.0.0.1 (writable, over a
 local index store) and the HTTP index store client: ``make`` writes its
 index there, ``extract`` reads it back, ``tar -i`` (directory and tar stream)
 writes caidx files there, and failures leave nothing behind. SFTP and S3
-index locations are covered by tests/test_sftp.py and tests/test_s3.py
+index locations are covered by tests/stores/test_sftp.py and tests/stores/test_s3.py
 through the same functions.
 """
 

@@ -2,7 +2,7 @@
 
 The name and location rules are checked with examples and hypothesis; the
 local store on real directories; :class:`HTTPIndexStore` against a real
-plain HTTP server that serves and stores files by path (tests/_faulty_http.py,
+plain HTTP server that serves and stores files by path (tests/support/faulty_http.py,
 a chunk-server-style web server that can also misbehave on request).
 """
 

@@ -1,4 +1,4 @@
-"""The sftp:// chunk and index stores against a real OpenSSH server (tests/_sshd.py).
+"""The sftp:// chunk and index stores against a real OpenSSH server (tests/support/sshd.py).
 
 One sshd serves the whole session; every store here connects to it through
 paramiko with an ssh client config written for the test (a ``Host`` alias,
@@ -7,7 +7,7 @@ default ``~/.ssh/id_*``, a real ``ssh-agent``) and config discovery
 (``HOME``, ``$PYCASYNC_SSH_CONFIG``) are exercised for real. The server's
 files are on this machine, so a :class:`LocalStore` on the same directory
 checks the layout and plants or damages files directly. The generic store
-contract runs on SFTP too (``sftp`` in tests/test_store_contract.py).
+contract runs on SFTP too (``sftp`` in tests/stores/test_store_contract.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Most tests use a stand-in ``CASYNC_SSH_PATH`` that behaves like ssh without
 the network: it drops ``-p PORT`` and the host and hands the rest, joined
 by spaces, to ``sh -c`` (as sshd hands it to the remote user's shell), so
 quoting is tested for real. The last tests go through a real OpenSSH sshd
-on 127.0.0.1 (see ``_sshd.py``), both ways: our store against real
+on 127.0.0.1 (see ``tests/support/sshd.py``), both ways: our store against real
 ``casync pull`` and against ``pycasync pull``, and casync's client against
 ``pycasync pull``.
 """
