@@ -1,6 +1,7 @@
 """Shared pytest fixtures and settings for pycasync's tests.
 
-Fixtures (any test module may use them):
+Fixtures (any test module may use them; the helpers behind them are in
+:mod:`tests.support`):
 
 - ``casync``: path of the real casync binary (``/usr/bin/casync`` or on PATH).
   Skips the test when it is missing, but fails it when the environment has
@@ -8,12 +9,25 @@ Fixtures (any test module may use them):
 - ``run_casync``: a function ``run_casync(*args, cwd=None, input=None)``
   running casync with ``check=True`` and returning the
   :class:`subprocess.CompletedProcess` (stdout/stderr captured as bytes).
-- ``rng_bytes``: the function :func:`rng_bytes` ``(n, seed) -> bytes``,
+- ``rng_bytes``: the function :func:`tests.support.rng_bytes` ``(n, seed) -> bytes``,
   deterministic pseudo-random data (``random.Random(seed).randbytes(n)``).
 - ``store_dir``: an empty, existing directory for a chunk store.
 - ``local_store``: a :class:`casync_store.LocalStore` in ``store_dir``
   (``sync=False``, to keep tests fast).
 - ``data_dir``: the absolute path of ``tests/data``.
+- ``env``: ``os.environ`` with its own empty ``HOME`` (so no real config file
+  is read) and without ``DESYNC_PROGRESSBAR_ENABLED``, for running the CLI.
+- ``sshd`` (session): a real OpenSSH server on 127.0.0.1, a
+  :class:`tests.support.sshd.SSHServer`; skips without OpenSSH (fails under
+  ``CI=true``).
+- ``moto_server`` (session): the shared moto S3 server of this test process,
+  a :class:`tests.support.moto.MotoServer`; skips without moto/boto3 (fails
+  under ``CI=true``).
+- ``certs`` (session): test certificates made with openssl, a
+  :class:`tests.support.certs.Certs`.
+
+The CLI tests' own fixtures (``blob``, ``made``, ``serve``) are in
+``tests/cli/conftest.py``.
 
 Hypothesis runs under the profile ``ci`` (50 examples, no deadline) unless
 ``HYPOTHESIS_PROFILE`` names another registered one (``dev``: 10 examples,
@@ -23,23 +37,20 @@ Hypothesis runs under the profile ``ci`` (50 examples, no deadline) unless
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
-import sys
+from collections.abc import Iterator
 from typing import Callable
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, ROOT)
+from casync_store import LocalStore
+from tests.support import DATA_DIR, rng_bytes
+from tests.support.certs import Certs, make_certs
+from tests.support.moto import MotoServer, shared_moto
+from tests.support.sshd import SSHServer, start_sshd
 
-from casync_store import LocalStore  # noqa: E402
-
-__all__ = ["ROOT", "DATA_DIR", "rng_bytes"]
-
-DATA_DIR = os.path.join(ROOT, "tests", "data")
+__all__: list[str] = []
 
 try:
     from hypothesis import HealthCheck, settings
@@ -51,11 +62,6 @@ else:
     settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=_quiet)
     settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=_quiet)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-def rng_bytes(n: int, seed: int = 0) -> bytes:
-    """``n`` deterministic pseudo-random bytes for ``seed``."""
-    return random.Random(seed).randbytes(n)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +90,7 @@ def run_casync(casync: str) -> Callable[..., subprocess.CompletedProcess[bytes]]
 
 @pytest.fixture(name="rng_bytes")
 def rng_bytes_fixture() -> Callable[[int, int], bytes]:
-    """The :func:`rng_bytes` function."""
+    """The :func:`tests.support.rng_bytes` function."""
     return rng_bytes
 
 
@@ -106,3 +112,35 @@ def local_store(store_dir: str) -> LocalStore:
 def data_dir() -> str:
     """Absolute path of tests/data."""
     return DATA_DIR
+
+
+@pytest.fixture
+def env(tmp_path: os.PathLike[str]) -> dict[str, str]:
+    """An environment with its own HOME (so no real config file is read)."""
+    home = os.path.join(tmp_path, "home")
+    os.makedirs(home, exist_ok=True)
+    out = {k: v for k, v in os.environ.items() if k != "DESYNC_PROGRESSBAR_ENABLED"}
+    out["HOME"] = home
+    return out
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A running OpenSSH server on 127.0.0.1 (see tests.support.sshd)."""
+    server = start_sshd(str(tmp_path_factory.mktemp("sshd")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> MotoServer:
+    """The shared moto server (see tests.support.moto)."""
+    return shared_moto()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA, server and client certificates, and an untrusted CA and client (see tests.support.certs)."""
+    return make_certs(tmp_path_factory.mktemp("certs"))

@@ -1,6 +1,6 @@
 """Remote cases of ``tools/bench.py``: extracting from S3 (a moto server) and reading a FUSE mount.
 
-``s3-extract`` starts a moto S3 server on 127.0.0.1 (``tests/_moto.py``'s
+``s3-extract`` starts a moto S3 server on 127.0.0.1 (``tests/support/moto.py``'s
 ``start_moto``; needs moto and pytest installed), runs ``pycasync make``
 into ``s3+http://127.0.0.1:PORT/bench/store`` untimed (its index must equal
 the local ``make``'s byte for byte), then times ``pycasync extract`` from
@@ -115,12 +115,11 @@ def _speed_share(remote: Row, local: Row, tool: str) -> str:
 
 
 def load_moto() -> ModuleType | str:
-    """``tests/_moto.py`` as a module, or why it cannot be used."""
-    tests = os.path.join(REPO, "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
+    """``tests/support/moto.py`` as a module, or why it cannot be used."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
     try:
-        module = importlib.import_module("_moto")
+        module = importlib.import_module("tests.support.moto")
         module.require_moto()  # pytest.skip (a BaseException) when moto[server] or boto3 is missing
     except (KeyboardInterrupt, SystemExit):
         raise

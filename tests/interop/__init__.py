@@ -1,0 +1,3 @@
+"""Interoperability with the real casync through pycasync's command line."""
+
+__all__: list[str] = []
