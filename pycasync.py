@@ -234,8 +234,11 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "/xxxx/<id>.cacnk, the layout casync's and desync's HTTP clients read.\n"
         "Read-only unless -w, which accepts PUT of chunks (verified against their\n"
         "id) into the single store. -u serves uncompressed chunks at /xxxx/<id>.\n"
-        "With --cert and --key it serves HTTPS; --mutual-tls also requires client\n"
-        "certificates signed by --client-ca. Stops cleanly on SIGTERM or SIGINT.",
+        "With --cert and --key it serves HTTPS; --mutual-tls --client-ca FILE also\n"
+        "requires client certificates signed by FILE. --mutual-tls or --client-ca\n"
+        "without --cert/--key (or one without the other) is a usage error, never\n"
+        "plain HTTP. --authorization works without TLS, as in desync, but its value\n"
+        "is then sent in clear text. Stops cleanly on SIGTERM or SIGINT.",
         "pycasync chunk-server -s /srv/store -l :8080\n"
         "pycasync chunk-server -s http://upstream/store -c /var/cache/store -l 127.0.0.1:8080",
     ),
@@ -494,10 +497,13 @@ def _add_server_flags(p: _Parser, what: str) -> None:
                    help=f"accept {what} by PUT" + (" (only with a single store)" if what == "chunks" else ""))
     p.add_argument("--cert", metavar="FILE", help="server certificate (PEM) for HTTPS, needs --key")
     p.add_argument("--key", metavar="FILE", help="server key (PEM) for HTTPS, needs --cert")
-    p.add_argument("--mutual-tls", action="store_true", help="require a valid client certificate")
-    p.add_argument("--client-ca", metavar="FILE", help="authorities that sign client certificates")
+    p.add_argument("--mutual-tls", action="store_true",
+                   help="require a client certificate signed by --client-ca (needs --cert and --key)")
+    p.add_argument("--client-ca", metavar="FILE",
+                   help="authorities that sign client certificates (needs --mutual-tls, --cert, --key)")
     p.add_argument("--authorization", metavar="VALUE",
-                   help="required value of the Authorization header (default $DESYNC_HTTP_AUTH)")
+                   help="required value of the Authorization header (default $DESYNC_HTTP_AUTH); allowed "
+                   "without TLS as in desync, but then sent in clear text without --cert/--key")
     p.add_argument("--log", metavar="FILE", help="request log file ('-' for stdout)")
 
 
@@ -919,14 +925,33 @@ def cmd_chunk_server(ctx: _Context) -> int:
 
 
 def _server_tls(a: argparse.Namespace) -> Any:
-    """The TLSOptions of --cert/--key/--mutual-tls/--client-ca (None for plain HTTP)."""
+    """The TLSOptions of --cert/--key/--mutual-tls/--client-ca (None for plain HTTP).
+
+    As desync's servers do, every combination that would quietly serve less
+    than asked (a client CA or mutual TLS without a certificate, a client CA
+    that nothing checks, mutual TLS trusting any CA) is a usage error, and so
+    is an empty file name or an empty --authorization.
+    """
     from casync_store.httpserver import TLSOptions
 
+    for flag, value in (("--cert", a.cert), ("--key", a.key), ("--client-ca", a.client_ca)):
+        if value is not None and not value.strip():
+            raise ParameterError(f"{flag} needs a file name, got an empty one")
+    if getattr(a, "authorization", None) is not None and not a.authorization.strip():
+        raise ParameterError("--authorization is empty: give the required Authorization header value")
     if (a.cert is None) != (a.key is None):
         raise ParameterError("--cert and --key must be given together")
-    if a.mutual_tls and not (a.cert and a.client_ca):
-        raise ParameterError("--mutual-tls needs --cert, --key and --client-ca")
-    return TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls) if a.cert else None
+    if a.cert is None:
+        if a.mutual_tls:
+            raise ParameterError("--mutual-tls needs --cert and --key (TLS must be enabled)")
+        if a.client_ca is not None:
+            raise ParameterError("--client-ca needs --cert and --key (TLS must be enabled)")
+        return None
+    if a.mutual_tls and a.client_ca is None:
+        raise ParameterError("--mutual-tls needs --client-ca (the authorities that sign client certificates)")
+    if a.client_ca is not None and not a.mutual_tls:
+        raise ParameterError("--client-ca needs --mutual-tls (otherwise client certificates are not checked)")
+    return TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls)
 
 
 def _authorization(a: argparse.Namespace) -> str | None:

@@ -25,13 +25,16 @@ import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Callable
 
 import pytest
+from _certs import Certs, make_certs
 from test_cli import CLI, ROOT, blob, env, made, ok, one_error, run  # noqa: F401
 
 _SERVING = re.compile(rb"serving .* on 127\.0\.0\.1:(\d+)")
@@ -200,3 +203,71 @@ def test_index_server_put_of_a_non_index_name_writes_nothing(
             assert f.read() == index_bytes
     with open(os.path.join(root, "server.key"), "rb") as f:
         assert f.read() == SECRET
+
+
+# --------------------------------------------------------------------------- item 2: no silent downgrade
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+DOWNGRADES = [
+    (["--client-ca", "{ca}"], "--client-ca"),
+    (["--mutual-tls"], "--mutual-tls"),
+    (["--mutual-tls", "--client-ca", "{ca}"], "--mutual-tls"),
+    (["--cert", "{cert}"], "--cert and --key"),
+    (["--key", "{key}"], "--cert and --key"),
+    (["--cert", "{cert}", "--mutual-tls", "--client-ca", "{ca}"], "--cert and --key"),
+    (["--key", "{key}", "--client-ca", "{ca}"], "--cert and --key"),
+    (["--cert", "{cert}", "--key", "{key}", "--mutual-tls"], "--mutual-tls needs --client-ca"),
+    (["--cert", "{cert}", "--key", "{key}", "--client-ca", "{ca}"], "--client-ca needs --mutual-tls"),
+    (["--cert", "", "--key", ""], "--cert"),
+    (["--cert", "{cert}", "--key", "{key}", "--mutual-tls", "--client-ca", ""], "--client-ca"),
+    (["--authorization", ""], "--authorization"),
+    (["--authorization", " "], "--authorization"),
+]
+
+
+@pytest.mark.parametrize("command", ["chunk-server", "index-server"])
+@pytest.mark.parametrize("flags, fragment", DOWNGRADES)
+def test_tls_options_without_tls_are_usage_errors(
+    env: dict[str, str], tmp_path: os.PathLike[str], certs: Certs,  # noqa: F811
+    command: str, flags: list[str], fragment: str,
+) -> None:
+    store = os.path.join(tmp_path, "store")
+    os.mkdir(store)
+    files = {"ca": certs.ca_cert, "cert": certs.server_cert, "key": certs.server_key}
+    port = free_port()
+    argv = [sys.executable, CLI, command, "-s", store, "-l", f"127.0.0.1:{port}",
+            *(f.format(**files) for f in flags)]
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    answered = False
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            answered = answered or s.connect_ex(("127.0.0.1", port)) == 0
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate(timeout=30)
+    assert not answered, "the server listened"
+    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    line = one_error(result, 2, fragment)
+    assert "plain" not in out.decode() and out == b""
+    assert line.count("pycasync: error:") == 1
+
+
+@pytest.mark.parametrize("command", ["chunk-server", "index-server"])
+def test_help_says_authorization_without_tls_is_clear_text(env: dict[str, str], command: str) -> None:  # noqa: F811
+    text = " ".join(ok(env, command, "--help").stdout.decode().split())
+    assert "sent in clear text without --cert/--key" in text
