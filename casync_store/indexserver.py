@@ -43,7 +43,16 @@ from casync_format.constants import CA_FORMAT_INDEX
 from casync_format.errors import CasyncError, FormatError, IndexNotFound, StoreError
 from casync_format.index import Index
 
-from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
+from .httpserver import (
+    HTTPError,
+    Limits,
+    Request,
+    ResourceRoutes,
+    Response,
+    Server,
+    TLSOptions,
+    text_response,
+)
 from .indexstore import IndexStore, LocalIndexStore, WriteIndexStore, copy_stream, valid_index_name
 
 __all__ = [
@@ -262,10 +271,11 @@ class IndexServer(Server):
 
     def __init__(self, store: IndexStore, listen: Sequence[str] = ("127.0.0.1:0",), *,
                  writable: bool = False, tls: TLSOptions | None = None, authorization: str | None = None,
-                 log: str | None = None, max_index_size: int = DEFAULT_MAX_INDEX_SIZE) -> None:
+                 log: str | None = None, max_index_size: int = DEFAULT_MAX_INDEX_SIZE,
+                 limits: Limits | None = None) -> None:
         self.store = store
         self.routes = IndexRoutes(store, writable=writable, max_index_size=max_index_size)
-        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log)
+        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log, limits=limits)
 
 
 def serve_indexes(
@@ -277,12 +287,15 @@ def serve_indexes(
     authorization: str | None = None,
     log: str | None = None,
     ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve ``store`` on ``listen`` until SIGTERM or SIGINT, then return after a graceful stop.
 
-    ``ready`` is called with the bound addresses once every listener is up.
+    ``ready`` is called with the bound addresses once every listener is up;
+    ``limits`` bounds connections and slow clients (:class:`~.httpserver.Limits`).
     Raises ParameterError for an unusable address, certificate or log file
     and StoreError when ``writable`` is asked of a read-only store.
     """
-    server = IndexServer(store, listen, writable=writable, tls=tls, authorization=authorization, log=log)
+    server = IndexServer(store, listen, writable=writable, tls=tls, authorization=authorization, log=log,
+                         limits=limits)
     server.serve_until_signal(ready)
