@@ -110,12 +110,13 @@ class DeadlineReader(io.RawIOBase):
 class Connection:
     """One open connection: its socket (the TLS one once wrapped) and its head-waiting state."""
 
-    __slots__ = ("key", "sock", "waiting_since")
+    __slots__ = ("evicted", "key", "sock", "waiting_since")
 
     def __init__(self, sock: socket.socket, key: str, since: float) -> None:
         self.sock = sock
         self.key = key
         self.waiting_since: float | None = since  # None while a request is being served
+        self.evicted = False  # closed to make room: what it sent so far is not answered
 
 
 class _Report:
@@ -151,7 +152,7 @@ class Connections:
                                "(last from %s)")
         self.cut = _Report("closed %d connections that sent no complete request head in time "
                            "(last from %s)")
-        self.evicted = _Report("closed %d connections still waiting for a request head: all %d connection "
+        self.evictions = _Report("closed %d connections still waiting for a request head: all %d connection "
                                "slots were taken")
 
     def admit(self, sock: socket.socket, host: str, since: float) -> Connection | None:
@@ -191,8 +192,9 @@ class Connections:
             if oldest is None or now - (oldest.waiting_since or now) < self.evict_after:
                 return False
             oldest.waiting_since = None  # not chosen twice
+            oldest.evicted = True
             shut(oldest.sock, socket.SHUT_RDWR)
-        self.evicted.event(self.max_connections)
+        self.evictions.event(self.max_connections)
         return True
 
     def waiting(self) -> list[Connection]:

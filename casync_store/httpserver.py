@@ -349,10 +349,16 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self._head_read()
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if self.record.evicted:  # a head cut short by eviction: nothing to answer
+            self.close_connection = True
+            return
+        super().send_error(code, message, explain)
+
     def handle_one_request(self) -> None:
         self.close_connection = True
         self.raw_requestline = self._next_request_line()
-        if not self.raw_requestline:
+        if not self.raw_requestline or self.record.evicted:  # closed, or evicted mid-head
             return
         self.started = time.monotonic()
         self.status: object = "-"

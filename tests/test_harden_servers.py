@@ -11,19 +11,23 @@ stderr is drained by a thread so a chatty server never blocks on its pipe):
   refused PUT writes nothing;
 - TLS options that would be ignored without ``--cert``/``--key`` are usage
   errors (exit 2, one line naming the option) and nothing listens;
-- slowloris: a few hundred sockets from 127.0.0.2..127.0.0.N trickling a
-  request head byte by byte are cut after the head timeout while real GETs
-  from 127.0.0.1 keep succeeding with the right bytes, and the per-address
-  connection cap closes the extra connections of one address at once while
-  another address is still served.
+- slowloris: 300 sockets from 127.0.0.2..127.0.0.31 trickling a request
+  head a byte every 0.5 s (replaced as soon as they are cut, for 8 s) are cut
+  at the head timeout while real GETs from 127.0.0.1 keep succeeding with the
+  right bytes, also with fewer slots than attackers (eviction); the
+  per-address cap answers the extra connections of one address 503 at once
+  while another address is still served; an idle keep-alive connection and
+  a trickled second request are bounded too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -271,3 +275,248 @@ def test_tls_options_without_tls_are_usage_errors(
 def test_help_says_authorization_without_tls_is_clear_text(env: dict[str, str], command: str) -> None:  # noqa: F811
     text = " ".join(ok(env, command, "--help").stdout.decode().split())
     assert "sent in clear text without --cert/--key" in text
+
+
+# --------------------------------------------------------------------------- item 11: slowloris
+
+HEAD_TIMEOUT = 2.0
+TRICKLE = 0.5  # seconds between two bytes of one trickling head
+TRICKLE_HEAD = b"GET / HTTP/1.1\r\nHost: victim\r\nX-Slow: " + b"a" * 10_000
+
+
+def store_chunks(store: str) -> list[tuple[str, bytes]]:
+    """(URL path, stored bytes) of every chunk file in a local store."""
+    found = []
+    for base, _dirs, names in os.walk(store):
+        for name in sorted(names):
+            if name.endswith(".cacnk"):
+                with open(os.path.join(base, name), "rb") as f:
+                    found.append((f"/{name[:4]}/{name}", f.read()))
+    return found
+
+
+class Trickler:
+    """``count`` sockets from 127.0.0.2.. (``per_address`` each), every one sending its head a byte
+    every TRICKLE s; each dropped one is replaced while the attack lasts. Records every lifetime."""
+
+    def __init__(self, port: int, count: int, per_address: int) -> None:
+        self.port = port
+        self.sources = [f"127.0.0.{2 + i // per_address}" for i in range(count)]
+        self.selector = selectors.DefaultSelector()
+        self.lifetimes: list[float] = []
+        self.opened = 0
+        self.peak = 0
+        self.answered = 0  # connections that got any byte back (none should: they never finish a head)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self, source: str) -> None:
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", self.port))
+        self.selector.register(sock, selectors.EVENT_READ, [source, time.monotonic(), 0])
+        self.opened += 1
+
+    def _close(self, key: selectors.SelectorKey) -> None:
+        self.selector.unregister(key.fileobj)
+        key.fileobj.close()  # type: ignore[union-attr]
+
+    def _run(self) -> None:
+        for source in self.sources:
+            self._open(source)
+        next_tick = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + TRICKLE
+                for key in list(self.selector.get_map().values()):
+                    state = key.data
+                    with contextlib.suppress(OSError):  # not connected yet, or already reset
+                        state[2] += key.fileobj.send(TRICKLE_HEAD[state[2]:state[2] + 1])  # type: ignore[union-attr]
+            self.peak = max(self.peak, len(self.selector.get_map()))
+            for key, _ in self.selector.select(max(0.0, min(0.05, next_tick - time.monotonic()))):
+                try:
+                    data = key.fileobj.recv(4096)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    self.answered += 1
+                    continue
+                source, since, _ = key.data
+                self.lifetimes.append(time.monotonic() - since)
+                self._close(key)
+                self._open(source)  # the attack goes on
+        for key in list(self.selector.get_map().values()):
+            self._close(key)
+
+    def __enter__(self) -> Trickler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def real_gets(server: ServerProcess, chunks: list[tuple[str, bytes]], until: float, workers: int = 4
+              ) -> tuple[int, list[str], float]:
+    """GETs of every chunk from 127.0.0.1 until ``until``: (count, errors, max latency in s)."""
+    count, errors, latencies = [0], [], [0.0]
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        i = n
+        conn = None
+        while time.monotonic() < until:
+            path, data = chunks[i % len(chunks)]
+            i += workers
+            started = time.monotonic()
+            try:
+                if conn is None or i % 32 < workers:  # keep-alive mostly, a fresh connection in 8
+                    if conn is not None:
+                        conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200 or body != data:
+                    raise AssertionError(f"{path}: status {response.status}, {len(body)} bytes")
+            except Exception as exc:  # counted and reported below
+                with lock:
+                    errors.append(repr(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+                continue
+            with lock:
+                count[0] += 1
+                latencies[0] = max(latencies[0], time.monotonic() - started)
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(until - time.monotonic() + 30)
+    return count[0], errors, latencies[0]
+
+
+@pytest.mark.parametrize("slots", [None, 128], ids=["512-slots", "128-slots-evicting"])
+def test_slowloris_does_not_starve_real_clients(
+    made: tuple[str, str, bytes], serve: Callable[..., ServerProcess], slots: int | None,  # noqa: F811
+) -> None:
+    """300 trickling sockets from 30 addresses, sustained for 8 s, with real GETs alongside.
+
+    With 128 slots the attack holds more connections than the server has: the
+    oldest head-waiting ones are evicted so real clients are still served.
+    """
+    store = made[0]
+    chunks = store_chunks(store)
+    assert chunks
+    extra = ["--max-connections", str(slots)] if slots else []
+    server = serve("chunk-server", "-s", store, "--head-timeout", f"{HEAD_TIMEOUT}s", *extra)
+    with Trickler(server.port, count=300, per_address=10) as attack:
+        time.sleep(1.0)  # the attack is in place before the first real GET
+        count, errors, latency = real_gets(server, chunks, until=time.monotonic() + 7.0)
+    cut = attack.lifetimes
+    print(f"\nslowloris ({slots or 512} slots): {attack.opened} trickling sockets opened, peak {attack.peak} "
+          f"at once, {len(cut)} cut after {min(cut, default=0):.2f}..{max(cut, default=0):.2f} s; "
+          f"{count} real GETs, {len(errors)} errors, max GET latency {latency * 1000:.0f} ms")
+    assert errors == [], errors[:5]
+    assert count >= 50
+    assert attack.peak >= 290 and attack.answered == 0
+    assert len(cut) >= 300  # every one of the first wave was cut, and more
+    assert max(cut) < HEAD_TIMEOUT + 2.5, "a trickling head outlived the head timeout"
+    if slots is None:  # cut by the deadline, not earlier: trickling did not extend it either
+        assert min(cut) > HEAD_TIMEOUT - 0.3
+    else:
+        assert min(cut) > 0.8  # evicted only after waiting a second
+    assert latency < 5.0
+    assert server.proc.poll() is None
+    log = b"".join(server.lines)
+    assert b"connection slots were taken" in log if slots else b"sent no complete request head in time" in log
+
+
+def test_per_address_cap_closes_extra_connections_at_once(
+    made: tuple[str, str, bytes], serve: Callable[..., ServerProcess],  # noqa: F811
+) -> None:
+    store = made[0]
+    path, data = store_chunks(store)[0]
+    cap = 8
+    server = serve("chunk-server", "-s", store, "--max-client-connections", str(cap))
+    held = []
+    for _ in range(cap):  # silent connections from one address: all within its cap
+        held.append(socket.create_connection(("127.0.0.1", server.port), 5, ("127.0.0.5", 0)))
+    time.sleep(0.3)  # the server has accepted and counted them
+    refused = []
+    for _ in range(5):
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                      source_address=("127.0.0.5", 0)) as sock:
+            try:
+                answer = sock.recv(4096)
+            except ConnectionResetError:
+                answer = b""
+            refused.append((time.monotonic() - started, answer))
+    for elapsed, answer in refused:
+        assert elapsed < 1.0
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 503 ")
+    assert any(answer.startswith(b"HTTP/1.1 503 ") for _, answer in refused)
+    # another address, and 127.0.0.1, are served meanwhile; the held connections are still open
+    assert server.request("GET", path, source="127.0.0.6") == (200, data)
+    assert server.request("GET", path) == (200, data)
+    for sock in held:
+        sock.settimeout(0.05)
+        with pytest.raises(socket.timeout):
+            sock.recv(1)
+    # a held connection is a working one, and closing one makes room for a new one
+    held[0].settimeout(5)
+    held[0].sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    assert held[0].recv(100).startswith(b"HTTP/1.1 200 ")
+    held.pop().close()
+    time.sleep(0.3)
+    assert server.request("GET", path, source="127.0.0.5") == (200, data)
+    for sock in held:
+        sock.close()
+    assert b"over the limit of 8 per client address" in b"".join(server.lines)
+
+
+def _closed_after(sock: socket.socket, trickle: bytes = b"") -> float:
+    """Seconds until the server closes ``sock`` (trickling ``trickle`` a byte every TRICKLE s)."""
+    started = time.monotonic()
+    sock.settimeout(TRICKLE)
+    for i in range(100):
+        if i < len(trickle):
+            with contextlib.suppress(OSError):
+                sock.send(trickle[i:i + 1])
+        try:
+            if sock.recv(4096) == b"":
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    return time.monotonic() - started
+
+
+def test_idle_keep_alive_and_next_head_are_bounded(
+    made: tuple[str, str, bytes], serve: Callable[..., ServerProcess],  # noqa: F811
+) -> None:
+    store = made[0]
+    path, _ = store_chunks(store)[0]
+    server = serve("chunk-server", "-s", store, "--idle-timeout", "1s", "--head-timeout", "2s")
+    head = f"HEAD {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+    for trickle, low, high in ((b"", 0.7, 2.5), (TRICKLE_HEAD, 1.7, 3.5)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(head)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            # idle: closed after --idle-timeout; trickling the next head: --head-timeout after its first byte
+            elapsed = _closed_after(sock, trickle)
+            assert low < elapsed < high, (trickle[:4], elapsed)
