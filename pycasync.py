@@ -261,9 +261,9 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "desync's HTTP index stores read. Read-only unless -w, which accepts PUT\n"
         "of indexes (checked to be valid indexes, stored atomically). The name is\n"
         "the last path segment, as desync takes it; '.', '..' and encoded '/' are\n"
-        "refused. Only index files are served: names ending in .caibx or .caidx,\n"
-        "regular files (or links to them inside the directory) that start as an\n"
-        "index; GET, HEAD or PUT of any other name is a 400. HTTPS, mutual TLS,\n"
+        "refused. Only index files are served: names ending in .caibx or .caidx\n"
+        "that are regular files (or links to them inside the directory); GET, HEAD\n"
+        "or PUT of any other name is a 400. HTTPS, mutual TLS,\n"
         "--authorization, --log and the connection limits work as for chunk-server.",
         "pycasync index-server -s /srv/indexes -l :8080\n"
         "pycasync index-server -s /srv/indexes -w -l 127.0.0.1:8080",

@@ -14,8 +14,8 @@ outside the store, and the name must end in ``.caibx`` or ``.caidx``
 (:data:`INDEX_SUFFIXES`): the server serves index files only, never another
 file that sits in its directory (a TLS key, a config). In a local store the
 entry must also be a regular file, or a symbolic link resolving to a regular
-file inside the store's directory, and what GET and HEAD serve must start with
-an index header. Anything else is a 400 (for GET, HEAD and PUT alike; a PUT
+file inside the store's directory (its bytes are served as they are: a
+damaged index is the client's to report). Anything else is a 400 (for GET, HEAD and PUT alike; a PUT
 to such a name writes nothing). A PUT body (with a
 Content-Length, or ``Transfer-Encoding: chunked`` as desync's Go client sends
 a piped index; at most ``max_index_size`` bytes) is streamed to a spool, never
@@ -33,13 +33,11 @@ from __future__ import annotations
 import os
 import re
 import stat
-import struct
 import tempfile
 import urllib.parse
 from collections.abc import Sequence
 from typing import BinaryIO, Callable
 
-from casync_format.constants import CA_FORMAT_INDEX
 from casync_format.errors import CasyncError, FormatError, IndexNotFound, StoreError
 from casync_format.index import Index
 
@@ -76,7 +74,6 @@ _ABSOLUTE = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
 _TARGET = re.compile(r"((?:/(?:[^/?#%]|%[0-9A-Fa-f]{2})+)+)(?:\?[^#]*)?")
 _OCTETS = ("Content-Type", "application/octet-stream")
 _SPOOL_MEMORY = 1 << 20  # bytes of a PUT or remote index kept in memory before spilling to disk
-_INDEX_HEADER = struct.pack("<QQ", 48, CA_FORMAT_INDEX)  # how every index file starts
 
 
 def is_index_file_name(name: str) -> bool:
@@ -181,23 +178,7 @@ class IndexRoutes(ResourceRoutes):
             raise
 
     def _open(self, name: str) -> tuple[BinaryIO, int]:
-        """The index as a file with its length (a non-file stream is spooled first).
-
-        Raises HTTPError 400 when what is there is not an index file.
-        """
-        body, size = self._open_stored(name)
-        try:
-            head = body.read(len(_INDEX_HEADER))
-            body.seek(0)
-        except BaseException:
-            body.close()
-            raise
-        if head != _INDEX_HEADER:
-            body.close()
-            raise HTTPError(400, f"{name} is not an index file")
-        return body, size
-
-    def _open_stored(self, name: str) -> tuple[BinaryIO, int]:
+        """The index as a file with its length (a non-file stream is spooled first)."""
         if isinstance(self.store, LocalIndexStore):
             return self._open_local(name)
         source = self.store.open_index(name)
