@@ -130,6 +130,13 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
+
+
 _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, examples)
     "make": (
         "Chunk a file and write its index (and the chunks to a store)",
@@ -233,8 +240,16 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "/xxxx/<id>.cacnk, the layout casync's and desync's HTTP clients read.\n"
         "Read-only unless -w, which accepts PUT of chunks (verified against their\n"
         "id) into the single store. -u serves uncompressed chunks at /xxxx/<id>.\n"
-        "With --cert and --key it serves HTTPS; --mutual-tls also requires client\n"
-        "certificates signed by --client-ca. Stops cleanly on SIGTERM or SIGINT.",
+        "With --cert and --key it serves HTTPS; --mutual-tls --client-ca FILE also\n"
+        "requires client certificates signed by FILE. --mutual-tls or --client-ca\n"
+        "without --cert/--key (or one without the other) is a usage error, never\n"
+        "plain HTTP. --authorization works without TLS, as in desync, but its value\n"
+        "is then sent in clear text. A client must send each request head within\n"
+        "--head-timeout (one deadline, however slowly it trickles), may hold at most\n"
+        "--max-client-connections connections per address (more are answered 503 at\n"
+        "once), and when --max-connections are open the connection that has waited\n"
+        "longest for its head is closed: a slowloris attack does not starve real\n"
+        "clients. Stops cleanly on SIGTERM or SIGINT.",
         "pycasync chunk-server -s /srv/store -l :8080\n"
         "pycasync chunk-server -s http://upstream/store -c /var/cache/store -l 127.0.0.1:8080",
     ),
@@ -245,8 +260,10 @@ _DOCS: dict[str, tuple[str, str, str]] = {  # command: (summary, description, ex
         "desync's HTTP index stores read. Read-only unless -w, which accepts PUT\n"
         "of indexes (checked to be valid indexes, stored atomically). The name is\n"
         "the last path segment, as desync takes it; '.', '..' and encoded '/' are\n"
-        "refused. HTTPS, mutual TLS, --authorization and --log work as for\n"
-        "chunk-server.",
+        "refused. Only index files are served: names ending in .caibx or .caidx\n"
+        "that are regular files (or links to them inside the directory); GET, HEAD\n"
+        "or PUT of any other name is a 400. HTTPS, mutual TLS,\n"
+        "--authorization, --log and the connection limits work as for chunk-server.",
         "pycasync index-server -s /srv/indexes -l :8080\n"
         "pycasync index-server -s /srv/indexes -w -l 127.0.0.1:8080",
     ),
@@ -491,11 +508,27 @@ def _add_server_flags(p: _Parser, what: str) -> None:
                    help=f"accept {what} by PUT" + (" (only with a single store)" if what == "chunks" else ""))
     p.add_argument("--cert", metavar="FILE", help="server certificate (PEM) for HTTPS, needs --key")
     p.add_argument("--key", metavar="FILE", help="server key (PEM) for HTTPS, needs --cert")
-    p.add_argument("--mutual-tls", action="store_true", help="require a valid client certificate")
-    p.add_argument("--client-ca", metavar="FILE", help="authorities that sign client certificates")
+    p.add_argument("--mutual-tls", action="store_true",
+                   help="require a client certificate signed by --client-ca (needs --cert and --key)")
+    p.add_argument("--client-ca", metavar="FILE",
+                   help="authorities that sign client certificates (needs --mutual-tls, --cert, --key)")
     p.add_argument("--authorization", metavar="VALUE",
-                   help="required value of the Authorization header (default $DESYNC_HTTP_AUTH)")
+                   help="required value of the Authorization header (default $DESYNC_HTTP_AUTH); allowed "
+                   "without TLS as in desync, but then sent in clear text without --cert/--key")
     p.add_argument("--log", metavar="FILE", help="request log file ('-' for stdout)")
+    g = p.add_argument_group("connection limits (against slow or greedy clients)")
+    g.add_argument("--head-timeout", type=_positive_duration, default=20.0, metavar="DURATION",
+                   help="time a client has to send a complete request head, from its connection (or a "
+                   "later request's first byte); trickling bytes does not extend it (default 20s)")
+    g.add_argument("--idle-timeout", type=_positive_duration, default=60.0, metavar="DURATION",
+                   help="time a keep-alive connection may wait for its next request, and each read of "
+                   "a body may wait (default 60s)")
+    g.add_argument("--max-connections", type=_positive_int, default=512, metavar="N",
+                   help="open connections in all; when all are taken, the one waiting longest for its "
+                   "request head is closed (default 512)")
+    g.add_argument("--max-client-connections", type=_positive_int, default=64, metavar="N",
+                   help="open connections per client address (IPv4 address, IPv6 /64); more are "
+                   "answered 503 and closed at once (default 64)")
 
 
 def _build_archive_commands(sub: Any) -> None:
@@ -911,19 +944,46 @@ def cmd_chunk_server(ctx: _Context) -> int:
         ready = _log_addresses(store)
         serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
                      uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
-                     ready=ready, verify=a.skip_verify_read is False)
+                     ready=ready, verify=a.skip_verify_read is False, limits=_server_limits(a))
     return 0
 
 
 def _server_tls(a: argparse.Namespace) -> Any:
-    """The TLSOptions of --cert/--key/--mutual-tls/--client-ca (None for plain HTTP)."""
+    """The TLSOptions of --cert/--key/--mutual-tls/--client-ca (None for plain HTTP).
+
+    As desync's servers do, every combination that would quietly serve less
+    than asked (a client CA or mutual TLS without a certificate, a client CA
+    that nothing checks, mutual TLS trusting any CA) is a usage error, and so
+    is an empty file name or an empty --authorization.
+    """
     from casync_store.serve.httpserver import TLSOptions
 
+    for flag, value in (("--cert", a.cert), ("--key", a.key), ("--client-ca", a.client_ca)):
+        if value is not None and not value.strip():
+            raise ParameterError(f"{flag} needs a file name, got an empty one")
+    if getattr(a, "authorization", None) is not None and not a.authorization.strip():
+        raise ParameterError("--authorization is empty: give the required Authorization header value")
     if (a.cert is None) != (a.key is None):
         raise ParameterError("--cert and --key must be given together")
-    if a.mutual_tls and not (a.cert and a.client_ca):
-        raise ParameterError("--mutual-tls needs --cert, --key and --client-ca")
-    return TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls) if a.cert else None
+    if a.cert is None:
+        if a.mutual_tls:
+            raise ParameterError("--mutual-tls needs --cert and --key (TLS must be enabled)")
+        if a.client_ca is not None:
+            raise ParameterError("--client-ca needs --cert and --key (TLS must be enabled)")
+        return None
+    if a.mutual_tls and a.client_ca is None:
+        raise ParameterError("--mutual-tls needs --client-ca (the authorities that sign client certificates)")
+    if a.client_ca is not None and not a.mutual_tls:
+        raise ParameterError("--client-ca needs --mutual-tls (otherwise client certificates are not checked)")
+    return TLSOptions(a.cert, a.key, client_ca=a.client_ca, mutual=a.mutual_tls)
+
+
+def _server_limits(a: argparse.Namespace) -> Any:
+    """The Limits of --head-timeout, --idle-timeout, --max-connections, --max-client-connections."""
+    from casync_store.serve.httpserver import Limits
+
+    return Limits(head_timeout=a.head_timeout, idle_timeout=a.idle_timeout, io_timeout=a.idle_timeout,
+                  max_connections=a.max_connections, max_client_connections=a.max_client_connections)
 
 
 def _authorization(a: argparse.Namespace) -> str | None:
@@ -954,7 +1014,8 @@ def cmd_index_server(ctx: _Context) -> int:
         if a.writable and not isinstance(store, WriteIndexStore):
             raise ParameterError(f"index store {a.store} is read-only: -w cannot be used")
         serve_indexes(store, a.listen or [":http"], writable=a.writable, tls=tls,
-                      authorization=_authorization(a), log=a.log, ready=_log_addresses(store))
+                      authorization=_authorization(a), log=a.log, ready=_log_addresses(store),
+                      limits=_server_limits(a))
     return 0
 
 

@@ -26,8 +26,11 @@ Fixtures (any test module may use them; the helpers behind them are in
 - ``certs`` (session): test certificates made with openssl, a
   :class:`tests.support.certs.Certs`.
 
-The CLI tests' own fixtures (``blob``, ``made``, ``serve``) are in
-``tests/cli/conftest.py``.
+- ``blob``: ``(path, content)`` of a 600 kB file (random, zeros, random).
+- ``made``: ``(store, index, content)``: ``blob`` made into a store with
+  small chunks (``-m 4:16:64``) through the real command line.
+
+The CLI tests' own ``serve`` fixture is in ``tests/cli/conftest.py``.
 
 Hypothesis runs under the profile ``ci`` (50 examples, no deadline) unless
 ``HYPOTHESIS_PROFILE`` names another registered one (``dev``: 10 examples,
@@ -47,6 +50,7 @@ import pytest
 from casync_store import LocalStore
 from tests.support import DATA_DIR, rng_bytes
 from tests.support.certs import Certs, make_certs
+from tests.support.cli import data, ok
 from tests.support.moto import MotoServer, shared_moto
 from tests.support.sshd import SSHServer, start_sshd
 
@@ -122,6 +126,23 @@ def env(tmp_path: os.PathLike[str]) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if k != "DESYNC_PROGRESSBAR_ENABLED"}
     out["HOME"] = home
     return out
+
+
+@pytest.fixture
+def blob(tmp_path: os.PathLike[str]) -> tuple[str, bytes]:
+    content = data(300_000, 1) + bytes(100_000) + data(200_000, 2)
+    path = os.path.join(tmp_path, "blob.bin")
+    with open(path, "wb") as f:
+        f.write(content)
+    return path, content
+
+
+@pytest.fixture
+def made(env: dict[str, str], tmp_path: os.PathLike[str], blob: tuple[str, bytes]) -> tuple[str, str, bytes]:
+    """(store, index, content): the blob made into a store with small chunks."""
+    store, index = os.path.join(tmp_path, "store"), os.path.join(tmp_path, "blob.caibx")
+    ok(env, "make", "-s", store, "-m", "4:16:64", index, blob[0])
+    return store, index, blob[1]
 
 
 @pytest.fixture(scope="session")

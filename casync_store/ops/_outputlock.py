@@ -95,6 +95,23 @@ def holder_pid(fd: int) -> int | None:
     return by_inode
 
 
+def _flock_or_busy(fd: int, output: str) -> None:
+    """Lock ``fd`` exclusively or raise :class:`OutputBusy` naming the holder.
+
+    A holder that let go between our attempt and the look at /proc/locks
+    (it finished) leaves no pid: then the lock is tried again, so a run
+    that just ended neither blocks us nor goes unnamed.
+    """
+    for attempt in range(3):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pid = holder_pid(fd)
+            if pid is not None or attempt == 2:
+                raise OutputBusy(output, pid) from None
+
+
 def _same_file(fd: int, path: str, follow: bool) -> bool:
     try:
         st = os.stat(path, follow_symlinks=follow)
@@ -118,10 +135,7 @@ def _lock(path: str, flags: int, mode: int, output: str, follow: bool) -> int | 
                 raise
             return None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise OutputBusy(output, holder_pid(fd)) from None
+            _flock_or_busy(fd, output)
             if _same_file(fd, path, follow):
                 return fd
         except BaseException:

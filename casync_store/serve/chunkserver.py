@@ -38,7 +38,16 @@ from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store, require_writable
 from ..stores.layout import CHUNK_SUFFIX, parse_chunk_path
-from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
+from .httpserver import (
+    HTTPError,
+    Limits,
+    Request,
+    ResourceRoutes,
+    Response,
+    Server,
+    TLSOptions,
+    text_response,
+)
 
 __all__ = ["ChunkServer", "ChunkRoutes", "serve_chunks", "chunk_id_from_target", "max_body_size"]
 
@@ -187,11 +196,11 @@ class ChunkServer(Server):
     def __init__(self, store: Store, listen: Sequence[str] = ("127.0.0.1:0",), *,
                  digest: Digest = SHA512_256, writable: bool = False, uncompressed: bool = False,
                  tls: TLSOptions | None = None, authorization: str | None = None,
-                 log: str | None = None, verify: bool = False) -> None:
+                 log: str | None = None, verify: bool = False, limits: Limits | None = None) -> None:
         self.store = store
         self.routes = ChunkRoutes(store, digest=digest, writable=writable, uncompressed=uncompressed,
                                   verify=verify)
-        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log)
+        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log, limits=limits)
 
 
 def serve_chunks(
@@ -206,14 +215,16 @@ def serve_chunks(
     log: str | None = None,
     ready: Callable[[list[tuple[str, int]]], None] | None = None,
     verify: bool = False,
+    limits: Limits | None = None,
 ) -> None:
     """Serve ``store`` on ``listen`` until SIGTERM or SIGINT, then return after a graceful stop.
 
     ``ready`` is called with the bound addresses once every listener is up;
-    ``verify`` checks each compressed chunk before it is served.
+    ``verify`` checks each compressed chunk before it is served; ``limits``
+    bounds connections and slow clients (:class:`~.httpserver.Limits`).
     Raises ParameterError for an unusable address, certificate or log file
     and StoreError when ``writable`` is asked of a read-only store.
     """
     server = ChunkServer(store, listen, digest=digest, writable=writable, uncompressed=uncompressed,
-                         tls=tls, authorization=authorization, log=log, verify=verify)
+                         tls=tls, authorization=authorization, log=log, verify=verify, limits=limits)
     server.serve_until_signal(ready)

@@ -12,9 +12,21 @@ to a file by :meth:`Request.copy_body`), keep-alive, ``100 Continue`` sent
 only when the app reads the body, file bodies of responses closed once sent,
 a request log (a file, or ``-`` for stdout) whose lines never carry header
 values, TLS handshakes in the connection's own thread (a slow client never
-stalls accepting), a bound on open connections, and a graceful stop: stop
-accepting, close idle keep-alive connections, let requests in flight finish
-(up to a grace period).
+stalls accepting), and a graceful stop: stop accepting, close idle
+keep-alive connections, let requests in flight finish (up to a grace period).
+
+Slow and greedy clients (slowloris) are bounded by :class:`Limits`: a client
+must send its complete request head (after the TLS handshake, when there is
+one) within ``head_timeout`` of the connection's accept, one deadline for the
+whole head, not a timeout per read, so trickling a byte at a time never
+extends it; a keep-alive connection may wait ``idle_timeout`` for its next
+request, whose head must then be complete within ``head_timeout`` of its
+first byte; a body's reads each wait at most ``io_timeout``. At most
+``max_client_connections`` connections are open per client address (an
+IPv4 address, an IPv6 /64): one more is answered 503 and closed at once,
+without taking a worker. At most ``max_connections`` are open in all; when
+every one is taken, the connection that has waited longest (at least a
+second) for a request head is closed to make room, otherwise accepting waits.
 :meth:`Server.serve_until_signal` runs until SIGTERM or SIGINT and returns.
 The app-facing message types live in :mod:`.httpmessage` and are re-exported
 here.
@@ -22,8 +34,8 @@ here.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
+import io
 import logging
 import re
 import signal
@@ -40,22 +52,46 @@ from typing import Any, BinaryIO, Callable, TextIO
 
 from casync_format.errors import CasyncError, ParameterError
 
+from ._httpconn import Connection, Connections, DeadlineReader, shut
 from .httpmessage import App, HTTPError, Request, Response, text_response
 
 __all__ = [
     "TLSOptions", "Request", "Response", "HTTPError", "App", "Server", "RequestLog", "ResourceRoutes",
     "text_response",
-    "parse_listen", "server_context", "MAX_REQUEST_LINE", "IDLE_TIMEOUT", "MAX_CONNECTIONS",
+    "parse_listen", "server_context", "MAX_REQUEST_LINE", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "Limits",
+    "HEAD_TIMEOUT", "MAX_CLIENT_CONNECTIONS",
 ]
 
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_LINE = 8192  # bytes in "METHOD target HTTP/1.1" (414 beyond)
-IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent (idle keep-alive or mid-request)
-HANDSHAKE_TIMEOUT = 20.0  # seconds for a TLS handshake
-MAX_CONNECTIONS = 512  # open connections; accepting waits while this many are open
+IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent (idle keep-alive or mid-body)
+HEAD_TIMEOUT = 20.0  # seconds from accept (or a later request's first byte) to a complete request head
+MAX_CONNECTIONS = 512  # open connections in all
+MAX_CLIENT_CONNECTIONS = 64  # open connections per client address (IPv4 address, IPv6 /64)
+_EVICT_AFTER = 1.0  # seconds a connection must have waited for its head before it may be evicted
+_TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+             b"Content-Length: 40\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+             b"too many connections from your address\r\n")
 _SERVICE_PORTS = {"http": 80, "https": 443}
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+
+
+@dataclass
+class Limits:
+    """Bounds on connections and on slow clients (see the module doc); seconds and counts."""
+
+    head_timeout: float = HEAD_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    io_timeout: float = IDLE_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    max_client_connections: int = MAX_CLIENT_CONNECTIONS
+
+    def check(self) -> None:
+        """Raise ParameterError unless every bound is positive."""
+        for name, value in vars(self).items():
+            if not value > 0:
+                raise ParameterError(f"{name.replace('_', ' ')} must be positive, not {value}")
 
 
 @dataclass
@@ -236,24 +272,18 @@ class _Shared:
     """State every listener and connection of one :class:`Server` shares."""
 
     def __init__(self, app: App, authorization: str | None, log: RequestLog | None,
-                 ssl_context: ssl.SSLContext | None, max_connections: int, timeout: float) -> None:
+                 ssl_context: ssl.SSLContext | None, limits: Limits) -> None:
         self.app = app
         self.authorization = authorization.encode("utf-8") if authorization is not None else None
         self.log = log
         self.ssl_context = ssl_context
-        self.timeout = timeout
-        self.slots = threading.BoundedSemaphore(max_connections)
-        self.lock = threading.Lock()
+        self.limits = limits
+        self.timeout = limits.io_timeout
+        self.slots = threading.BoundedSemaphore(limits.max_connections)
+        self.connections = Connections(limits.max_connections, limits.max_client_connections, _EVICT_AFTER)
+        self.lock = self.connections.lock  # guards stopping and every connection's waiting state
         self.stopping = False
-        self.idle: set[socket.socket] = set()  # connections waiting for their next request
-        self.conns: set[socket.socket] = set()
         self.threads: set[threading.Thread] = set()
-
-
-def _shut_read(sock: socket.socket, how: int = socket.SHUT_RD) -> None:
-    """Wake a thread blocked reading ``sock`` (on the raw socket, below any TLS layer)."""
-    with contextlib.suppress(OSError):  # already closed by its own thread
-        socket.socket.shutdown(sock, how)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -266,12 +296,23 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Listener
 
+    def __init__(self, request: socket.socket, client_address: tuple[str, int], server: _Listener,
+                 record: Connection, accepted: float) -> None:
+        self.record = record
+        self.accepted = accepted
+        self.first = True
+        super().__init__(request, client_address, server)
+
     def version_string(self) -> str:
         return self.server_version
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.shared.timeout)
+        limits = self.server.shared.limits
+        self.connection.settimeout(limits.io_timeout)
+        self.reader = DeadlineReader(self.connection, limits.io_timeout, limits.head_timeout)
+        self.rfile.close()
+        self.rfile = io.BufferedReader(self.reader, 1 << 16)
 
     def handle(self) -> None:
         self.close_connection = True
@@ -280,6 +321,8 @@ class _Handler(BaseHTTPRequestHandler):
             while not self.close_connection:
                 self.handle_one_request()
         except (OSError, ValueError) as exc:  # resets, timeouts, TLS errors, I/O on a closed file
+            if self.reader.expired == "head":
+                self.server.shared.connections.cut.event(self.client_address[0])
             logger.debug("client %s: connection ended: %s", self.client_address[0], exc)
 
     def _next_request_line(self) -> bytes:
@@ -287,17 +330,35 @@ class _Handler(BaseHTTPRequestHandler):
         with shared.lock:
             if shared.stopping:
                 return b""
-            shared.idle.add(self.connection)
+            self.record.waiting_since = self.accepted if self.first else time.monotonic()
+        if self.first:
+            self.reader.expect_head(self.accepted + shared.limits.head_timeout)
+        else:
+            self.reader.expect_idle(shared.limits.idle_timeout)
+        self.first = False
+        return self.rfile.readline(MAX_REQUEST_LINE + 1)
+
+    def _head_read(self) -> None:
+        """The head is in (or refused): body reads wait the I/O timeout, and no eviction."""
+        self.reader.expect_body()
+        self.server.shared.connections.set_waiting(self.record, None)
+
+    def parse_request(self) -> bool:
         try:
-            return self.rfile.readline(MAX_REQUEST_LINE + 1)
+            return super().parse_request()
         finally:
-            with shared.lock:
-                shared.idle.discard(self.connection)
+            self._head_read()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if self.record.evicted:  # a head cut short by eviction: nothing to answer
+            self.close_connection = True
+            return
+        super().send_error(code, message, explain)
 
     def handle_one_request(self) -> None:
         self.close_connection = True
         self.raw_requestline = self._next_request_line()
-        if not self.raw_requestline:
+        if not self.raw_requestline or self.record.evicted:  # closed, or evicted mid-head
             return
         self.started = time.monotonic()
         self.status: object = "-"
@@ -305,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.expect_continue = False
         try:
             if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                self._head_read()
                 self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
                 self.send_error(414)
             elif not self.parse_request():
@@ -419,43 +481,62 @@ class _Listener(socketserver.TCPServer):
 
     def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
         shared = self.shared
-        while not shared.slots.acquire(timeout=0.25):
-            if shared.stopping:
-                self.shutdown_request(request)
-                return
-        thread = threading.Thread(target=self._connection, args=(request, client_address), daemon=True,
-                                  name=f"http-{client_address[0]}:{client_address[1]}")
+        accepted = time.monotonic()
+        record = shared.connections.admit(request, client_address[0], accepted)
+        if record is None:  # over the client's cap: answered at once, no worker taken
+            self._refuse(request)
+            return
+        if not shared.slots.acquire(blocking=False):
+            while True:
+                shared.connections.evict_oldest_waiting()
+                if shared.slots.acquire(timeout=0.1):
+                    break
+                if shared.stopping:
+                    shared.connections.release(record)
+                    self.shutdown_request(request)
+                    return
+        thread = threading.Thread(target=self._connection, args=(request, client_address, record, accepted),
+                                  daemon=True, name=f"http-{client_address[0]}:{client_address[1]}")
         with shared.lock:
             shared.threads.add(thread)
         thread.start()
 
-    def _connection(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+    def _refuse(self, request: socket.socket) -> None:
+        """Answer 503 (plain HTTP only: no handshake is spent on it) and close, never blocking."""
+        try:
+            if self.shared.ssl_context is None:
+                request.setblocking(False)
+                request.send(_TOO_MANY)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+
+    def _connection(self, request: socket.socket, client_address: tuple[str, int], record: Connection,
+                    accepted: float) -> None:
         shared = self.shared
         conn: socket.socket | None = request
-        with shared.lock:
-            shared.conns.add(request)
         try:
             if shared.ssl_context is not None:
-                conn = self._handshake(shared.ssl_context, request, client_address)
+                conn = self._handshake(shared.ssl_context, request, client_address, accepted)
                 with shared.lock:  # the raw socket is detached once wrapped: track the TLS one
-                    shared.conns.discard(request)
-                    shared.conns.add(conn or request)
+                    record.sock = conn or request
             if conn is not None:
-                self.finish_request(conn, client_address)
+                _Handler(conn, client_address, self, record, accepted)
         except OSError as exc:
             logger.debug("client %s: %s", client_address[0], exc)
         finally:
             self.shutdown_request(conn if conn is not None else request)
+            shared.connections.release(record)
             with shared.lock:
-                shared.conns.discard(request)
-                shared.conns.discard(conn)
                 shared.threads.discard(threading.current_thread())
             shared.slots.release()
 
     def _handshake(self, context: ssl.SSLContext, sock: socket.socket,
-                   client_address: tuple[str, int]) -> ssl.SSLSocket | None:
+                   client_address: tuple[str, int], accepted: float) -> ssl.SSLSocket | None:
         started = time.monotonic()
-        sock.settimeout(HANDSHAKE_TIMEOUT)
+        # CPython's handshake timeout is one deadline for the whole handshake, part of the head's
+        sock.settimeout(max(0.001, accepted + self.shared.limits.head_timeout - started))
         try:
             return context.wrap_socket(sock, server_side=True)
         except (OSError, ValueError) as exc:
@@ -475,12 +556,13 @@ class Server:
 
     ``listen``: desync addresses (see :func:`parse_listen`); ``authorization``:
     the exact ``Authorization`` header value every request must carry (401
-    otherwise); ``log``: request log path or ``-`` (stdout).
+    otherwise); ``log``: request log path or ``-`` (stdout); ``limits``: the
+    bounds on connections and slow clients (:class:`Limits`, defaults when None).
     """
 
     def __init__(self, app: App, listen: Sequence[str], *, tls: TLSOptions | None = None,
                  authorization: str | None = None, log: str | None = None,
-                 max_connections: int = MAX_CONNECTIONS, timeout: float = IDLE_TIMEOUT) -> None:
+                 limits: Limits | None = None) -> None:
         if isinstance(listen, str):
             listen = [listen]
         if not listen:
@@ -490,9 +572,11 @@ class Server:
         if authorization is not None and (not authorization or re.search(r"[\r\n\x00]", authorization)):
             raise ParameterError("the required Authorization value must be one non-empty line")
         self.listen = list(listen)
+        limits = limits if limits is not None else Limits()
+        limits.check()
         context = server_context(tls) if tls is not None else None
         request_log = RequestLog(log) if log else None
-        self._shared = _Shared(app, authorization, request_log, context, max_connections, timeout)
+        self._shared = _Shared(app, authorization, request_log, context, limits)
         self._listeners: list[_Listener] = []
         self._addresses: list[tuple[str, int]] = []
         self._threads: list[threading.Thread] = []
@@ -536,8 +620,9 @@ class Server:
             shared = self._shared
             with shared.lock:
                 shared.stopping = True
-                for conn in shared.idle:
-                    _shut_read(conn)
+                for conn in shared.connections.open:
+                    if conn.waiting_since is not None:
+                        shut(conn.sock)
             for listener in self._listeners:
                 listener.shutdown()
                 listener.server_close()
@@ -558,8 +643,8 @@ class Server:
             threads[0].join(max(0.0, min(0.2, deadline - time.monotonic())))
         logger.warning("closing %d connections still busy after the grace period", len(threads))
         with shared.lock:
-            for conn in shared.conns:
-                _shut_read(conn, socket.SHUT_RDWR)
+            for conn in shared.connections.open:
+                shut(conn.sock, socket.SHUT_RDWR)
         for thread in threads:
             thread.join(1.0)
 

@@ -10,13 +10,19 @@ fragment, no empty segment; percent escapes are decoded strictly (``%`` must
 be followed by two hex digits, the result must be UTF-8) and every decoded
 segment must pass :func:`~.indexstore.valid_index_name` (no ``/``, ``\\``,
 ``.``, ``..``, NUL or control characters), so no request can name a file
-outside the store. Anything else is a 400. A PUT body (with a
+outside the store, and the name must end in ``.caibx`` or ``.caidx``
+(:data:`INDEX_SUFFIXES`): the server serves index files only, never another
+file that sits in its directory (a TLS key, a config). In a local store the
+entry must also be a regular file, or a symbolic link resolving to a regular
+file inside the store's directory (its bytes are served as they are: a
+damaged index is the client's to report). Anything else is a 400 (for GET, HEAD and PUT alike; a PUT
+to such a name writes nothing). A PUT body (with a
 Content-Length, or ``Transfer-Encoding: chunked`` as desync's Go client sends
 a piped index; at most ``max_index_size`` bytes) is streamed to a spool, never
 held whole in memory, parsed as an index (415 when it is not one, and
 nothing is stored), then handed to the store's atomic
 :meth:`~.indexstore.WriteIndexStore.put_index`. Status codes follow desync:
-401 wrong or missing authorization (checked by the server), 400 malformed
+401 wrong or missing authorization (checked by the server), 400 malformed or non-index
 name or a write to a read-only server, 404 missing index, 405 another
 method, 500 store failure (logged, a short body). Indexes from a remote
 store are spooled before they are served, so the answer has a length.
@@ -36,7 +42,16 @@ from casync_format.errors import CasyncError, FormatError, IndexNotFound, StoreE
 from casync_format.index import Index
 
 from ..stores.indexstore import IndexStore, LocalIndexStore, WriteIndexStore, copy_stream, valid_index_name
-from .httpserver import HTTPError, Request, ResourceRoutes, Response, Server, TLSOptions, text_response
+from .httpserver import (
+    HTTPError,
+    Limits,
+    Request,
+    ResourceRoutes,
+    Response,
+    Server,
+    TLSOptions,
+    text_response,
+)
 
 __all__ = [
     "IndexRoutes",
@@ -44,7 +59,12 @@ __all__ = [
     "serve_indexes",
     "index_name_from_target",
     "DEFAULT_MAX_INDEX_SIZE",
+    "INDEX_SUFFIXES",
+    "is_index_file_name",
 ]
+
+#: The only names an index server serves: blob and archive indexes.
+INDEX_SUFFIXES = (".caibx", ".caidx")
 
 
 #: The largest index a PUT may carry by default (about 27 million chunks).
@@ -54,6 +74,11 @@ _ABSOLUTE = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
 _TARGET = re.compile(r"((?:/(?:[^/?#%]|%[0-9A-Fa-f]{2})+)+)(?:\?[^#]*)?")
 _OCTETS = ("Content-Type", "application/octet-stream")
 _SPOOL_MEMORY = 1 << 20  # bytes of a PUT or remote index kept in memory before spilling to disk
+
+
+def is_index_file_name(name: str) -> bool:
+    """Whether ``name`` is a safe index name with an index suffix and something before it."""
+    return valid_index_name(name) and any(name.endswith(s) and len(name) > len(s) for s in INDEX_SUFFIXES)
 
 
 def index_name_from_target(target: str) -> str | None:
@@ -98,10 +123,64 @@ class IndexRoutes(ResourceRoutes):
         self.max_index_size = max_index_size
 
     def key(self, target: str) -> str | None:
-        return index_name_from_target(target)
+        name = index_name_from_target(target)
+        return name if name is not None and is_index_file_name(name) else None
+
+    def bad_target(self) -> str:
+        return "invalid index name (expected /NAME.caibx or /NAME.caidx)"
+
+    def _local_path(self, name: str) -> str | None:
+        """The real path of ``name`` in a local store, or None when it does not exist.
+
+        Raises HTTPError 400 when the entry resolves outside the store's
+        directory or to something other than a regular file.
+        """
+        assert isinstance(self.store, LocalIndexStore)
+        root = os.path.realpath(self.store.path)
+        entry = os.path.join(root, name)
+        try:
+            os.lstat(entry)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise HTTPError(400, f"index {name}: {exc.strerror}") from None
+        real = os.path.realpath(entry)
+        if real == root or os.path.commonpath([root, real]) != root:
+            raise HTTPError(400, f"index {name} is outside the index store")
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:  # a dangling link inside the store: as if missing
+            return None
+        except OSError as exc:
+            raise HTTPError(400, f"index {name}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise HTTPError(400, f"index {name} is not a regular file")
+        return real
+
+    def _open_local(self, name: str) -> tuple[BinaryIO, int]:
+        real = self._local_path(name)
+        if real is None:
+            raise IndexNotFound(f"index {name} not found")
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(real, flags)
+        except FileNotFoundError:
+            raise IndexNotFound(f"index {name} not found") from None
+        except OSError as exc:  # replaced by a link or a special file since the check
+            raise HTTPError(400, f"index {name}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise HTTPError(400, f"index {name} is not a regular file")
+            return os.fdopen(fd, "rb"), st.st_size
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _open(self, name: str) -> tuple[BinaryIO, int]:
         """The index as a file with its length (a non-file stream is spooled first)."""
+        if isinstance(self.store, LocalIndexStore):
+            return self._open_local(name)
         source = self.store.open_index(name)
         size = _file_size(source)
         if size is not None:
@@ -143,6 +222,8 @@ class IndexRoutes(ResourceRoutes):
     def _put(self, name: str, request: Request) -> Response:
         if not self.writable or not isinstance(self.store, WriteIndexStore):
             return text_response(400, "writing to the index store is not enabled")
+        if isinstance(self.store, LocalIndexStore):
+            self._local_path(name)  # no write through a link out, over a non-file
         with _spool() as spool:
             try:
                 size = request.copy_body(spool, self.max_index_size)
@@ -171,10 +252,11 @@ class IndexServer(Server):
 
     def __init__(self, store: IndexStore, listen: Sequence[str] = ("127.0.0.1:0",), *,
                  writable: bool = False, tls: TLSOptions | None = None, authorization: str | None = None,
-                 log: str | None = None, max_index_size: int = DEFAULT_MAX_INDEX_SIZE) -> None:
+                 log: str | None = None, max_index_size: int = DEFAULT_MAX_INDEX_SIZE,
+                 limits: Limits | None = None) -> None:
         self.store = store
         self.routes = IndexRoutes(store, writable=writable, max_index_size=max_index_size)
-        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log)
+        super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log, limits=limits)
 
 
 def serve_indexes(
@@ -186,12 +268,15 @@ def serve_indexes(
     authorization: str | None = None,
     log: str | None = None,
     ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve ``store`` on ``listen`` until SIGTERM or SIGINT, then return after a graceful stop.
 
-    ``ready`` is called with the bound addresses once every listener is up.
+    ``ready`` is called with the bound addresses once every listener is up;
+    ``limits`` bounds connections and slow clients (:class:`~.httpserver.Limits`).
     Raises ParameterError for an unusable address, certificate or log file
     and StoreError when ``writable`` is asked of a read-only store.
     """
-    server = IndexServer(store, listen, writable=writable, tls=tls, authorization=authorization, log=log)
+    server = IndexServer(store, listen, writable=writable, tls=tls, authorization=authorization, log=log,
+                         limits=limits)
     server.serve_until_signal(ready)

@@ -19,7 +19,7 @@ from casync_format import _accel, backends, describe_backends
 
 __all__: list[str] = []
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FUNCTIONS = ["chunker", "siphash24", "catar-goodbye", "catar-entry"]
 
 # Exercises every accelerated function and prints the backends and a digest of the results.
