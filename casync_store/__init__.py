@@ -1,11 +1,38 @@
-"""Chunk stores and the operations over them.
+"""Chunk stores and the operations over them: pycasync's architecture, in one page.
 
-Stores (:mod:`.stores`) know where chunks live and how to move them; the
-operations (:mod:`.ops`: make, extract, chop, cache, verify, prune, info, tar,
-untar) are functions that take stores and paths; the servers (:mod:`.serve`)
-hand stores to other machines; :mod:`.plumbing` is what all of them share.
-This package imports :mod:`casync_format` but never the CLI, and optional
-backends import their extra (paramiko, boto3, fusepy) only when used.
+Layers, imports pointing down only (``tests/test_layering.py`` checks it)::
+
+    pycasync.py (CLI)
+      -> casync_store.ops      one module per operation: make, extract, chop, maintain
+         casync_store.serve    (verify/prune/cache), info, tar, untar, tarstream, mtree,
+                               mount; servers: httpserver, chunk-server, index-server, pull
+      -> casync_store.pipeline the chunk pipeline they share: Outcome, ZeroChunk,
+                               ChunkReader (where bytes come from), StoreOnce, ChunkWorker
+      -> casync_store.stores   base (interfaces), local, http, ssh, sftp, s3, router
+                               (chain, cache), failover, layout (xxxx/<id>.cacnk),
+                               locparse (Location, redact), backends (the one table),
+                               location/indexstore/indexio (strings -> stores)
+      -> casync_store.plumbing atomic writes, dirfd, fileio, pool, singleflight,
+                               progress, config (desync's config file)
+      -> casync_format         bytes only: digest, chunk, compress, chunker (+ C
+                               accelerator via _accel), index, catar, protocol
+
+make: the input is memory-mapped; ``chunker.iter_chunks`` finds cut points in
+parallel segments; :class:`~.pipeline.ChunkWorker` on the pool
+(``plumbing.pool.ThreadMap``) hashes each chunk and :class:`~.pipeline.StoreOnce`
+compresses and stores it unless this run or the store has it; ids go in order to
+``stores.indexio.index_writer``, which renames the index into place at the end.
+
+extract: the index is read from wherever ``stores.indexio`` finds it; the pool
+maps each item through :class:`~.pipeline.ChunkReader` (all-zero chunk by id, else
+the store: fetched, decompressed, verified), skipping bytes the output holds
+already; chunks are ``pwrite``-n at their offsets into a locked temporary file
+(zero chunks stay holes) that is fsynced and renamed over the output.
+
+A new store backend is one module in ``stores/`` plus one row in
+``stores/backends.py``; a new operation is one module in ``ops/`` (using
+``pipeline`` for chunks) plus one command in the CLI. The public names below
+are what the README's library examples use.
 """
 
 from __future__ import annotations

@@ -50,9 +50,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO, Callable, TextIO
 
-from casync_format.errors import CasyncError, ParameterError
+from casync_format.errors import ParameterError
 
 from ._httpconn import Connection, Connections, DeadlineReader, shut
+from ._listen import TLSOptions, bind, parse_listen, server_context
 from .httpmessage import App, HTTPError, Request, Response, text_response
 
 __all__ = [
@@ -73,7 +74,6 @@ _EVICT_AFTER = 1.0  # seconds a connection must have waited for its head before 
 _TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
              b"Content-Length: 40\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
              b"too many connections from your address\r\n")
-_SERVICE_PORTS = {"http": 80, "https": 443}
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
@@ -92,16 +92,6 @@ class Limits:
         for name, value in vars(self).items():
             if not value > 0:
                 raise ParameterError(f"{name.replace('_', ' ')} must be positive, not {value}")
-
-
-@dataclass
-class TLSOptions:
-    """Serve HTTPS with ``cert``/``key`` (PEM); ``mutual`` requires a client cert signed by ``client_ca``."""
-
-    cert: str
-    key: str
-    client_ca: str | None = None
-    mutual: bool = False
 
 
 class ResourceRoutes:
@@ -186,86 +176,6 @@ def _printable(text: str, limit: int = 300) -> str:
     words = [_UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", w) for w in text.split(" ")]
     out = " ".join(words)
     return out if len(out) <= limit else out[:limit] + "..."
-
-
-def parse_listen(address: str) -> tuple[str, int]:
-    """Split a desync listen address into (host, port); host "" means every interface."""
-    if address.startswith("["):
-        host, sep, rest = address[1:].partition("]")
-        if not sep or not rest.startswith(":") or ":" not in host:
-            raise ParameterError(f"invalid listen address {address!r}: expected [IPV6]:PORT")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = address.rpartition(":")
-        if not sep or ":" in host:
-            raise ParameterError(f"invalid listen address {address!r}: expected [HOST]:PORT")
-    if not host.strip() == host or any(c.isspace() for c in host):
-        raise ParameterError(f"invalid listen address {address!r}")
-    return host, _parse_port(address, port_text)
-
-
-def _parse_port(address: str, text: str) -> int:
-    if re.fullmatch(r"[0-9]{1,5}", text):
-        port = int(text)
-        if port <= 65535:
-            return port
-    elif re.fullmatch(r"[a-z][a-z0-9-]*", text):
-        try:
-            return socket.getservbyname(text, "tcp")
-        except OSError:
-            if text in _SERVICE_PORTS:
-                return _SERVICE_PORTS[text]
-    raise ParameterError(f"invalid port in listen address {address!r}")
-
-
-def _bind(address: str) -> socket.socket:
-    """A listening socket for a desync listen address ("" host: IPv6 dual-stack, else IPv4)."""
-    host, port = parse_listen(address)
-    candidates: list[tuple[int, Any]]
-    try:
-        if host == "":
-            candidates = [(socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))]
-        else:
-            infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-            candidates = [(info[0], info[4]) for info in infos[:1]]
-    except socket.gaierror as exc:
-        raise ParameterError(f"cannot listen on {address}: {exc.strerror}") from None
-    error: OSError | None = None
-    for family, sockaddr in candidates:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and host == "":
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(sockaddr)
-            sock.listen(256)
-            return sock
-        except OSError as exc:
-            sock.close()
-            error = exc
-    # A busy or forbidden port is a failure at run time (exit 1), not a usage error.
-    raise CasyncError(f"cannot listen on {address}: {getattr(error, 'strerror', None) or error}")
-
-
-def server_context(tls: TLSOptions) -> ssl.SSLContext:
-    """The server-side SSL context for ``tls`` (TLS >= 1.2; client certs required when mutual)."""
-    if tls.mutual and not tls.client_ca:
-        raise ParameterError("mutual TLS requires a client CA (--client-ca)")
-    if tls.client_ca and not tls.mutual:
-        raise ParameterError("a client CA (--client-ca) requires mutual TLS (--mutual-tls)")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(tls.cert, tls.key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ParameterError(f"cannot load TLS certificate {tls.cert} / key {tls.key}: {exc}") from None
-    if tls.mutual:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        try:
-            ctx.load_verify_locations(cafile=tls.client_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ParameterError(f"cannot load client CA {tls.client_ca}: {exc}") from None
-    return ctx
 
 
 class _Shared:
@@ -596,7 +506,7 @@ class Server:
                 raise ParameterError("server already started")
             try:
                 for address in self.listen:
-                    self._listeners.append(_Listener(_bind(address), self._shared))
+                    self._listeners.append(_Listener(bind(address), self._shared))
             except ParameterError:
                 for listener in self._listeners:
                     listener.server_close()
