@@ -16,10 +16,11 @@ import sys
 import pytest
 
 from casync_format import _accel, backends, describe_backends
+from tests.support import ROOT as SUPPORT_ROOT
 
 __all__: list[str] = []
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = SUPPORT_ROOT
 FUNCTIONS = ["chunker", "siphash24", "catar-goodbye", "catar-entry"]
 
 # Exercises every accelerated function and prints the backends and a digest of the results.

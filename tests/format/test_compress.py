@@ -20,6 +20,7 @@ from casync_format import compress
 from casync_format.errors import FormatError, MissingDependency, ParameterError
 from casync_format.index import read_index
 from tests.support import DATA_DIR
+from tests.support import ROOT as SUPPORT_ROOT
 
 DATA = DATA_DIR
 KIB, MIB = 1024, 1024 * 1024
@@ -317,7 +318,7 @@ _BLOCK_ZSTD = (
 def _without_zstd(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = SUPPORT_ROOT
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYCASYNC_")}
     return subprocess.run(
         [sys.executable, "-c", _BLOCK_ZSTD + code, *args], cwd=root, env=env, capture_output=True, text=True,
@@ -343,7 +344,7 @@ def test_missing_zstd_hint_is_a_real_install_command() -> None:
     )
     # The hint names what setup.cfg requires; there is no "zstd" extra to point at.
     setup = configparser.ConfigParser()
-    setup.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.cfg"))
+    setup.read(os.path.join(SUPPORT_ROOT, "setup.cfg"))
     assert "zstandard" in setup["options"]["install_requires"]
     assert "zstd" not in setup["options.extras_require"]
 

@@ -40,6 +40,7 @@ from casync_store import LocalStore
 from casync_store.ops.make import make
 from casync_store.ops.tar import TreeEvent, index_events, tar, tar_index, walk_tree, write_tree
 from casync_store.plumbing.atomic import TEMP_PREFIX
+from tests.support import ROOT as SUPPORT_ROOT
 
 DESYNC_WITH = [
     "--with=32bit-uids", "--with=nsec-time", "--with=permissions", "--with=symlinks",
@@ -640,7 +641,7 @@ def test_store_uses_only_public_catar_writer_names() -> None:
     writer = CatarWriter(io.BytesIO().write, DESYNC_TAR_FLAGS)
     private |= {name for name in vars(writer) if name.startswith("_")}
     assert {"_emit", "_child", "_path", "_stack"} <= private
-    base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "casync_store")
+    base = os.path.join(SUPPORT_ROOT, "casync_store")
     found = []
     for dirpath, _dirs, files in os.walk(base):
         for name in files:
