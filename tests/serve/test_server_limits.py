@@ -94,6 +94,8 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
             self._drainer.join(5)
+            assert self.proc.stderr is not None
+            self.proc.stderr.close()  # no descriptor left for the garbage collector to close later
 
 
 @pytest.fixture
@@ -350,6 +352,7 @@ class Trickler:
                 self._open(source)  # the attack goes on
         for key in list(self.selector.get_map().values()):
             self._close(key)
+        self.selector.close()
 
     def __enter__(self) -> Trickler:
         self.thread.start()
