@@ -624,7 +624,8 @@ def rewrite_argv(argv: Sequence[str], parser: _Parser | None = None) -> list[str
     """
     parser = parser or build_parser()
     everywhere = set(parser.option_arity).union(*(p.option_arity for p in parser.commands.values()))
-    current, out, i = parser, [], 0
+    out: list[str] = []
+    current, i = parser, 0
     while i < len(argv):
         token = argv[i]
         i += 1
@@ -692,7 +693,7 @@ class _Context:
             open_store(location, writable=writable, options_for=self.options_for, must_exist=must_exist)
         )
         if writable and getattr(self.args, "compression", None):
-            store.compression = self.args.compression
+            store.compression = self.args.compression  # type: ignore[attr-defined]  # writable stores have it
         return store
 
     def indexes(self, stack: contextlib.ExitStack, paths: Sequence[str]) -> list[Any]:
@@ -1081,11 +1082,15 @@ def cmd_tar(ctx: _Context) -> int:
         if a.input_format == "tar":
             source = sys.stdin.buffer if a.source == "-" else stack.enter_context(open(a.source, "rb"))
         if not a.index:
-            convert = tarstream.tar_from_tarstream if a.input_format == "tar" else tar.tar
-            stats = convert(source, a.archive, **common)
+            make_archive: Callable[..., Any] = (
+                tarstream.tar_from_tarstream if a.input_format == "tar" else tar.tar
+            )
+            stats = make_archive(source, a.archive, **common)
         else:
             store = ctx.open(stack, a.store, writable=True)
-            convert = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
+            convert: Callable[..., Any] = (
+                tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
+            )
             params = ChunkerParams.from_string(a.chunk_size or "16:64:256")
             stats = convert(source, a.archive, store, params=params, digest=ctx.digest,
                             concurrency=ctx.concurrency, options_for=ctx.options_for, **common)
