@@ -10,10 +10,11 @@ Layers, imports pointing down only (``tests/test_layering.py`` checks it)::
                                ChunkReader (where bytes come from), StoreOnce, ChunkWorker
       -> casync_store.stores   base (interfaces), local, http, ssh, sftp, s3, router
                                (chain, cache), failover, layout (xxxx/<id>.cacnk),
-                               locparse (Location, redact), backends (the one table),
+                               backends (the one table),
                                location/indexstore/indexio (strings -> stores)
       -> casync_store.plumbing atomic writes, dirfd, fileio, pool, singleflight,
-                               progress, config (desync's config file)
+                               progress, config (desync's config file), locparse
+                               (a Location parsed once; the one redact rule)
       -> casync_format         bytes only: digest, chunk, compress, chunker (+ C
                                accelerator via _accel), index, catar, protocol
 

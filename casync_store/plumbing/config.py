@@ -13,7 +13,7 @@ Secrets (``http-auth``, ``http-cookie``, S3 keys and any key named like a
 password or token) never reach a message, a log or ``repr``: the printed
 configuration (:meth:`Config.dumps` with ``redact=True``) shows
 :data:`REDACTED` in their place, and passwords in locations are masked
-(:func:`~casync_store.stores.locparse.redact`, the one rule every message uses).
+(:func:`~casync_store.plumbing.locparse.redact`, the one rule every message uses).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from casync_format.errors import ParameterError
 
-from ..stores.locparse import Location, redact, split_url
+from .locparse import Location, redact, split_url
 
 __all__ = [
     "ConfigError",

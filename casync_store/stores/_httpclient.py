@@ -7,7 +7,7 @@ certificate rules), connections that hold each request to one deadline
 (:class:`DeadlineHTTPConnection`, :class:`DeadlineHTTPSConnection`: connect,
 TLS handshake, proxy tunnel, sending, the answer's head and its whole body,
 however slowly a server drips them), proxies from the environment (:func:`proxy_for`,
-shown with :func:`~.locparse.redact`), and one-line
+shown with :func:`~casync_store.plumbing.locparse.redact`), and one-line
 descriptions of network failures (:func:`describe`). The request loop with
 retries lives in :mod:`.http`.
 """
@@ -31,7 +31,7 @@ from typing import Any, Callable
 from casync_format.errors import ParameterError, StoreError
 
 from ..plumbing.config import StoreOptions
-from .locparse import redact, split_url
+from ..plumbing.locparse import redact, split_url
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -1,7 +1,7 @@
 """The one backend table: which module opens a chunk store or an index store for a scheme.
 
 :data:`BACKENDS` maps a location's scheme (``""`` for a plain path, see
-:class:`~.locparse.Location`) to a :class:`Backend` naming, as
+:class:`~casync_store.plumbing.locparse.Location`) to a :class:`Backend` naming, as
 ``"module:factory"``, the chunk-store factory (called as
 ``factory(location, options)``, returning a :class:`~.base.Store`) and the
 index-store factory (``factory(base_location, options)``, returning an

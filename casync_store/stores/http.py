@@ -59,6 +59,7 @@ from casync_format.digest import Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing, IndexNotFound, ParameterError, StoreError
 
 from ..plumbing.config import StoreOptions
+from ..plumbing.locparse import Location
 from ._httpclient import (
     DEFAULT_TIMEOUT,
     STALE,
@@ -79,7 +80,6 @@ from ._httpclient import (
 from .base import WriteStore
 from .indexstore import WriteIndexStore, check_index_name
 from .layout import CHUNK_SUFFIX, chunk_path
-from .locparse import Location
 
 __all__ = [
     "HTTPStore",

@@ -31,6 +31,7 @@ from casync_format.index import Index, IndexHeader, IndexWriter
 
 from ..plumbing.atomic import atomic_write
 from ..plumbing.config import StoreOptions
+from ..plumbing.locparse import Location, redact
 from .indexstore import (
     IndexStore,
     LocalIndexStore,
@@ -40,7 +41,6 @@ from .indexstore import (
     open_local_index_store,
     split_index_location,
 )
-from .locparse import Location, redact
 
 __all__ = ["open_index", "index_writer", "write_index_file", "display_location", "STDIO"]
 
@@ -59,7 +59,7 @@ def _stdout() -> BinaryIO:
 
 
 def display_location(location: str) -> str:
-    """``location`` as messages show it: passwords in URLs masked (:func:`~.locparse.redact`)."""
+    """``location`` as messages show it: passwords in URLs masked (by ``plumbing.locparse.redact``)."""
     return redact(location)
 
 

@@ -25,8 +25,8 @@ from casync_format.errors import IndexNotFound, ParameterError, StoreError
 
 from ..plumbing.atomic import atomic_write
 from ..plumbing.config import StoreOptions
+from ..plumbing.locparse import Location
 from .backends import BACKENDS, load_factory
-from .locparse import Location
 
 __all__ = [
     "IndexStore",

@@ -3,8 +3,8 @@
 A location is a local directory (a plain path or ``file://``), a URL whose
 scheme names a backend (``http(s)://``, ``ssh://``, ``sftp://``,
 ``s3+http(s)://``), or several of those joined by ``|`` into a failover
-group. A location is split once (:class:`~.locparse.Location`) and shown
-only redacted (:func:`~.locparse.redact`). Backends are looked up in the one
+group. A location is split once (:class:`~casync_store.plumbing.locparse.Location`) and shown
+only redacted (:func:`~casync_store.plumbing.locparse.redact`). Backends are looked up in the one
 backend table, :data:`~.backends.BACKENDS` (also the index stores'), whose
 modules are imported only when used, so an optional dependency is needed
 only by the command that needs it and a new backend is one new entry. A
@@ -22,10 +22,10 @@ from typing import Any, Callable
 from casync_format.errors import ParameterError, StoreError
 
 from ..plumbing.config import StoreOptions
+from ..plumbing.locparse import Location, redact
 from .backends import BACKENDS, FAILOVER, KNOWN_SCHEMES, load_factory
 from .base import Store, require_writable
 from .local import LocalStore
-from .locparse import Location, redact
 
 __all__ = [
     "BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "Location", "redact",

@@ -71,6 +71,7 @@ from typing import Any, BinaryIO, Callable
 from casync_format.errors import ChunkMissing, IndexNotFound, ParameterError, StoreError
 
 from ..plumbing.config import StoreOptions
+from ..plumbing.locparse import Location
 from ..plumbing.progress import Progress, phase
 from ._httpclient import TooLarge
 from ._s3client import DEFAULT_CONCURRENCY, DEFAULT_REGION, NoSuchObject, fast_path, make_client
@@ -78,7 +79,6 @@ from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name
 from .layout import chunk_path, parse_chunk_path
-from .locparse import Location
 
 __all__ = [
     "S3Store",

@@ -57,6 +57,7 @@ from casync_format.errors import (
 
 from ..plumbing.atomic import TEMP_PREFIX
 from ..plumbing.config import StoreOptions
+from ..plumbing.locparse import Location
 from ._sshconnect import (
     SESSIONS_PER_CONNECTION,
     SSH_CONFIG_ENV,
@@ -71,7 +72,6 @@ from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name, copy_exactly
 from .layout import chunk_path, is_chunk_dir, parse_chunk_file
 from .local import STALE_TEMP_AGE
-from .locparse import Location
 
 __all__ = [
     "SFTPStore",

@@ -45,9 +45,9 @@ from casync_format import protocol as proto
 from casync_format.errors import ChunkMissing, FormatError, ParameterError, StoreError
 
 from ..plumbing.config import StoreOptions
+from ..plumbing.locparse import redact
 from ._httpclient import effective_timeout
 from .base import Store
-from .locparse import redact
 
 __all__ = ["SSHStore", "SSHLocation", "open_ssh", "parse_location", "DEFAULT_SESSIONS"]
 

@@ -1,4 +1,4 @@
-"""The Location value (stores.locparse): parsed once, shown only redacted."""
+"""The Location value (plumbing.locparse): parsed once, shown only redacted."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import SHA512_256, Digest
 from casync_format.errors import ParameterError, StoreError
+from casync_store.plumbing.locparse import MASK
 from casync_store.serve.chunkserver import ChunkServer
 from casync_store.stores.backends import BACKENDS, FAILOVER, load_factory
 from casync_store.stores.indexstore import (
@@ -35,7 +36,6 @@ from casync_store.stores.layout import (
 )
 from casync_store.stores.local import LocalStore
 from casync_store.stores.location import Location, redact, split_location
-from casync_store.stores.locparse import MASK
 
 SCHEMES = ["http", "https", "ssh", "sftp", "s3+http", "s3+https", "file"]
 
