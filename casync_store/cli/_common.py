@@ -18,12 +18,13 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from casync_format.compress import COMPRESSIONS
 from casync_format.digest import Digest, digest_by_name
 from casync_format.errors import CasyncError, ParameterError
 from casync_store.plumbing.config import Config, StoreOptions
+from casync_store.stores.base import WriteStore
 from casync_store.stores.location import open_store
 
 from ._parser import PROG, Parser, duration, nonnegative_int, positive_int, store_list
@@ -217,7 +218,7 @@ class Context:
             open_store(location, writable=writable, options_for=self.options_for, must_exist=must_exist)
         )
         if writable and getattr(self.args, "compression", None):
-            store.compression = self.args.compression
+            cast(WriteStore, store).compression = self.args.compression  # writable: a WriteStore
         return store
 
     def open_cached(

@@ -179,7 +179,8 @@ def modernize_argv(argv: Sequence[str], parser: Parser) -> list[str]:
     rewritten, and nothing after ``--`` is.
     """
     everywhere = set(parser.option_arity).union(*(p.option_arity for p in parser.commands.values()))
-    current, out, i = parser, [], 0
+    out: list[str] = []
+    current, i = parser, 0
     while i < len(argv):
         token = argv[i]
         i += 1

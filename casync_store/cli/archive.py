@@ -89,14 +89,14 @@ class Tar(Command):
             if a.input_format == "tar":
                 source = sys.stdin.buffer if a.source == "-" else stack.enter_context(open(a.source, "rb"))
             if not a.index:
-                convert = tarstream.tar_from_tarstream if a.input_format == "tar" else tar.tar
-                stats = convert(source, a.archive, **common)
+                to_catar = tarstream.tar_from_tarstream if a.input_format == "tar" else tar.tar
+                stats = to_catar(source, a.archive, **common)
             else:
                 store = ctx.open(stack, a.store, writable=True)
-                convert = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
+                to_index = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
                 params = ChunkerParams.from_string(a.chunk_size or "16:64:256")
-                stats = convert(source, a.archive, store, params=params, digest=ctx.digest,
-                                concurrency=ctx.concurrency, options_for=ctx.options_for, **common)
+                stats = to_index(source, a.archive, store, params=params, digest=ctx.digest,
+                                 concurrency=ctx.concurrency, options_for=ctx.options_for, **common)
         log.info("%s", stats)
         return 0
 
