@@ -6,6 +6,9 @@
 - ``casync_store`` never imports the CLI; boto3, paramiko and fuse appear
   only in their own backend modules.
 - Every module has a docstring and an ``__all__``.
+- The CLI is ``casync_store/cli``: nothing else (format, store, tools)
+  imports it, ``pycasync.py`` is a shim of under 60 lines over it, it uses
+  only public names of the library, and every command class is registered.
 
 Imports are found anywhere in a module (also inside functions and ``try``
 blocks), and so are ``importlib.import_module("...")``/``__import__("...")``
@@ -252,3 +255,64 @@ def test_layering_finder_resolves_relative_imports() -> None:
     found = dict(_store_imports(os.path.join("casync_store", "ops", "extract.py")))
     assert "casync_store.pipeline" in found and "ChunkReader" in found["casync_store.pipeline"]
     assert "casync_store.stores.base" in found
+
+
+# --------------------------------------------------------------------------- the CLI
+
+_CLI_DIR = os.path.join("casync_store", "cli")
+#: pycasync.py is the entry point only: the command line lives in casync_store/cli.
+SHIM_MAX_LINES = 60
+
+
+def _outside_cli() -> list[str]:
+    found = _modules("casync_format") + _modules("casync_store") + _modules("tools")
+    return [rel for rel in found if not rel.startswith(_CLI_DIR + os.sep)]
+
+
+@pytest.mark.parametrize("rel", _outside_cli())
+def test_nothing_imports_the_cli(rel: str) -> None:
+    bad = [target for target, _names in _store_imports(rel) if _part(target) == "cli"]
+    bad += [f"{name} (the CLI)" for name in imports(_tree(rel)) if name == "pycasync"]
+    assert not bad, f"{rel} imports the CLI: {', '.join(bad)}"
+
+
+def test_pycasync_is_a_thin_shim() -> None:
+    with open(os.path.join(ROOT, "pycasync.py"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert len(lines) < SHIM_MAX_LINES, f"pycasync.py has {len(lines)} lines: commands go in casync_store/cli"
+    tree = _tree("pycasync.py")
+    store = {target for target, _names in _store_imports("pycasync.py")}
+    assert store == {"casync_store.cli"}, f"pycasync.py should import only casync_store.cli, not {store}"
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert not defined, f"pycasync.py defines {defined}: they belong in casync_store/cli"
+
+
+@pytest.mark.parametrize("rel", _modules(_CLI_DIR))
+def test_cli_uses_only_public_library_names(rel: str) -> None:
+    """The CLI calls the library's documented API, never its private modules or names."""
+    bad = []
+    for target, names in _store_imports(rel):
+        if _part(target) == "cli":
+            continue
+        private = [n for n in names if n.startswith("_")]
+        if private or any(p.startswith("_") for p in target.split(".")):
+            bad.append(f"{target}: {', '.join(private) or 'a private module'}")
+    assert not bad, f"{rel} reaches into: {'; '.join(bad)}"
+
+
+def test_every_command_is_registered_once() -> None:
+    cli = importlib.import_module("casync_store.cli")
+    common = importlib.import_module("casync_store.cli._common")
+    names = [command.name for command in cli.REGISTRY]
+    assert len(names) == len(set(names)), f"commands registered twice: {names}"
+    defined = set()
+    for rel in _modules(_CLI_DIR):
+        module = importlib.import_module(rel[:-3].replace(os.sep, ".").removesuffix(".__init__"))
+        defined |= {
+            obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, common.Command) and obj is not common.Command
+        }  # fmt: skip
+    registered = {type(command) for command in cli.REGISTRY}
+    missing = sorted(c.__name__ for c in defined - registered)
+    assert defined == registered, f"not in casync_store.cli.REGISTRY: {missing}"
+    assert set(cli.COMMANDS) == set(names)

@@ -75,6 +75,7 @@ __all__ = [
     "tar_from_tarstream",
     "tar_index_from_tarstream",
     "write_tarstream",
+    "catar_to_tarstream",
 ]
 
 log = logging.getLogger(__name__)
@@ -521,6 +522,20 @@ def write_tarstream(items: Iterable[Item], out: BinaryIO, *, format: str = "gnu"
                 continue
             _add(tf, info, item, stats)
     return stats
+
+
+def catar_to_tarstream(source: BinaryIO, target: str | BinaryIO, *, format: str = "gnu") -> TarStreamStats:
+    """Convert the catar byte stream ``source`` into a tar stream (``untar --output-format gnu-tar``).
+
+    ``target`` is an open binary stream (left open) or a path, which is
+    written atomically: it appears only once the whole tar stream is complete.
+    """
+    from casync_format.catar_read import iter_catar
+
+    if not isinstance(target, str):
+        return write_tarstream(iter_catar(source), target, format=format)
+    with atomic_write(target) as out:
+        return write_tarstream(iter_catar(source), out, format=format)
 
 
 class _Exact:

@@ -1,0 +1,264 @@
+"""Blob commands: make, extract, list-chunks, info, chunk and chop.
+
+Each turns a file (a blob) into chunks and an index, an index back into a
+blob, or reports on an index or a file's chunks, by calling one function of
+:mod:`casync_store.ops`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from casync_format.errors import ParameterError
+from casync_store.plumbing.fileio import same_file
+
+from ._common import (
+    Command,
+    Context,
+    add_chunking,
+    add_compression,
+    add_concurrency,
+    add_store_flags,
+    add_stores,
+    print_json,
+    require,
+)
+from ._parser import Parser, nonnegative_int
+
+__all__ = ["INDEX_IN", "INDEX_OUT", "Make", "Extract", "ListChunks", "Info", "Chunk", "Chop"]
+
+#: the positional INDEX of commands that read one
+INDEX_IN = ("index", "index file ('-' for stdin)")
+#: the positional INDEX of commands that write one
+INDEX_OUT = ("index", "index file to write ('-' for stdout)")
+
+
+class Make(Command):
+    """``make``: chunk a file, write the index, store the chunks."""
+
+    name = "make"
+    summary = "Chunk a file and write its index (and the chunks to a store)"
+    description = (
+        "Splits FILE into content-defined chunks like 'casync make' does and writes a\n"
+        "blob index (.caibx) naming them. With -s, the chunks are stored there too,\n"
+        "compressed; chunks the store already holds are not written again. The index\n"
+        "is byte-for-byte what casync writes for the same settings. INDEX may be '-'\n"
+        "(standard output) and FILE may be '-' (standard input)."
+    )
+    examples = (
+        "pycasync make -s /srv/store image.caibx image.raw\n"
+        "pycasync make -m 8:32:128 - image.raw > image.caibx"
+    )
+    positionals = (INDEX_OUT, ("file", "input file ('-' for stdin)"))
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, False, "store to write the chunks to")
+        add_chunking(p, compression=True)
+        p.add_argument("--print-stats", action="store_true", help="print statistics as JSON to stderr")
+        add_store_flags(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_format.chunker import ChunkerParams
+        from casync_store.ops.make import make
+
+        a = ctx.args
+        params = ChunkerParams.from_string(a.chunk_size)
+        with contextlib.ExitStack() as stack:
+            store = ctx.open(stack, a.store, writable=True) if a.store else None
+            stats = make(a.index, a.file, store, params=params, digest=ctx.digest,
+                         concurrency=ctx.concurrency, compression=a.compression, progress=ctx.progress,
+                         options_for=ctx.options_for)
+        if a.print_stats:  # stderr: stdout may be carrying the index
+            print_json(stats.to_dict(), sys.stderr)
+        return 0
+
+
+class Extract(Command):
+    """``extract``: rebuild a blob from an index and stores."""
+
+    name = "extract"
+    summary = "Rebuild a blob from its index and chunk stores"
+    description = (
+        "Reads INDEX and writes the blob it describes to OUTPUT, fetching the chunks\n"
+        "from the stores given with -s (tried in order) through an optional local\n"
+        "cache (-c). Every chunk is verified. OUTPUT is written to a temporary file\n"
+        "and renamed when complete, so a failure never leaves a partial file. With\n"
+        "-k it is written in place instead: data already correct is kept, so an\n"
+        "interrupted extract can be resumed, and block devices can be targets.\n"
+        "INDEX may be '-' (standard input), OUTPUT may be '-' (standard output)."
+    )
+    examples = (
+        "pycasync extract -s /mnt/store -c /var/cache/store image.caibx image.raw\n"
+        "pycasync extract -s /mnt/a -s /mnt/b -k image.caibx /dev/sdb"
+    )
+    positionals = (INDEX_IN, ("output", "file or block device to write ('-' for stdout)"))
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, True, "store to read chunks from")
+        p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache")
+        p.add_argument("-k", "--in-place", action="store_true",
+                       help="write OUTPUT in place, keep it on error")
+        p.add_argument("--print-stats", action="store_true", help="print statistics as JSON to stdout")
+        add_store_flags(p, cache_repair=True)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.ops.extract import extract
+
+        a = ctx.args
+        if same_file(a.index, a.output):
+            raise ParameterError("the index and the output are the same file")
+        require(a.store, "no store given (use -s)")
+        with contextlib.ExitStack() as stack:
+            store = ctx.open_cached(stack, a.store, a.cache)
+            (index,) = ctx.indexes(stack, [a.index])
+            stats = extract(index, a.output, store, concurrency=ctx.concurrency, in_place=a.in_place,
+                            progress=ctx.progress)
+        if a.print_stats:
+            print_json(stats.to_dict(), sys.stderr if a.output == "-" else sys.stdout)
+        return 0
+
+
+class ListChunks(Command):
+    """``list-chunks``: one chunk id per line."""
+
+    name = "list-chunks"
+    summary = "Print the chunk ids of an index"
+    description = (
+        "Prints the id of every chunk in INDEX, one per line, in blob order.\n"
+        "INDEX may be '-' (standard input)."
+    )
+    examples = "pycasync list-chunks image.caibx"
+    positionals = (INDEX_IN,)
+
+    def add_arguments(self, p: Parser) -> None:
+        add_store_flags(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.ops.info import list_chunks
+
+        with contextlib.ExitStack() as stack:
+            (index,) = ctx.indexes(stack, [ctx.args.index])
+            write = sys.stdout.write
+            for hex_id in list_chunks(index):
+                write(hex_id + "\n")
+        return 0
+
+
+#: (key of IndexInfo.to_dict(), label) of ``info -f plain``, in output order
+_PLAIN_INFO = [
+    ("size", "Blob size"),
+    ("total", "Chunks"),
+    ("unique", "Unique chunks"),
+    ("in-store", "Unique chunks in the stores"),
+    ("in-seed", "Unique chunks in the seeds"),
+    ("in-cache", "Unique chunks in the cache"),
+    ("not-in-seed-nor-cache", "Unique chunks in neither seeds nor cache"),
+    ("dedup-size-not-in-seed", "Bytes of unique chunks not in the seeds"),
+    ("dedup-size-not-in-seed-nor-cache", "Bytes of unique chunks in neither seeds nor cache"),
+    ("chunk-size-min", "Minimum chunk size"),
+    ("chunk-size-avg", "Average chunk size"),
+    ("chunk-size-max", "Maximum chunk size"),
+]
+
+
+class Info(Command):
+    """``info``: facts about an index, as JSON or plain text."""
+
+    name = "info"
+    summary = "Show facts about an index"
+    description = (
+        "Prints the number of chunks (total and unique), the blob size and the chunk\n"
+        "size limits; with -s, how many of the unique chunks the stores hold; with -c,\n"
+        "how many the cache holds; with --seed, how many other indexes share. The\n"
+        "output is JSON unless -f plain. INDEX may be '-' (standard input)."
+    )
+    examples = "pycasync info -s /srv/store image.caibx\npycasync info -f plain image.caibx"
+    positionals = (INDEX_IN,)
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, True, "store to count chunks in")
+        p.add_argument("-c", "--cache", metavar="LOCATION", help="cache store to count chunks in")
+        p.add_argument("--seed", action="append", default=[], metavar="INDEX", help="seed index (repeatable)")
+        p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
+        p.add_argument("-j", "--json", dest="format", action="store_const", const="json",
+                       help="same as -f json")
+        add_store_flags(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.ops.info import index_info
+
+        a = ctx.args
+        with contextlib.ExitStack() as stack:
+            stores = [ctx.open(stack, loc, must_exist=True) for loc in a.store]
+            cache = ctx.open(stack, a.cache, must_exist=True) if a.cache else None
+            (index,) = ctx.indexes(stack, [a.index])
+            seeds = ctx.indexes(stack, a.seed)
+            stats = index_info(index, stores=stores, concurrency=ctx.concurrency, seeds=seeds, cache=cache)
+        data = stats.to_dict()
+        if a.format == "json":
+            print_json(data)
+        else:
+            sys.stdout.write("".join(f"{label}: {data[key]}\n" for key, label in _PLAIN_INFO if key in data))
+        return 0
+
+
+class Chunk(Command):
+    """``chunk``: print start, size and id of every chunk of a file."""
+
+    name = "chunk"
+    summary = "Print the chunks a file would be split into"
+    description = (
+        "Chunks FILE without storing anything and prints one line per chunk: its\n"
+        "start offset, its size and its id, separated by tabs. Useful to try chunk\n"
+        "sizes before running 'make'."
+    )
+    examples = "pycasync chunk -m 16:64:256 image.raw"
+    positionals = (("file", "input file"),)
+
+    def add_arguments(self, p: Parser) -> None:
+        p.add_argument("-S", "--start", type=nonnegative_int, default=0, metavar="OFFSET",
+                       help="start chunking at this byte offset")
+        add_chunking(p, compression=False)
+        add_concurrency(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_format.chunker import ChunkerParams
+        from casync_store.ops.info import chunk_file
+
+        a = ctx.args
+        params = ChunkerParams.from_string(a.chunk_size)
+        write = sys.stdout.write
+        for start, size, chunk_id in chunk_file(a.file, params, ctx.digest, ctx.concurrency, start=a.start):
+            write(f"{start}\t{size}\t{chunk_id.hex()}\n")
+        return 0
+
+
+class Chop(Command):
+    """``chop``: store a file's chunks as cut by an existing index."""
+
+    name = "chop"
+    summary = "Store the chunks of a file as an existing index cuts it"
+    description = (
+        "Reads FILE at the offsets INDEX gives, checks that each piece hashes to its\n"
+        "chunk id, and writes the chunks the store (-s) lacks. Neither FILE nor INDEX\n"
+        "is changed. INDEX may be '-' (standard input)."
+    )
+    examples = "pycasync chop -s /srv/store image.caibx image.raw"
+    positionals = (INDEX_IN, ("file", "the blob the index describes"))
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, False, "store to write the chunks to")
+        add_compression(p)
+        add_store_flags(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.ops.chop import chop
+
+        a = ctx.args
+        require(a.store, "no target store given (use -s)")
+        with contextlib.ExitStack() as stack:
+            store = ctx.open(stack, a.store, writable=True)
+            (index,) = ctx.indexes(stack, [a.index])
+            chop(index, a.file, store, concurrency=ctx.concurrency, progress=ctx.progress)
+        return 0

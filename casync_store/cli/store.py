@@ -1,0 +1,171 @@
+"""Store maintenance commands: verify, cache, prune and upgrade-s3.
+
+They check, fill, trim or convert a chunk store, by calling one function of
+:mod:`casync_store.ops.maintain` (or :mod:`casync_store.stores.s3`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from casync_format.errors import ParameterError
+
+from ._common import Command, Context, Failure, add_compression, add_store_flags, add_stores, log, require
+from ._parser import Parser
+
+__all__ = ["Verify", "Cache", "Prune", "UpgradeS3", "confirm"]
+
+
+class Verify(Command):
+    """``verify``: check every chunk of a store; 1 when damaged chunks remain."""
+
+    name = "verify"
+    summary = "Check every chunk in a store"
+    description = (
+        "Reads every chunk in the store, decompresses it and checks that it hashes to\n"
+        "its name (with --digest). Damaged chunks are listed on stderr and make the\n"
+        "command fail; with -r they are deleted instead, so that the next 'make',\n"
+        "'chop' or 'cache' writes them again."
+    )
+    examples = "pycasync verify -s /srv/store\npycasync verify -r -s /srv/store"
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, False, "store to verify")
+        p.add_argument("-r", "--repair", action="store_true", help="delete damaged chunks")
+        add_store_flags(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.ops.maintain import verify_store
+
+        a = ctx.args
+        require(a.store, "no store given (use -s)")
+        with contextlib.ExitStack() as stack:
+            stats = verify_store(ctx.open(stack, a.store), ctx.digest, repair=a.repair,
+                                 concurrency=ctx.concurrency, progress=ctx.progress)
+        for chunk_id in stats.invalid:
+            print(f"chunk {chunk_id.hex()} is invalid" + (": removed" if a.repair else ""), file=sys.stderr)
+        log.info("checked %d chunk(s)", stats.checked)
+        if stats.invalid and not a.repair:
+            raise Failure(f"{len(stats.invalid)} invalid chunk(s) in store {a.store} (-r removes them)")
+        return 0
+
+
+class Cache(Command):
+    """``cache``: copy the chunks of indexes into a target store."""
+
+    name = "cache"
+    summary = "Copy the chunks of indexes from stores into another store"
+    description = (
+        "Collects the chunk ids of every INDEX and copies the chunks the target store\n"
+        "(-c) lacks from the source stores (-s, tried in order), without assembling\n"
+        "any blob. Use it to fill a cache or to replicate a store. One INDEX may be\n"
+        "'-' (standard input)."
+    )
+    examples = "pycasync cache -s /mnt/store -c /var/cache/store a.caibx b.caibx"
+    positionals = (("index...", "index files ('-' for stdin)"),)
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, True, "source store")
+        p.add_argument("-c", "--cache", metavar="LOCATION", help="target store")
+        add_compression(p)
+        add_store_flags(p, cache_repair=True)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.ops.maintain import fill_cache
+        from casync_store.stores.router import combine
+
+        a = ctx.args
+        require(a.store, "no source store given (use -s)")
+        require(a.cache, "no target store given (use -c)")
+        with contextlib.ExitStack() as stack:
+            source = combine([ctx.open(stack, loc) for loc in a.store])
+            target = ctx.open(stack, a.cache, writable=True)
+            indexes = ctx.indexes(stack, a.index)
+            fill_cache(indexes, source, target, concurrency=ctx.concurrency, progress=ctx.progress)
+        return 0
+
+
+def confirm(question: str) -> bool:
+    """Ask on stderr and read y/N from stdin; end of input is an error."""
+    while True:
+        sys.stderr.write(question + " [y/N]: ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            sys.stderr.write("\n")
+            raise Failure("no answer on standard input (-y skips the question)")
+        if line.strip() in ("y", "Y", "yes"):
+            return True
+        if line.strip() in ("", "n", "N", "no"):
+            return False
+
+
+class Prune(Command):
+    """``prune``: delete the chunks of a store no given index references."""
+
+    name = "prune"
+    summary = "Delete the chunks of a store that no index references"
+    description = (
+        "Collects the chunk ids of every INDEX and deletes every other chunk from the\n"
+        "store (-s). This cannot be undone, so it asks first unless -y is given. One\n"
+        "INDEX may be '-' (standard input), with -y."
+    )
+    examples = "pycasync prune -s /srv/store -y current.caibx previous.caibx"
+    positionals = (("index...", "index files whose chunks are kept"),)
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, False, "store to prune")
+        p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+        add_store_flags(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.ops.maintain import prune_store
+        from casync_store.stores.base import require_prunable
+
+        a = ctx.args
+        require(a.store, "no store given (use -s)")
+        if "-" in a.index and not a.yes:
+            raise ParameterError(
+                "an index on standard input needs -y (stdin cannot also answer the question)"
+            )
+        with contextlib.ExitStack() as stack:
+            store = require_prunable(ctx.open(stack, a.store))
+            indexes = ctx.indexes(stack, a.index)
+            question = f"Delete every chunk of store {a.store} that the {len(indexes)} index(es) do not use?"
+            if not a.yes and not confirm(question):
+                sys.stderr.write("Nothing deleted.\n")
+                return 0
+            removed = prune_store(store, indexes)
+        log.info("removed %d chunk(s)", removed)
+        return 0
+
+
+class UpgradeS3(Command):
+    """``upgrade-s3``: move an S3 store's chunks from the flat layout to xxxx/<id>.cacnk."""
+
+    name = "upgrade-s3"
+    summary = "Convert an S3 store from the old flat layout"
+    description = (
+        "Moves the chunks of an S3 store written by desync before 2018 (objects named\n"
+        "by the bare chunk id) to the layout every store uses now (xxxx/<id>.cacnk).\n"
+        "Chunks already in the new layout are left alone, so it can be run again."
+    )
+    examples = "pycasync upgrade-s3 -s s3+https://s3.example.com/bucket/store"
+
+    def add_arguments(self, p: Parser) -> None:
+        add_stores(p, False, "S3 store to convert (s3+http(s)://host/bucket/prefix)")
+        add_store_flags(p)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.stores.s3 import S3Store, upgrade_s3
+
+        a = ctx.args
+        require(a.store, "no store given (use -s)")
+        with contextlib.ExitStack() as stack:
+            store = ctx.open(stack, a.store)
+            if not isinstance(store, S3Store):
+                raise ParameterError(f"store {a.store} is not an S3 store (s3+http(s)://host/bucket/prefix)")
+            moved = upgrade_s3(store, progress=ctx.progress)
+        log.info("converted %d chunk(s)", moved)
+        return 0
