@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import NamedTuple
 
 from ._catar_entry import ENTRY_RECORD, unpack_entry_record
@@ -211,7 +211,7 @@ class CatarReader:
 
     # -- the walk ---------------------------------------------------------------
 
-    def _run(self) -> Iterator[Item]:
+    def _run(self) -> Generator[Item, None, None]:
         inp = self._in
         root = self._node(b"")
         if not stat.S_ISDIR(root.mode):
