@@ -61,7 +61,7 @@ from .constants import (
 )
 from .errors import FormatError
 
-__all__ = ["Item", "PayloadReader", "CatarReader", "iter_catar", "DEFAULT_MAX_DEPTH", "record_name"]
+__all__ = ["Item", "PayloadReader", "Source", "CatarReader", "iter_catar", "DEFAULT_MAX_DEPTH", "record_name"]
 
 DEFAULT_MAX_DEPTH = 4096  # directory levels (casync itself stops at 64)
 
