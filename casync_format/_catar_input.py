@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import BinaryIO, Callable, Union
+from typing import Callable, Protocol, Union
 
 from .errors import FormatError
 
-__all__ = ["CatarInput", "PayloadReader", "Source", "BLOCK", "HEADER", "show_path"]
+__all__ = ["CatarInput", "PayloadReader", "Readable", "Source", "BLOCK", "HEADER", "show_path"]
 
-Source = Union[BinaryIO, Callable[[int], bytes]]
+
+
+class Readable(Protocol):
+    """What the decoder reads from: anything with a binary ``read(size)`` (a file, a raw stream)."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+Source = Union[Readable, Callable[[int], bytes]]
 
 BLOCK = 256 * 1024  # bytes read from the source at a time
 HEADER = struct.Struct("<QQ")

@@ -252,7 +252,7 @@ class CatarWriter:
                 f"(children must be sorted by name bytes)"
             )
         parent.last_name = name
-        if self._child_c is not None:
+        if self._child_c is not None and self._child_consts is not None:
             records = self._child_c(entry, self._child_consts)
             if records is not None:
                 return parent, records

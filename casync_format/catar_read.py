@@ -28,13 +28,13 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import NamedTuple
 
 from ._catar_entry import ENTRY_RECORD, unpack_entry_record
 from ._catar_goodbye import goodbye_hash
 from ._catar_input import CatarInput as _Input
-from ._catar_input import PayloadReader, Source
+from ._catar_input import PayloadReader, Readable, Source
 from ._catar_input import show_path as _show
 from .catar import Entry
 from .constants import (
@@ -61,7 +61,10 @@ from .constants import (
 )
 from .errors import FormatError
 
-__all__ = ["Item", "PayloadReader", "CatarReader", "iter_catar", "DEFAULT_MAX_DEPTH", "record_name"]
+__all__ = [
+    "Item", "PayloadReader", "Readable", "Source", "CatarReader", "iter_catar", "DEFAULT_MAX_DEPTH",
+    "record_name",
+]  # fmt: skip
 
 DEFAULT_MAX_DEPTH = 4096  # directory levels (casync itself stops at 64)
 
@@ -211,7 +214,7 @@ class CatarReader:
 
     # -- the walk ---------------------------------------------------------------
 
-    def _run(self) -> Iterator[Item]:
+    def _run(self) -> Generator[Item, None, None]:
         inp = self._in
         root = self._node(b"")
         if not stat.S_ISDIR(root.mode):

@@ -17,6 +17,7 @@ import gzip
 import lzma
 import threading
 import zlib
+from typing import Any
 
 from .errors import FormatError, MissingDependency, ParameterError
 
@@ -32,21 +33,24 @@ _STREAM_ABOVE = 16 * 1024 * 1024  # bigger bounds are decoded incrementally
 
 _local = threading.local()
 
-_czstd = _zstandard = _pyzstd = None
+# The binding found, as a module (typed Any: at most one of the three is importable).
+_czstd: Any = None
+_zstandard: Any = None
+_pyzstd: Any = None
 _zstandard_strict = True  # whether zstandard's one-shot decompress takes allow_extra_data
 ZSTD_BACKEND = ""
 try:  # Python 3.14+
-    from compression import zstd as _czstd  # type: ignore[import-not-found,no-redef]
+    from compression import zstd as _czstd  # type: ignore[import-not-found,no-redef]  # 3.14+ only
 
     ZSTD_BACKEND = "compression.zstd"
 except ImportError:
     try:
-        import zstandard as _zstandard  # type: ignore[no-redef]
+        import zstandard as _zstandard
 
         ZSTD_BACKEND = "zstandard"
     except ImportError:
         try:
-            import pyzstd as _pyzstd  # type: ignore[import-not-found,no-redef]
+            import pyzstd as _pyzstd  # type: ignore[import-not-found]
 
             ZSTD_BACKEND = "pyzstd"
         except ImportError:

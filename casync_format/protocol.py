@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Union
+from typing import Callable, ClassVar, TypeVar, Union
 
 from .constants import CA_CHUNK_ID_SIZE
 from .errors import FormatError
@@ -152,6 +152,10 @@ def _check_hello_flags(flags: int) -> None:
         raise FormatError(f"hello with unknown feature flags {flags:#x}")
 
 
+_F = TypeVar("_F", bound="_FileData")
+_E = TypeVar("_E", bound="_Empty")
+
+
 @dataclass(frozen=True)
 class _FileData:
     """A piece of an index or archive file (never empty)."""
@@ -168,7 +172,7 @@ class _FileData:
         return bytes(self.data)
 
     @classmethod
-    def parse(cls, body: bytes) -> _FileData:
+    def parse(cls: type[_F], body: bytes) -> _F:
         """Validate and parse a frame body."""
         _check_size(cls.NAME, body, minimum=HEADER_SIZE + 1)
         return cls(bytes(body))
@@ -201,7 +205,7 @@ class _Empty:
         return b""
 
     @classmethod
-    def parse(cls, body: bytes) -> _Empty:
+    def parse(cls: type[_E], body: bytes) -> _E:
         """Validate and parse a frame body."""
         _check_size(cls.NAME, body, exact=HEADER_SIZE)
         return cls()
@@ -351,10 +355,12 @@ class Abort:
 
 Message = Union[Hello, IndexData, IndexEOF, ArchiveData, ArchiveEOF, Request, Chunk, Missing, Goodbye, Abort]
 
-_CLASSES: dict[int, type] = {
-    cls.TYPE: cls
-    for cls in (Hello, IndexData, IndexEOF, ArchiveData, ArchiveEOF, Request, Chunk, Missing, Goodbye, Abort)
-}
+_PARSERS: dict[int, Callable[[bytes], Message]] = {
+    Hello.TYPE: Hello.parse, IndexData.TYPE: IndexData.parse, IndexEOF.TYPE: IndexEOF.parse,
+    ArchiveData.TYPE: ArchiveData.parse, ArchiveEOF.TYPE: ArchiveEOF.parse, Request.TYPE: Request.parse,
+    Chunk.TYPE: Chunk.parse, Missing.TYPE: Missing.parse, Goodbye.TYPE: Goodbye.parse,
+    Abort.TYPE: Abort.parse,
+}  # fmt: skip
 _NAMES = {
     MSG_HELLO: "hello", MSG_INDEX: "index", MSG_INDEX_EOF: "index-eof", MSG_ARCHIVE: "archive",
     MSG_ARCHIVE_EOF: "archive-eof", MSG_REQUEST: "request", MSG_CHUNK: "chunk",
@@ -378,10 +384,10 @@ def encode(msg: Message) -> bytes:
 
 def decode(msg_type: int, body: bytes) -> Message:
     """Parse and validate the body of a frame of type ``msg_type``."""
-    cls = _CLASSES.get(msg_type)
-    if cls is None:
+    parse = _PARSERS.get(msg_type)
+    if parse is None:
         raise FormatError(f"unknown message type {msg_type:#018x}")
-    return cls.parse(body)  # type: ignore[no-any-return]
+    return parse(body)
 
 
 def _read_exactly(read: Callable[[int], bytes], n: int) -> bytes:

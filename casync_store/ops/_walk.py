@@ -416,15 +416,15 @@ def walk_tree(
                 continue
             index = top.next
             top.next = index + 1
-            event, fd = _visit(walker, stack, top.names[index], top.types[index])
-            if fd is None:
+            event, child_fd = _visit(walker, stack, top.names[index], top.types[index])
+            if child_fd is None:
                 if event is not None:
                     yield event
                 continue
             try:
                 yield event  # type: ignore[misc]
             finally:
-                os.close(fd)  # the payload is valid until the walk moves on
+                os.close(child_fd)  # the payload is valid until the walk moves on
     finally:
         for frame in stack:
             with contextlib.suppress(OSError):

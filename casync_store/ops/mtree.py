@@ -27,10 +27,9 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Callable
 
 from casync_format.catar import DESYNC_TAR_FLAGS, Entry, archived_entry, normalize_feature_flags
-from casync_format.catar_read import Item, iter_catar
+from casync_format.catar_read import Item, Readable, Source, iter_catar
 from casync_format.digest import SHA256, SHA512_256, Digest
 from casync_format.errors import FormatError, ParameterError
 from casync_format.index import Index
@@ -73,7 +72,7 @@ def _digest_keyword(digest: Digest) -> tuple[str, str]:
         raise ParameterError(f"unsupported mtree hash algorithm {digest.name!r}") from None
 
 
-def _hash_payload(payload: BinaryIO, size: int, hashlib_name: str, path: bytes) -> str:
+def _hash_payload(payload: Readable, size: int, hashlib_name: str, path: bytes) -> str:
     h = hashlib.new(hashlib_name)
     left = size
     while left > 0:
@@ -88,7 +87,7 @@ def _hash_payload(payload: BinaryIO, size: int, hashlib_name: str, path: bytes) 
 
 
 def mtree_line(
-    path: bytes, entry: Entry, payload: BinaryIO | None = None, *, digest: Digest = SHA512_256
+    path: bytes, entry: Entry, payload: Readable | None = None, *, digest: Digest = SHA512_256
 ) -> str:
     """One mtree line (no newline) for ``entry`` at relative ``path`` (``b""`` = root).
 
@@ -173,7 +172,7 @@ def _dir_lines(events: Iterator[TreeEvent], flags: int, digest: Digest) -> Itera
             close()  # releases the walk's directory fds when the listing stops early
 
 
-def mtree_archive(source: BinaryIO | Callable[[int], bytes], *, digest: Digest = SHA512_256) -> Iterator[str]:
+def mtree_archive(source: Source, *, digest: Digest = SHA512_256) -> Iterator[str]:
     """The mtree listing of the catar read from ``source`` (a file or ``read(n)``)."""
     return mtree_lines(iter_catar(source), digest=digest)
 

@@ -39,7 +39,7 @@ import io
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO, Callable, cast
 
@@ -369,7 +369,7 @@ class _ChunkingCatarWriter(CatarWriter):
 
 def _archive_chunks(
     events: Iterable[TreeEvent], flags: int, params: ChunkerParams, result: list[TarStats]
-) -> Iterator[tuple[int, bytes]]:
+) -> Generator[tuple[int, bytes], None, None]:
     """Encode ``events`` as a catar and yield its chunks ``(start, bytes)``; leave the stats in ``result``.
 
     Runs wherever it is pulled from (a worker of the pool, under its input

@@ -59,7 +59,7 @@ from ..stores.indexio import STDIO
 from .tar import TarStats, TreeEvent, index_events, index_flags, write_tree
 
 if TYPE_CHECKING:
-    from casync_format.catar_read import Item
+    from casync_format.catar_read import Item, Readable
 
 try:
     import lzma
@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 _SEC = 1_000_000_000
 _BLOCK = 1 << 20
 _XATTR_PREFIX = "SCHILY.xattr."
-_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, *_LZMA_ERRORS)
+_READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, zlib.error, *_LZMA_ERRORS)
 _PAX_TIME = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?")
 _FORMATS = {"gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT, "ustar": tarfile.USTAR_FORMAT}
 _DEFAULT_DIR_MODE = stat.S_IFDIR | 0o755
@@ -387,7 +387,8 @@ def read_tarstream(
                 member = tf.next()
                 if member is None:
                     break
-                tf.members.clear()  # streaming: keep no per-member state in tarfile
+                # streaming: keep no per-member state in tarfile (members is missing from typeshed's stubs)
+                tf.members.clear()  # type: ignore[attr-defined]
                 tree.add_member(tf, member)
             _check_end(tf)
     except _READ_ERRORS as e:
@@ -485,15 +486,17 @@ def _tarinfo(path: bytes, entry: Entry, fmt: int) -> tarfile.TarInfo | None:
     info.uname, info.gname = _s(entry.user or b""), _s(entry.group or b"")
     info.mtime = entry.mtime_ns // _SEC
     if fmt == tarfile.PAX_FORMAT:
+        pax: dict[str, str] = {}  # TarInfo's own starts empty; typeshed types it as a read-only Mapping
+        info.pax_headers = pax
         if entry.mtime_ns % _SEC:
-            info.pax_headers["mtime"] = _pax_time(entry.mtime_ns)
+            pax["mtime"] = _pax_time(entry.mtime_ns)
         for name, value in entry.xattrs:
             try:
                 key = _XATTR_PREFIX + name.decode("utf-8")
             except UnicodeDecodeError:
                 log.warning("%s: xattr name %r is not UTF-8, left out of the PAX header", info.name, name)
                 continue
-            info.pax_headers[key] = _s(value)
+            pax[key] = _s(value)
     return info
 
 
@@ -541,7 +544,7 @@ def catar_to_tarstream(source: BinaryIO, target: str | BinaryIO, *, format: str 
 class _Exact:
     """A payload reader that fails clearly when it ends before ``size`` bytes."""
 
-    def __init__(self, payload: BinaryIO | None, size: int, name: str) -> None:
+    def __init__(self, payload: Readable | None, size: int, name: str) -> None:
         self._payload = payload
         self._left = size
         self._name = name

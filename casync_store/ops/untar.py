@@ -38,7 +38,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import Callable
 
 from casync_format.catar import (
     CA_FORMAT_WITH_2SEC_TIME,
@@ -50,7 +50,7 @@ from casync_format.catar import (
     CA_FORMAT_WITH_USER_NAMES,
     Entry,
 )
-from casync_format.catar_read import CatarReader, Item, PayloadReader, iter_catar
+from casync_format.catar_read import CatarReader, Item, PayloadReader, Source, iter_catar
 from casync_format.constants import (
     CA_FORMAT_WITH_32BIT_UIDS,
     CA_FORMAT_WITH_NSEC_TIME,
@@ -174,7 +174,7 @@ def index_reader(index: Index, store: Store, concurrency: int | None = None) -> 
 
 
 def untar(
-    source: BinaryIO | Callable[[int], bytes],
+    source: Source,
     target_dir: str,
     *,
     no_same_owner: bool = False,
@@ -392,7 +392,8 @@ class _Extractor:
         # Created with its final mode where that is sure to be what open() makes
         # (no umask or default ACL in the way, no bits a later chown would clear).
         exact = mode is not None and level.plain and not mode & (0o7000 | self.umask)
-        fd = _create(pfd, name, lambda: os.open(name, _FILE_FLAGS, mode if exact else 0o600, dir_fd=pfd))
+        create_mode = mode if exact and mode is not None else 0o600
+        fd = _create(pfd, name, lambda: os.open(name, _FILE_FLAGS, create_mode, dir_fd=pfd))
         try:
             left = entry.size
             while left:

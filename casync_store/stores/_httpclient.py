@@ -101,7 +101,8 @@ def proxy_for(scheme: str, host: str, where: str) -> Proxy | None:
         return None
     proxies = urllib.request.getproxies_environment()
     url = proxies.get(scheme)
-    if not url or urllib.request.proxy_bypass_environment(host, proxies):
+    # proxy_bypass_environment is public in urllib.request but missing from typeshed's stubs.
+    if not url or urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
         return None
     added = "" if "://" in url else "http://"
     parts = split_url(added + url)
@@ -206,6 +207,8 @@ class _DeadlineSteps(_Deadline):
     sock: Any
     blocksize: int
     auto_open: int
+    # http.client only calls it as response_class(sock, method=...): here a partial binding the clock.
+    response_class: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

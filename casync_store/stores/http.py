@@ -51,7 +51,7 @@ import logging
 import ssl
 import time
 import urllib.parse
-from typing import BinaryIO, Union
+from typing import BinaryIO, Union, cast
 
 from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
@@ -303,7 +303,8 @@ class _HTTPBase:
                 resp = early or self._send(conn, method, path, body)
             if stream and resp.status == 200 and method == "GET":
                 owned = False  # the reader gives the connection back
-                return resp.status, resp.reason or "", _BodyReader(resp, conn, self)
+                # a RawIOBase, which is the binary file interface callers of a stream use
+                return resp.status, resp.reason or "", cast(BinaryIO, _BodyReader(resp, conn, self))
             status, reason, data, keep = self._read(resp, method, limit)
             return status, reason, data
         finally:

@@ -301,9 +301,10 @@ class _Bucket:
             answer = self._call("get_object", f"GET {what}", {"Key": key})
             declared = answer.get("ContentLength") or 0
             body = answer["Body"]  # not "with": that yields urllib3's stream, which skips the length check
+            caught: tuple[type[BaseException], ...] = (OSError, *self.errors)
             try:
                 data = _read_body(body, limit) if declared <= limit else b""
-            except (OSError, *self.errors) as exc:
+            except caught as exc:
                 raise _BrokenBody(exc) from None
             finally:
                 body.close()
@@ -463,11 +464,11 @@ class _BodyReader(io.RawIOBase):
     """A readable raw stream over an S3 object body; errors become StoreError."""
 
     def __init__(
-        self, body: Any, wrap: Callable[[BaseException], StoreError], errors: tuple[type, ...]
+        self, body: Any, wrap: Callable[[BaseException], StoreError], errors: tuple[type[BaseException], ...]
     ) -> None:
         self._body = body
         self._wrap = wrap
-        self._errors = errors
+        self._caught: tuple[type[BaseException], ...] = (OSError, *errors)
 
     def readable(self) -> bool:
         return True
@@ -475,7 +476,7 @@ class _BodyReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             data = self._body.read(len(buffer))
-        except (OSError, *self._errors) as exc:
+        except self._caught as exc:
             raise self._wrap(exc) from None
         buffer[: len(data)] = data
         return len(data)
@@ -526,7 +527,8 @@ class S3IndexStore(WriteIndexStore):
         upload = self._s3.call("create_multipart_upload", what, Key=key, ContentType=_TYPE)
         uid = upload["UploadId"]
         try:
-            parts, left = [], size
+            parts: list[dict[str, Any]] = []
+            left = size
             while left:
                 body = _read_part(source, min(left, INDEX_PART_SIZE), size)
                 left -= len(body)

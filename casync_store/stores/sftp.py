@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import logging
 import os
@@ -366,7 +367,7 @@ class SFTPStore(_SFTPBase, PruneStore):
                     count += 1
                 elif entry.filename.startswith(TEMP_PREFIX) and (entry.st_mtime or 0) < cutoff:
                     tmp = posixpath.join(directory, entry.filename)
-                    self._run(f"remove {tmp}", lambda sftp, p=tmp: _remove_quietly(sftp, p))
+                    self._run(f"remove {tmp}", functools.partial(_remove_quietly, path=tmp))
         return count
 
 
@@ -396,7 +397,7 @@ class _RemoteReader(io.RawIOBase):
         return True
 
     def readall(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             block = self.read(_INDEX_BLOCK)
             if not block:
