@@ -7,7 +7,8 @@ family at once and branch on the precise kind when it matters: malformed bytes
 store does not hold (:class:`ChunkMissing`) or holds damaged
 (:class:`ChunkInvalid`), a store that cannot be reached or used
 (:class:`StoreError`), an output another process is writing
-(:class:`OutputBusy`), and an optional extra that is not installed
+(:class:`OutputBusy`), an input file that changed while it was read
+(:class:`InputChanged`), and an optional extra that is not installed
 (:class:`MissingDependency`).
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "MissingDependency",
     "IndexNotFound",
     "OutputBusy",
+    "InputChanged",
 ]
 
 
@@ -96,6 +98,23 @@ class OutputBusy(CasyncError):
         self.pid = pid
         who = f"another process (pid {pid})" if pid is not None else "another process"
         super().__init__(f"output {path} is being written by {who}")
+
+
+class InputChanged(CasyncError):
+    """An input file changed (shrank, grew or was rewritten) while it was being read.
+
+    Raised by ``make``, ``chop`` and ``tar`` when the file's size or
+    modification time differs after reading from what it was before, or a
+    read comes back short: what was read is not a consistent picture of the
+    file, so nothing (no index, no archive) is written from it. ``path`` is
+    the file, ``detail`` what was seen (for a caller; not in the message,
+    which is always ``"PATH changed while it was read"``).
+    """
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path} changed while it was read")
 
 
 class MissingDependency(CasyncError):
