@@ -3,7 +3,8 @@
 This module owns the chunking API of pycasync: the chunk-size parameters
 (:class:`ChunkerParams`, parsed from desync's ``MIN:AVG:MAX`` KiB notation),
 chunking an in-memory or memory-mapped buffer (:func:`iter_chunks`, optionally
-searching for cuts in several threads) and chunking a non-seekable stream,
+searching for cuts in several threads), the same search over a file read by
+offset into a few reused buffers (:func:`iter_file_chunks`), and chunking a non-seekable stream,
 pulled (:func:`chunk_stream`) or pushed in pieces (:class:`StreamCutter`).
 The cut search itself lives in one of two backends with identical
 functions and results: the C extension
@@ -24,6 +25,7 @@ from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from queue import Empty, SimpleQueue
 from types import ModuleType
 from typing import Callable, Protocol, Union
 
@@ -32,8 +34,8 @@ from .constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNKER_WINDOW_SIZE
 from .errors import ParameterError
 
 __all__ = [
-    "BACKEND", "ChunkerParams", "DEFAULT_PARAMS", "iter_chunks", "chunk_stream", "StreamCutter",
-    "READINTO_TYPES",
+    "BACKEND", "ChunkerParams", "DEFAULT_PARAMS", "iter_chunks", "iter_file_chunks", "chunk_stream",
+    "StreamCutter", "READINTO_TYPES",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
@@ -211,47 +213,129 @@ def _iter_serial(view: memoryview, params: ChunkerParams, module: ModuleType) ->
 def _iter_parallel(
     view: memoryview, params: ChunkerParams, module: ModuleType, workers: int, seg: int
 ) -> _Chunks:
+    """The parallel search over one buffer: every segment is a view of it."""
+    return _stitch(lambda start: (view, 0, _keep), view.nbytes, params, module, workers, seg)
+
+
+def _keep() -> None:
+    """Release nothing: the segment is a view of a buffer the caller holds."""
+
+
+# A loaded segment: a buffer, the offset of its first byte in the input, and
+# what to call once its cuts are used (return a reused buffer).
+_Loaded = tuple[memoryview, int, Callable[[], None]]
+
+
+def _stitch(
+    load: Callable[[int], _Loaded],
+    size: int,
+    params: ChunkerParams,
+    module: ModuleType,
+    workers: int,
+    seg: int,
+) -> _Chunks:
     """Search segments in threads, then stitch their cut chains together.
 
-    Each worker follows the chain of cuts that would begin if a chunk started
-    at its segment's first byte, up to its first cut at or past the segment's
-    end. A chunk's end depends only on its start, so any chain's successor of
-    a true chunk start is the true next cut: the true chain is walked through
+    ``load(start)`` gives a buffer holding at least the segment at ``start``
+    plus one maximum chunk (or up to the end of the input). Each worker
+    follows the chain of cuts that would begin if a chunk started at its
+    segment's first byte, up to its first cut at or past the segment's end.
+    A chunk's end depends only on its start, so any chain's successor of a
+    true chunk start is the true next cut: the true chain is walked through
     the workers' chains, computing (in this thread) only the few cuts before
     it lands on a start that a worker's chain already contains.
     """
-    size = view.nbytes
     args = (params.min_size, params.max_size, params.discriminator)
 
-    def search(start: int) -> list[int]:
-        return module.find_cuts(view, start, size, *args, min(start + seg, size))  # type: ignore[no-any-return]
+    def search(start: int) -> tuple[_Loaded, list[int]]:
+        loaded = load(start)
+        buf, origin, release = loaded
+        try:
+            limit = min(start + seg, size) - origin
+            return loaded, module.find_cuts(buf, start - origin, buf.nbytes, *args, limit)
+        except BaseException:
+            release()
+            raise
 
     starts = iter(range(0, size, seg))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[int, Future[list[int]]]] = deque(
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pycasync-cut") as pool:
+        pending: deque[tuple[int, Future[tuple[_Loaded, list[int]]]]] = deque(
             (s, pool.submit(search, s)) for s in islice(starts, workers * _IN_FLIGHT_PER_WORKER)
         )
         pos = 0
         try:
             while pending:
                 seg_start, future = pending.popleft()
-                cuts = future.result()
+                (buf, origin, release), cuts = future.result()
                 following = next(starts, None)
                 if following is not None:
                     pending.append((following, pool.submit(search, following)))
-                successor = dict(zip([seg_start, *cuts], cuts))
-                seg_end = min(seg_start + seg, size)
-                while pos < seg_end:
-                    end = successor.get(pos)
-                    if end is None:
-                        end = module.find_cut(view, pos, size, *args)
-                        if end < 0:  # the rest is the last chunk
-                            end = size
-                    yield pos, end - pos
-                    pos = end
+                try:
+                    successor = dict(zip([seg_start - origin, *cuts], cuts))
+                    seg_end = min(seg_start + seg, size)
+                    while pos < seg_end:
+                        end = successor.get(pos - origin)
+                        if end is None:
+                            end = module.find_cut(buf, pos - origin, buf.nbytes, *args)
+                            if end < 0:  # the rest is the last chunk
+                                end = buf.nbytes
+                        end += origin
+                        yield pos, end - pos
+                        pos = end
+                finally:
+                    release()
         finally:
             for _, future in pending:
                 future.cancel()
+
+
+def iter_file_chunks(
+    read_into: Callable[[memoryview, int], None],
+    size: int,
+    params: ChunkerParams,
+    workers: int = 1,
+    *,
+    backend: ModuleType | None = None,
+    segment_size: int | None = None,
+) -> Iterator[tuple[int, int]]:
+    """Yield ``(start, size)`` of each chunk of ``size`` bytes read by ``read_into``.
+
+    The same chunks as :func:`iter_chunks` over those bytes, without holding
+    them in memory or mapping them: ``read_into(view, offset)`` must fill
+    ``view`` with the input's bytes at ``offset`` (or raise; a file read with
+    ``pread`` that comes up short should raise, as the file changed). The
+    segments are read into at most ``2 * workers + 1`` reused buffers of
+    ``segment_size + max_size`` bytes.
+    """
+    _check_workers(workers)
+    if segment_size is not None and (not isinstance(segment_size, int) or segment_size < 1):
+        raise ParameterError(f"segment_size must be a positive integer, got {segment_size!r}")
+    module = backend if backend is not None else _LIVE
+    seg = segment_size or -(-_SEGMENT // params.max_size) * params.max_size
+    span = min(seg + params.max_size, size)  # no buffer larger than the input
+    free: SimpleQueue[bytearray] = SimpleQueue()
+
+    def load(start: int) -> _Loaded:
+        try:
+            buf = free.get_nowait()
+        except Empty:
+            buf = bytearray(span)
+        whole = memoryview(buf)
+        view = whole[: min(span, size - start)]
+        whole.release()
+
+        def release() -> None:
+            view.release()
+            free.put(buf)
+
+        try:
+            read_into(view, start)
+        except BaseException:
+            release()
+            raise
+        return view, start, release
+
+    return _stitch(load, size, params, module, workers, seg)
 
 
 def chunk_stream(

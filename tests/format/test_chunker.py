@@ -31,7 +31,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from casync_format import _buzhash, chunker
-from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, StreamCutter, chunk_stream, iter_chunks
+from casync_format.chunker import (
+    DEFAULT_PARAMS,
+    ChunkerParams,
+    StreamCutter,
+    chunk_stream,
+    iter_chunks,
+    iter_file_chunks,
+)
 from casync_format.errors import ParameterError
 from casync_format.index import read_index
 from tests.support import ROOT
@@ -391,6 +398,49 @@ def test_parallel_early_close_releases_buffer(tmp_path: os.PathLike[str]) -> Non
     assert first[0][0] == 0
     chunks.close()  # type: ignore[attr-defined]
     mapped.close()  # would raise BufferError if a view were still held
+
+
+def _reader(data: bytes, reads: list[tuple[int, int]] | None = None):  # type: ignore[no-untyped-def]
+    whole = memoryview(data)
+
+    def read_into(view: memoryview, offset: int) -> None:
+        if reads is not None:
+            reads.append((offset, len(view)))
+        view[:] = whole[offset : offset + len(view)]
+
+    return read_into
+
+
+@given(data=some_bytes, params=chunk_params(), workers=st.integers(1, 3), seg=st.integers(1, 9000))
+def test_file_chunks_equal_buffer_chunks(data: bytes, params: ChunkerParams, workers: int, seg: int) -> None:
+    """Chunking by reads into reused segment buffers cuts exactly as chunking the whole buffer."""
+    expect = list(iter_chunks(data, params))
+    reads: list[tuple[int, int]] = []
+    got = iter_file_chunks(_reader(data, reads), len(data), params, workers, segment_size=seg)
+    assert list(got) == expect
+    # Every read stays inside the input and no buffer exceeds a segment plus a maximum chunk.
+    assert all(off >= 0 and off + n <= len(data) and n <= seg + params.max_size for off, n in reads)
+
+
+def test_file_chunks_big_input_reads_each_byte_about_once(backend: ModuleType) -> None:
+    data = rng_bytes(3 * MIB, 9) + bytes(MIB) + rng_bytes(40_000, 3) * 30
+    reads: list[tuple[int, int]] = []
+    got = list(iter_file_chunks(_reader(data, reads), len(data), DEFAULT_PARAMS, 2, backend=backend,
+                                segment_size=MIB))
+    assert got == list(iter_chunks(data, DEFAULT_PARAMS, backend=backend))
+    assert sum(n for _, n in reads) <= len(data) * 1.3  # a segment plus one maximum chunk each
+
+
+def test_file_chunks_read_error_propagates_and_stops() -> None:
+    data = rng_bytes(2 * MIB, 1)
+
+    def failing(view: memoryview, offset: int) -> None:
+        if offset >= MIB:
+            raise OSError(5, "boom")
+        view[:] = data[offset : offset + len(view)]
+
+    with pytest.raises(OSError, match="boom"):
+        list(iter_file_chunks(failing, len(data), DEFAULT_PARAMS, 2, segment_size=256 * 1024))
 
 
 # --------------------------------------------------------------------------- streams
