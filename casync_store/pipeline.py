@@ -19,7 +19,7 @@ import contextlib
 import enum
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Union
+from typing import Callable, Union
 
 from casync_format import chunk as chunk_codec
 from casync_format.digest import Digest
@@ -157,7 +157,8 @@ class StoreOnce:
 
     Calling it with a chunk's id and data returns ``(outcome, stored bytes)``:
     REPEAT for a chunk met earlier in this run (decided by :class:`Claims`),
-    PRESENT when the store holds it already, STORED when it was compressed and
+    PRESENT when the store holds it already (and its copy was refreshed, see
+    :meth:`~.stores.base.WriteStore.refresh_chunk`), STORED when it was compressed and
     written, HASHED when there is no store. Thread-safe.
     """
 
@@ -173,7 +174,7 @@ class StoreOnce:
             store = self.store
             if store is None:
                 return Outcome.HASHED, 0
-            if store.has_chunk(cid):
+            if store.has_chunk(cid) and store.refresh_chunk(cid):  # refreshed: a prune keeps it
                 return Outcome.PRESENT, 0
             blob = chunk_codec.encode(data, self.compression)
             store.store_chunk(cid, data, blob)
@@ -185,20 +186,32 @@ class StoreOnce:
 class ChunkWorker:
     """Hashes (and stores once) one chunk: the function the worker pool maps in make and tar -i.
 
-    A span is ``(start, size)`` into ``view`` (a mapped input) or
-    ``(start, data)``; the result is ``(id, size, outcome, stored bytes)``.
+    A span is ``(start, data)`` or ``(start, size)``: then the data is a view
+    of ``view`` (a mapped device) or what ``read(start, size)`` returns (a
+    file read by offset). The result is ``(id, size, outcome, stored bytes)``.
     """
 
-    def __init__(self, view: memoryview | None, store: WriteStore | None, digest: Digest, compression: str):
+    def __init__(
+        self,
+        view: memoryview | None,
+        store: WriteStore | None,
+        digest: Digest,
+        compression: str,
+        read: Callable[[int, int], bytes] | None = None,
+    ):
         self.view = view
+        self.read = read
         self.digest = digest
         self.store_once = StoreOnce(store, compression)
 
     def __call__(self, span: Span) -> tuple[bytes, int, Outcome, int]:
         start, what = span
-        if isinstance(what, int) and self.view is not None:
-            with self.view[start : start + what] as data:
-                return self._handle(data)
+        if isinstance(what, int):
+            if self.view is not None:
+                with self.view[start : start + what] as data:
+                    return self._handle(data)
+            if self.read is not None:
+                return self._handle(self.read(start, what))
         return self._handle(what)  # type: ignore[arg-type]
 
     def _handle(self, data: bytes | memoryview) -> tuple[bytes, int, Outcome, int]:

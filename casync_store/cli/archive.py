@@ -32,7 +32,9 @@ class Tar(Command):
         "(byte for byte what casync make writes with the same --with options).\n"
         "With -i, the archive stream is chunked straight into the store (-s) and\n"
         "ARCHIVE is a .caidx index instead. With --input-format tar, SOURCE is a\n"
-        "GNU/PAX/ustar tar stream ('-' for stdin) instead of a directory."
+        "GNU/PAX/ustar tar stream ('-' for stdin) instead of a directory. A file that\n"
+        "changes while it is archived fails with 'FILE changed while it was read'\n"
+        "and no archive or index is left."
     )
     examples = (
         "pycasync tar backup.catar /etc\n"

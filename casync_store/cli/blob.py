@@ -44,7 +44,9 @@ class Make(Command):
         "blob index (.caibx) naming them. With -s, the chunks are stored there too,\n"
         "compressed; chunks the store already holds are not written again. The index\n"
         "is byte-for-byte what casync writes for the same settings. INDEX may be '-'\n"
-        "(standard output) and FILE may be '-' (standard input)."
+        "(standard output) and FILE may be '-' (standard input). A FILE that changes\n"
+        "while it is read fails with 'FILE changed while it was read' and writes no\n"
+        "index."
     )
     examples = (
         "pycasync make -s /srv/store image.caibx image.raw\n"
@@ -242,7 +244,8 @@ class Chop(Command):
     description = (
         "Reads FILE at the offsets INDEX gives, checks that each piece hashes to its\n"
         "chunk id, and writes the chunks the store (-s) lacks. Neither FILE nor INDEX\n"
-        "is changed. INDEX may be '-' (standard input)."
+        "is changed. INDEX may be '-' (standard input). A FILE that changes while it\n"
+        "is read fails with 'FILE changed while it was read'."
     )
     examples = "pycasync chop -s /srv/store image.caibx image.raw"
     positionals = (INDEX_IN, ("file", "the blob the index describes"))

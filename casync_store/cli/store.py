@@ -109,7 +109,15 @@ class Prune(Command):
     description = (
         "Collects the chunk ids of every INDEX and deletes every other chunk from the\n"
         "store (-s). This cannot be undone, so it asks first unless -y is given. One\n"
-        "INDEX may be '-' (standard input), with -y."
+        "INDEX may be '-' (standard input), with -y.\n\n"
+        "Beside writers, for a local store only: a chunk that a make, chop, tar -i or\n"
+        "cache into the same store writes or finds present is never deleted if that\n"
+        "writer runs when the prune begins or starts while it runs (writers register\n"
+        "in STORE/.pycasync-writers and refresh the chunks they find; a writer killed\n"
+        "with -9 leaves nothing locked). A writer that finished before the prune began\n"
+        "is protected only by its index being an INDEX here. For remote stores (S3,\n"
+        "SFTP, HTTP) and chunk-server uploads nothing is promised: do not prune while\n"
+        "writing to them."
     )
     examples = "pycasync prune -s /srv/store -y current.caibx previous.caibx"
     positionals = (("index...", "index files whose chunks are kept"),)

@@ -5,15 +5,20 @@ worker pool reads each chunk's bytes at the offset the index names, checks
 them against the chunk id, and stores those the store does not hold yet (each
 id once per run, through the shared :class:`~casync_store.pipeline.StoreOnce`). A blob that no
 longer matches its index is an error naming the chunk and the offset; nothing
-is stored for a mismatching chunk.
+is stored for a mismatching chunk. A regular file whose size or modification
+time changes while it is read (a short read, a mismatch, or a difference at
+the end from what they were at the start) is
+:class:`~casync_format.errors.InputChanged` instead; the chunks stored until
+then were each checked against their id.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import asdict, dataclass
 
-from casync_format.errors import ChunkInvalid, FormatError
+from casync_format.errors import ChunkInvalid, FormatError, InputChanged
 from casync_format.index import Index, IndexChunk
 
 from ..pipeline import Outcome, StoreOnce
@@ -58,16 +63,35 @@ class _Chopper:
         self.path = path
         self.digest = index.digest
         self.store_once = StoreOnce(store, getattr(store, "compression", "zstd"))
+        st = os.fstat(fd)
+        # Size and mtime say whether the file changed while it was read (regular files only).
+        self.start = st if stat.S_ISREG(st.st_mode) else None
+
+    def changed(self) -> InputChanged | None:
+        """The error to raise if the (regular) input file changed since it was opened."""
+        before = self.start
+        if before is None:
+            return None
+        now = os.fstat(self.fd)
+        if now.st_size != before.st_size or now.st_mtime_ns != before.st_mtime_ns:
+            return InputChanged(self.path, f"size {before.st_size} -> {now.st_size}")
+        return None
 
     def __call__(self, item: IndexChunk) -> tuple[Outcome, int]:
         data = pread(self.fd, item.size, item.start)
         if len(data) != item.size:
+            changed = self.changed()
+            if changed is not None:
+                raise changed
             raise FormatError(
                 f"{self.path} ends at {item.start + len(data)}, the index has chunk "
                 f"{item.id.hex()} up to {item.start + item.size}"
             )
         actual = self.digest(data)
         if actual != item.id:
+            changed = self.changed()
+            if changed is not None:
+                raise changed
             raise ChunkInvalid(
                 item.id, actual, f"{self.path} at offset {item.start} hashes to {actual.hex()}"
             )
@@ -84,7 +108,8 @@ def chop(
     """Store the chunks of ``input_path`` that ``index`` lists into ``store``.
 
     Raises ChunkInvalid when the input's bytes do not match a chunk id,
-    FormatError when the input is shorter than the index, StoreError, OSError.
+    FormatError when the input is shorter than the index, InputChanged when
+    the input file changed while it was read, StoreError, OSError.
     """
     store = require_writable(store)
     stats = ChopStats()
@@ -92,13 +117,16 @@ def chop(
     fd = os.open(input_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         work = _Chopper(fd, input_path, store, index)
-        with phase(progress, "Chopping", index.blob_size), ThreadMap(
+        with store.writing(), phase(progress, "Chopping", index.blob_size), ThreadMap(
             work, iter(index), threads, in_flight=4 * threads, ordered=False
         ) as results:
             for fate, size in results:
                 stats.count(fate, size)
                 if progress is not None:
                     progress.add(size)
+        changed = work.changed()
+        if changed is not None:
+            raise changed
     finally:
         os.close(fd)
     return stats

@@ -160,7 +160,8 @@ def _cached_state(cache: WriteStore, item: IndexChunk, digest: Digest) -> str:
         return "missing"
     except ChunkInvalid:
         return "damaged"
-    return "present"
+    # A fresh mtime: a prune of a local cache meanwhile keeps it (gone since the read: fetch it).
+    return "present" if cache.refresh_chunk(item.id) else "missing"
 
 
 def _put(cache: WriteStore, chunk_id: bytes, blob: bytes, damaged: bool) -> None:
@@ -212,7 +213,7 @@ def fill_cache(
     stats = CacheStats()
     threads = io_workers(concurrency)
     total = sum(len(index) for index in indexes)
-    with phase(progress, "Caching", total), ThreadMap(
+    with cache.writing(), phase(progress, "Caching", total), ThreadMap(
         copy, _items(indexes), threads, 4 * threads, ordered=False
     ) as results:
         for fate, nbytes in results:

@@ -1,14 +1,20 @@
 """The ``make`` operation: chunk a blob, store its chunks, write its index.
 
-The input is memory-mapped and cut by the chunker's parallel boundary search;
-a :class:`~casync_store.plumbing.pool.ThreadMap` hashes every chunk from a zero-copy
-view of the map and, when a store is given, compresses and stores the chunks
-the store does not hold yet (a chunk repeated within the run is handled
-once). Results come back in blob order and are streamed into the index, which
-replaces its final name only once complete. At most a few dozen chunks are in
-flight and mapped pages behind the finished part are dropped, so memory stays
+A regular file is read by offset (``pread``), never memory-mapped: a file
+that shrinks under a map kills the process with SIGBUS, which Python cannot
+catch. The chunker's parallel boundary search reads segments into a few
+reused buffers (:func:`~casync_format.chunker.iter_file_chunks`), and the
+workers of a :class:`~casync_store.plumbing.pool.ThreadMap` read each chunk
+at its offset, hash it and, when a store is given, compress and store the
+chunks the store does not hold yet (a chunk repeated within the run is
+handled once). A short read, or a size or modification time at the end that
+differs from the start, raises :class:`~casync_format.errors.InputChanged`
+and no index is written. A block device (which cannot shrink) is mapped and
+hashed from zero-copy views, its finished pages dropped. Results come back in
+blob order and are streamed into the index, which replaces its final name
+only once complete; at most a few dozen chunks are in flight, so memory stays
 flat however large the input. A pipe (``-`` for stdin) is cut with the
-streaming chunker instead. The index is byte-identical to ``casync make``'s.
+streaming chunker. The index is byte-identical to ``casync make``'s.
 """
 
 from __future__ import annotations
@@ -21,16 +27,16 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO, Callable
 
-from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_chunks
+from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_chunks, iter_file_chunks
 from casync_format.compress import COMPRESSIONS
 from casync_format.constants import CA_FORMAT_BLOB_INDEX_FLAGS
 from casync_format.digest import SHA512_256, Digest
-from casync_format.errors import ParameterError
+from casync_format.errors import InputChanged, ParameterError
 from casync_format.index import IndexHeader
 
 from ..pipeline import ChunkWorker, Span, StoreStats
 from ..plumbing.config import StoreOptions
-from ..plumbing.fileio import same_file
+from ..plumbing.fileio import pread, same_file
 from ..plumbing.pool import ThreadMap, default_workers, io_workers
 from ..plumbing.progress import Progress, phase
 from ..stores.base import WriteStore, require_writable
@@ -82,9 +88,11 @@ def make(
     stats = MakeStats()
     header = blob_index_header(params, digest)
     with contextlib.ExitStack() as stack:
+        if store is not None:
+            stack.enter_context(store.writing())  # a prune meanwhile keeps our chunks
         source = stack.enter_context(_open_input(input_path))
         spans = source.spans(params, workers)
-        work = ChunkWorker(source.view, store, digest, compression)
+        work = ChunkWorker(source.view, store, digest, compression, source.read)
         # Hashing is CPU-bound (one thread per CPU); storing waits on fsync, so a
         # store gets more threads, and smaller batches keep them all busy.
         threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
@@ -97,6 +105,7 @@ def make(
                 source.done(size)
                 if progress is not None:
                     progress.add(size)
+        source.check()  # before the index is committed: a changed input leaves none
         stats.chunks_unique = stats.chunks_total - stats.chunks_duplicate
     return stats
 
@@ -117,7 +126,7 @@ def iter_chunk_ids(
     workers = default_workers(concurrency)
     with _open_input(input_path) as source:
         source.skip(offset)
-        work = ChunkWorker(source.view, None, digest, "zstd")
+        work = ChunkWorker(source.view, None, digest, "zstd", source.read)
         start = offset
         spans = source.spans(params, workers)
         with ThreadMap(work, spans, workers, 16 * workers, batch=4) as results:
@@ -125,10 +134,13 @@ def iter_chunk_ids(
                 yield start, size, cid
                 start += size
                 source.done(size)
+        source.check()
 
 
 class _Input:
-    """An input blob: a memory map of a file, or a stream read sequentially."""
+    """An input blob: a memory map of a block device, or a stream read sequentially."""
+
+    read: Callable[[int, int], bytes] | None = None  # set when spans are (start, size) to read
 
     def __init__(self, fileobj: BinaryIO, size: int, mapped: mmap.mmap | None) -> None:
         self.file = fileobj
@@ -176,6 +188,9 @@ class _Input:
             self.map.madvise(mmap.MADV_DONTNEED, self._dropped, end - self._dropped)
         self._dropped = end
 
+    def check(self) -> None:
+        """Raise :class:`InputChanged` if the input changed while it was read (files only)."""
+
     def close(self) -> None:
         """Release the view and the map (no chunk view may outlive them)."""
         for spans in self._spans:
@@ -198,17 +213,20 @@ def _open_input(path: str) -> Iterator[_Input]:
         yield source
         return
     with open(path, "rb") as f:
-        source = _map_or_stream(f)
+        source = _map_or_stream(f, path)
         try:
             yield source
         finally:
             source.close()
 
 
-def _map_or_stream(f: BinaryIO) -> _Input:
-    """Map a regular file or block device; read anything else as a stream."""
-    mode = os.fstat(f.fileno()).st_mode
-    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+def _map_or_stream(f: BinaryIO, path: str) -> _Input:
+    """Read a regular file by offset, map a block device; read anything else as a stream."""
+    st = os.fstat(f.fileno())
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return _FileInput(f.fileno(), path, st)
+    if not stat.S_ISBLK(mode):
         return _Input(f, 0, None)  # pipes, sockets, character devices: a stream
     try:
         size = os.lseek(f.fileno(), 0, os.SEEK_END)
@@ -224,3 +242,64 @@ def _map_or_stream(f: BinaryIO) -> _Input:
     with contextlib.suppress(AttributeError, OSError):
         mapped.madvise(mmap.MADV_SEQUENTIAL)
     return _Input(f, size, mapped)
+
+
+class _FileInput(_Input):
+    """A regular file read by offset; a short read or a changed size/mtime is InputChanged."""
+
+    def __init__(self, fd: int, path: str, st: os.stat_result) -> None:
+        super().__init__(None, st.st_size, None)  # type: ignore[arg-type]
+        self.fd = fd
+        self.path = path
+        self.stat = st
+        self.base = 0  # the file offset chunking starts at (skip)
+        self.read = self._read
+
+    def skip(self, offset: int) -> None:
+        if offset > 0:
+            self.base = min(offset, self.stat.st_size)
+            self.size = self.stat.st_size - self.base
+
+    def spans(self, params: ChunkerParams, workers: int) -> Iterator[Span]:
+        segment = -(-_SEGMENT // params.max_size) * params.max_size
+        spans = iter_file_chunks(self._read_into, self.size, params, workers, segment_size=segment)
+        self._spans.append(spans)  # closed with the input: its search threads stop
+        return spans
+
+    def _read(self, start: int, size: int) -> bytes:
+        data = pread(self.fd, size, self.base + start)
+        if len(data) != size:
+            raise self._changed(f"read {len(data)} of {size} bytes at offset {self.base + start}")
+        return data
+
+    def _read_into(self, view: memoryview, offset: int) -> None:
+        offset += self.base
+        size, got = len(view), 0
+        while got < size:
+            with view[got:] as rest:
+                n = _pread_into(self.fd, rest, offset + got)
+            if n <= 0:
+                raise self._changed(f"read {got} of {size} bytes at offset {offset}")
+            got += n
+
+    def _changed(self, detail: str) -> InputChanged:
+        return InputChanged(self.path, detail)
+
+    def check(self) -> None:
+        now, before = os.fstat(self.fd), self.stat
+        if now.st_size != before.st_size or now.st_mtime_ns != before.st_mtime_ns:
+            raise self._changed(
+                f"size {before.st_size} -> {now.st_size}, mtime_ns {before.st_mtime_ns} -> {now.st_mtime_ns}"
+            )
+
+
+_PREADV = hasattr(os, "preadv")
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` at ``offset``; the byte count (0 at the end of the file)."""
+    if _PREADV:
+        return os.preadv(fd, [view], offset)
+    data = pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)

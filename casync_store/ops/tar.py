@@ -10,7 +10,11 @@ writes the archive to a file (atomically) or stdout through a 1 MiB buffer;
 its buffer, no pipe, no archive thread, no temporary archive) inside the
 worker pool make uses, which hashes/compresses/stores the chunks (a bounded
 window of chunks in flight), and writes the index atomically. Both are byte-identical to ``casync
-make`` with the same feature flags (and chunk sizes).
+make`` with the same feature flags (and chunk sizes). A file that shrinks,
+grows or is rewritten while its content is archived (its payload ends early,
+or its size or modification time after the read differ from the walk's)
+raises :class:`~casync_format.errors.InputChanged` naming it, and no
+archive or index is left.
 
 API (stable)::
 
@@ -47,7 +51,7 @@ from casync_format.catar import DESYNC_TAR_FLAGS, CatarWriter, Entry, normalize_
 from casync_format.chunker import DEFAULT_PARAMS, READINTO_TYPES, ChunkerParams, StreamCutter
 from casync_format.constants import CA_FORMAT_SHA512_256
 from casync_format.digest import SHA512_256, Digest
-from casync_format.errors import FormatError, ParameterError
+from casync_format.errors import FormatError, InputChanged, ParameterError
 from casync_format.index import IndexHeader
 
 from ..pipeline import ChunkWorker, StoreStats
@@ -141,7 +145,8 @@ def _encode_events(writer: CatarWriter, events: Iterable[TreeEvent], stats: TarS
     pending is still readable then.
     """
     depth = 0
-    for kind, entry, _path, payload in events:
+    pending = isinstance(writer, _ChunkingCatarWriter)  # large payloads are read after the pause
+    for kind, entry, path, payload in events:
         if kind == "enter":
             if depth == 0:
                 writer.begin(entry)  # type: ignore[arg-type]
@@ -150,7 +155,15 @@ def _encode_events(writer: CatarWriter, events: Iterable[TreeEvent], stats: TarS
             depth += 1
             stats.directories += 1
         elif kind == "file":
-            writer.add(entry, payload)  # type: ignore[arg-type]
+            if pending:
+                writer.pending_path = path  # type: ignore[attr-defined]
+            try:
+                writer.add(entry, payload)  # type: ignore[arg-type]
+            except FormatError:
+                _raise_if_changed(path, entry, payload)  # type: ignore[arg-type]
+                raise
+            if payload is not None and not (pending and writer.pending is not None):  # type: ignore[attr-defined]
+                _raise_if_changed(path, entry, payload)  # type: ignore[arg-type]
             if entry.mode & 0o170000 == stat.S_IFREG:  # type: ignore[union-attr]
                 stats.files += 1
                 stats.payload_bytes += entry.size  # type: ignore[union-attr]
@@ -168,6 +181,25 @@ def _encode_events(writer: CatarWriter, events: Iterable[TreeEvent], stats: TarS
     if depth != 0:
         raise FormatError("tree walk ended inside a directory")
     stats.archive_bytes = writer.offset
+
+
+def _raise_if_changed(path: bytes, entry: Entry, payload: BinaryIO | None) -> None:
+    """Raise :class:`InputChanged` if the file behind ``payload`` is no longer what the walk saw.
+
+    Its size must still be ``entry.size`` and (unless the walk zeroed times)
+    its mtime ``entry.mtime_ns``. A payload that is not a file (an event
+    source of another kind) is not checked.
+    """
+    if payload is None:
+        return
+    try:
+        st = os.fstat(payload.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and ValueError
+        return
+    if not stat.S_ISREG(st.st_mode):
+        return
+    if st.st_size != entry.size or (entry.mtime_ns and st.st_mtime_ns != entry.mtime_ns):
+        raise InputChanged(os.fsdecode(path), f"size {entry.size} -> {st.st_size}")
 
 
 def _count_entry(stats: TarStats, entry: Entry) -> None:
@@ -360,6 +392,7 @@ class _ChunkingCatarWriter(CatarWriter):
     def __init__(self, cutter: StreamCutter, feature_flags: int) -> None:
         super().__init__(cutter.write, feature_flags)
         self.pending: tuple[Entry, BinaryIO | None, int] | None = None
+        self.pending_path = b""  # the file whose payload is pending (for InputChanged)
 
     def copy_payload(self, entry: Entry, payload: BinaryIO | None, size: int) -> None:
         """Leave the payload to :func:`_payload_chunks` (counted in :attr:`offset` now)."""
@@ -384,7 +417,13 @@ def _archive_chunks(
             pending = writer.pending
             if pending is not None:
                 writer.pending = None
-                yield from _payload_chunks(writer, cutter, *pending)
+                path = writer.pending_path
+                try:
+                    yield from _payload_chunks(writer, cutter, *pending)
+                except FormatError:
+                    _raise_if_changed(path, pending[0], pending[1])
+                    raise
+                _raise_if_changed(path, pending[0], pending[1])
             if cutter.ready:
                 yield from cutter.take()
     finally:
@@ -487,6 +526,8 @@ def index_events(
     spans = _archive_chunks(events, flags, params, result)
     with contextlib.ExitStack() as stack:
         stack.enter_context(contextlib.closing(spans))
+        if store is not None:
+            stack.enter_context(store.writing())
         stack.enter_context(phase(progress, "Storing" if store else "Chunking", 0))
         out = stack.enter_context(index_writer(index_path, header, options_for))
         work = ChunkWorker(None, store, digest, compression)

@@ -25,6 +25,7 @@ Contracts every implementation keeps:
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -133,6 +134,22 @@ class WriteStore(Store):
         if blob is None:
             blob = chunk_codec.encode(data, self.compression)
         self.put_raw(chunk_id, blob)
+
+    def refresh_chunk(self, chunk_id: bytes) -> bool:
+        """Mark a chunk the store holds as used now; False if it turns out to be gone.
+
+        A local store sets the chunk's mtime, so a prune running meanwhile
+        keeps it (see :meth:`writing`); a store without that notion answers True.
+        """
+        return True
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which this process writes chunks here (make, chop, tar -i, cache).
+
+        A local store registers the writer, so a prune of the same store
+        meanwhile keeps what it writes or refreshes; other stores do nothing.
+        """
+        return contextlib.nullcontext()
 
 
 class PruneStore(WriteStore):

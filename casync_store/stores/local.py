@@ -13,6 +13,26 @@ the store, no bigger than a chunk can be: a symbolic link (also a symlinked
 an invalid chunk (:class:`ChunkInvalid`), is refused before it is read, does
 not count as present, and :meth:`LocalStore.remove_chunk` removes the entry
 itself (never what a link points to).
+
+Pruning beside writers: a writer (``make``, ``chop``, ``tar -i``, ``cache``)
+runs inside :meth:`LocalStore.writing`, which registers it as
+``.pycasync-writers/w-PID-RANDOM`` (a file it holds an flock on for the
+whole run, holding its start time; registering takes the store lock, an
+flock on the directory ``.pycasync-writers`` itself, shared for a moment; a
+store that does not exist yet is registered in when the first chunk creates
+it), and refreshes the mtime of every chunk it finds present
+(:meth:`LocalStore.refresh_chunk`, never following a link). :meth:`LocalStore.prune`
+takes that lock exclusively for a moment to read the live registrations
+(removing those no process holds any more: a writer killed with -9), and then
+never removes a chunk whose mtime is at or after the earliest registration
+of a live writer (less :data:`PRUNE_SLACK`) or its own start (the next tick
+of the file system's clock after it began): every chunk a writer that runs
+then, or starts later, writes or finds present is kept, while chunks written
+before the prune began (and before any live writer) can go. A chunk is removed by renaming it aside,
+checking its mtime again and only then unlinking it, so a refresh that comes
+between the look and the removal puts it back; a refresh after the rename
+finds no chunk and the writer stores it again. Neither side waits for the
+other longer than a registration takes.
 """
 
 from __future__ import annotations
@@ -20,10 +40,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterator
+
+try:
+    import fcntl
+except ImportError:  # no flock (not POSIX): writers are not registered
+    fcntl = None  # type: ignore[assignment]
 
 from casync_format.chunk import max_encoded_size
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
@@ -33,9 +60,14 @@ from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
 from .base import PruneStore
 from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, is_chunk_dir, parse_chunk_file
 
-__all__ = ["LocalStore", "CHUNK_SUFFIX"]
+__all__ = ["LocalStore", "CHUNK_SUFFIX", "LOCK_NAME", "WRITERS_DIR", "PRUNE_SLACK"]
 
 STALE_TEMP_AGE = 3600.0  # seconds after which an unfinished chunk write is abandoned
+WRITERS_DIR = ".pycasync-writers"  # one flocked registration file per running writer
+LOCK_NAME = WRITERS_DIR  # the store lock (its flock): shared to register a writer, exclusive to read them
+PRUNE_SLACK = 1.0  # seconds kept before a live writer's registration (for a clock set back a little)
+LOCK_WAIT = 30.0  # seconds a registration or a prune's snapshot waits for the store lock at most
+_PRUNE_ASIDE = TEMP_PREFIX + "prune-"  # a chunk prune is about to remove (stale: removed like a temp)
 MAX_CHUNK_FILE = max_encoded_size(CA_CHUNK_SIZE_LIMIT_MAX)  # no chunk file can be bigger
 # Never follow a link out of the store, never block on a FIFO (it is refused after fstat).
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -59,6 +91,10 @@ class LocalStore(PruneStore):
         self.compression = compression
         if os.path.exists(path) and not os.path.isdir(path):
             raise StoreError(f"store {path} is not a directory")
+        self._writers_lock = threading.Lock()  # writing(): one registration per store object
+        self._writers = 0
+        self._registration: tuple[str, int] | None = None
+        self._register_later = False
 
     def __str__(self) -> str:
         return self.path
@@ -141,12 +177,154 @@ class LocalStore(PruneStore):
         if not os.path.isdir(self.path):
             raise StoreError(f"store {self} does not exist")
 
-    def touch(self, chunk_id: bytes) -> None:
-        """Set the chunk's mtime to now (a cache hit keeps it fresh)."""
-        with contextlib.suppress(OSError):  # a read-only cache still serves reads
-            os.utime(self.chunk_path(chunk_id))
+    def refresh_chunk(self, chunk_id: bytes) -> bool:
+        """Set the chunk's mtime to now; False if no chunk file is there (any more).
+
+        Neither a symlinked prefix directory nor a link under the chunk name
+        is followed (a link's own time is set). A store the process may not
+        change (read-only, another owner) still counts as holding the chunk.
+        """
+        try:
+            dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            return exc.errno not in (errno.ELOOP, errno.ENOTDIR)
+        try:
+            os.utime(chunk_file(chunk_id), dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(dir_fd)
+        return True
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Run a block as a registered writer of this store: a prune meanwhile keeps its chunks.
+
+        See the module's notes. Registration is best effort: a store whose
+        root cannot be written (read-only, no flock) goes unregistered.
+        Raises :class:`StoreError` if a prune holds the store lock longer
+        than :data:`LOCK_WAIT`.
+        """
+        with self._writers_lock:
+            self._writers += 1
+            if self._writers == 1:
+                if os.path.isdir(self.path):
+                    self._registration = self._register()
+                else:  # created by the first chunk written (put_raw), registered then
+                    self._register_later = True
+        try:
+            yield
+        finally:
+            with self._writers_lock:
+                self._writers -= 1
+                if self._writers == 0:
+                    self._register_later = False
+                    registration, self._registration = self._registration, None
+                    if registration is not None:
+                        path, fd = registration
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                        os.close(fd)  # drops the flock
+
+    def _register_now(self) -> None:
+        """Register a writer whose store did not exist when it began (the first chunk creates it)."""
+        with self._writers_lock:
+            if self._register_later:
+                self._register_later = False
+                os.makedirs(self.path, exist_ok=True)
+                self._registration = self._register()
+
+    def _register(self) -> tuple[str, int] | None:
+        if fcntl is None:
+            return None
+        directory = os.path.join(self.path, WRITERS_DIR)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            lock_fd = self._open_lock()
+        except OSError:
+            return None
+        try:
+            self._flock(lock_fd, fcntl.LOCK_SH, "register a writer")
+            path = os.path.join(directory, f"w-{os.getpid()}-{secrets.token_hex(4)}")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+                os.write(fd, f"{time.time()!r}\n".encode("ascii"))
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
+            return path, fd
+        finally:
+            os.close(lock_fd)  # drops the shared lock: registered
+
+    def _open_lock(self) -> int:
+        return os.open(os.path.join(self.path, WRITERS_DIR), _OPEN_DIR)
+
+    def _flock(self, fd: int, mode: int, what: str) -> None:
+        """flock ``fd``; a holder for longer than LOCK_WAIT is a StoreError (never a hang)."""
+        deadline = time.monotonic() + LOCK_WAIT
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"store {self}: cannot {what}: {LOCK_NAME} is held by another process"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def prune_cutoff(self) -> int:
+        """The mtime (ns) from which on an unreferenced chunk is kept (see the module's notes).
+
+        Times are the file system's own clock: the store lock's mtime is
+        set to now until it moves past its first value (at most one clock
+        tick), and that later value is the cutoff, so every chunk written
+        before the prune began is older, and everything done after this
+        returns is not. Then the lock is taken exclusively for a moment to
+        read the live writers (each registration's mtime, set when it
+        registered) and remove the registrations no process holds.
+        """
+        if not os.path.isdir(self.path):
+            raise StoreError(f"store {self} does not exist")
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.join(self.path, WRITERS_DIR))
+            lock_fd = self._open_lock()
+        except OSError as exc:
+            raise StoreError(f"store {self}: cannot open {WRITERS_DIR}: {exc.strerror}") from None
+        try:
+            cutoff = _next_tick(lock_fd)
+            if fcntl is None:
+                return cutoff
+            self._flock(lock_fd, fcntl.LOCK_EX, "prune")
+            directory = os.path.join(self.path, WRITERS_DIR)
+            try:
+                names = [e.name for e in os.scandir(directory) if e.name.startswith("w-")]
+            except FileNotFoundError:
+                names = []
+            for name in names:
+                start = _live_writer_start(os.path.join(directory, name))
+                if start is not None:
+                    cutoff = min(cutoff, start - int(PRUNE_SLACK * 1e9))
+            return cutoff
+        finally:
+            os.close(lock_fd)
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
+        if self._register_later:
+            self._register_now()
         path = self.chunk_path(chunk_id)
         try:
             try:
@@ -179,17 +357,64 @@ class LocalStore(PruneStore):
                     yield chunk_id
 
     def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
-        """Remove unreferenced chunks, and temp files that crashed writers left behind."""
-        count = super().prune(keep)
+        """Remove unreferenced chunks, and temp files that crashed writers left behind.
+
+        A chunk a live writer wrote or found present is kept (see the
+        module's notes); anything under a chunk name that is not a regular
+        file goes whatever its time.
+        """
+        cutoff = self.prune_cutoff()
+        count = 0
+        for cid in self.iter_chunk_ids():
+            if cid not in keep and self._remove_unused(cid, cutoff):
+                count += 1
         self.remove_stale_temps()
         return count
+
+    def _remove_unused(self, chunk_id: bytes, cutoff: int) -> bool:
+        """Remove an unreferenced chunk unless its mtime is at or after ``cutoff``; True if removed."""
+        name = chunk_id.hex()
+        file_name = chunk_file(chunk_id)
+        try:
+            dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlinked prefix: no part of the store
+                self.remove_chunk(chunk_id)
+                return True
+            raise StoreError(f"store {self}: cannot remove chunk {name}: {exc.strerror}") from None
+        aside = f"{_PRUNE_ASIDE}{os.getpid()}-{file_name}"
+        try:
+            st = os.stat(file_name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):  # a link, FIFO, directory ...: never a chunk
+                self.remove_chunk(chunk_id)
+                return True
+            if st.st_mtime_ns >= cutoff:
+                return False  # written or found present by a live writer
+            os.rename(file_name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if os.stat(aside, dir_fd=dir_fd, follow_symlinks=False).st_mtime_ns >= cutoff:
+                # Refreshed between the look and the rename: put it back (unless stored anew).
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, file_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                os.unlink(aside, dir_fd=dir_fd)
+                return False
+            os.unlink(aside, dir_fd=dir_fd)
+            return True
+        except FileNotFoundError:
+            return False  # removed meanwhile
+        except OSError as exc:
+            raise StoreError(f"store {self}: cannot remove chunk {name}: {exc.strerror}") from None
+        finally:
+            os.close(dir_fd)
 
     def remove_stale_temps(self, max_age: float = STALE_TEMP_AGE) -> int:
         """Delete our temp files older than ``max_age`` seconds; returns how many.
 
-        A writer killed mid-chunk (power cut, SIGKILL, an input file that
-        shrank under its mmap) leaves ``.pycasync-tmp-*`` files that no chunk
-        listing shows; anything that old is no write still in progress.
+        A writer killed mid-chunk (power cut, SIGKILL) leaves
+        ``.pycasync-tmp-*`` files that no chunk listing shows (and a prune
+        killed between renaming a chunk aside and removing it, the chunk);
+        anything that old is no write still in progress.
         """
         removed = 0
         cutoff = time.time() - max_age
@@ -233,3 +458,34 @@ class LocalStore(PruneStore):
             pass
         except OSError as exc:
             raise StoreError(f"store {self}: cannot remove chunk {chunk_id.hex()}: {exc.strerror}") from None
+
+
+def _next_tick(fd: int) -> int:
+    """Set ``fd``'s mtime to now until the file system's clock moves on; return that new mtime (ns)."""
+    os.utime(fd)
+    first = os.fstat(fd).st_mtime_ns
+    deadline = time.monotonic() + 1.0
+    while True:
+        os.utime(fd)
+        now = os.fstat(fd).st_mtime_ns
+        if now != first or time.monotonic() > deadline:
+            return max(now, first)
+        time.sleep(0.001)
+
+
+def _live_writer_start(path: str) -> int | None:
+    """A registration's mtime (ns) if a live process holds it; else remove it and return None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: the writer runs
+            return os.fstat(fd).st_mtime_ns
+        with contextlib.suppress(OSError):  # nobody holds it: its writer died (kill -9)
+            os.unlink(path)
+        return None
+    finally:
+        os.close(fd)

@@ -120,9 +120,7 @@ class CachedStore(Store):
         return self.get_raw_filling(chunk_id, digest, max_size, verify=verify)
 
     def _touch(self, chunk_id: bytes) -> None:
-        touch = getattr(self.cache, "touch", None)
-        if touch is not None:
-            touch(chunk_id)
+        self.cache.refresh_chunk(chunk_id)
 
     def get_chunk(
         self,
