@@ -236,14 +236,12 @@ def _stitch(
 ) -> _Chunks:
     """Search segments in threads, then stitch their cut chains together.
 
-    ``load(start)`` gives a buffer holding at least the segment at ``start``
-    plus one maximum chunk (or up to the end of the input). Each worker
-    follows the chain of cuts that would begin if a chunk started at its
-    segment's first byte, up to its first cut at or past the segment's end.
-    A chunk's end depends only on its start, so any chain's successor of a
-    true chunk start is the true next cut: the true chain is walked through
-    the workers' chains, computing (in this thread) only the few cuts before
-    it lands on a start that a worker's chain already contains.
+    ``load(start)`` gives a buffer holding the segment at ``start`` plus one
+    maximum chunk (or up to the end). Each worker follows the chain of cuts
+    that would begin if a chunk started at its segment's first byte, up to
+    its first cut at or past the segment's end. A chunk's end depends only on
+    its start, so the true chain is walked through the workers' chains,
+    computing here only the few cuts before it lands on one of theirs.
     """
     args = (params.min_size, params.max_size, params.discriminator)
 
