@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -59,6 +60,8 @@ from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing, StoreE
 from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
 from .base import PruneStore
 from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, is_chunk_dir, parse_chunk_file
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["LocalStore", "CHUNK_SUFFIX", "LOCK_NAME", "WRITERS_DIR", "PRUNE_SLACK"]
 
@@ -364,6 +367,7 @@ class LocalStore(PruneStore):
         file goes whatever its time.
         """
         cutoff = self.prune_cutoff()
+        _log.info("store %s: prune keeps every chunk with an mtime at or after %d ns", self, cutoff)
         count = 0
         for cid in self.iter_chunk_ids():
             if cid not in keep and self._remove_unused(cid, cutoff):
