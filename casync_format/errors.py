@@ -7,7 +7,8 @@ family at once and branch on the precise kind when it matters: malformed bytes
 store does not hold (:class:`ChunkMissing`) or holds damaged
 (:class:`ChunkInvalid`), a store that cannot be reached or used
 (:class:`StoreError`), an output another process is writing
-(:class:`OutputBusy`), and an optional extra that is not installed
+(:class:`OutputBusy`), a seed that cannot be used (:class:`SeedError`), and
+an optional extra that is not installed
 (:class:`MissingDependency`).
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "MissingDependency",
     "IndexNotFound",
     "OutputBusy",
+    "SeedError",
 ]
 
 
@@ -96,6 +98,17 @@ class OutputBusy(CasyncError):
         self.pid = pid
         who = f"another process (pid {pid})" if pid is not None else "another process"
         super().__init__(f"output {path} is being written by {who}")
+
+
+class SeedError(CasyncError):
+    """A seed of ``extract`` that cannot be used: its index or data missing, unreadable or not matching.
+
+    ``seed`` names the seed (its index, or its data for a seed without one).
+    """
+
+    def __init__(self, seed: str, reason: str) -> None:
+        self.seed = seed
+        super().__init__(f"seed {seed}: {reason}")
 
 
 class MissingDependency(CasyncError):
