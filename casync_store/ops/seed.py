@@ -58,6 +58,7 @@ class Seed:
         self.chunks: list[IndexChunk] = []
         self.fresh = False  # chunks were computed from the data just now: no validation needed
         self.problem = ""  # why the seed cannot be used as is ("" : none known)
+        self.blob_size = 0  # bytes its chunks cover
         self.fd = -1
 
     def __iter__(self) -> Iterator[IndexChunk]:
@@ -95,6 +96,7 @@ class Seed:
             why = exc.strerror or str(exc)
             raise SeedError(self.name, f"cannot chunk its data {self.data_path}: {why}") from None
         self.fresh, self.problem = True, ""
+        self.blob_size = self.chunks[-1].start + self.chunks[-1].size if self.chunks else 0
 
     def close(self) -> None:
         """Close the data."""
@@ -124,10 +126,9 @@ class IndexSeed(Seed):
         except OSError as exc:
             raise SeedError(self.name, f"cannot read the index: {exc.strerror or exc}") from None
         self.chunks = chunks
+        self.blob_size = blob_size
         if digest.name != index.digest.name:
             self.problem = f"its index uses {digest.name}, the target {index.digest.name}"
-        elif self.fd >= 0 and self.data_size() < blob_size:
-            self.problem = f"its data has {self.data_size()} bytes, fewer than the {blob_size} its index says"
 
 
 class RawSeed(Seed):
@@ -256,12 +257,17 @@ class SeedSet:
             window.append(item)
             if len(window) >= _RUN_CHUNKS:
                 break
+        follow: tuple[int, int] | None = None  # where the last run went on in its seed
         while window:
             first = window[0]
             best: tuple[int, int, int] | None = None  # (seed, position, chunks)
             best_bytes = 0
             if self._pos and not zero.matches(first):
-                for n, p in self._pos.get(first.id, ()):
+                candidates = self._pos.get(first.id, [])
+                if follow is not None and follow in candidates:
+                    # A run cut at the cap goes on where it was on a tie, as one uncut run would.
+                    candidates = [follow, *candidates]
+                for n, p in candidates:
                     chunks = self.seeds[n].chunks
                     k = 1
                     while (k < len(window) and p + k < len(chunks) and chunks[p + k].id == window[k].id
@@ -271,10 +277,12 @@ class SeedSet:
                     nbytes = window[k - 1].start + window[k - 1].size - first.start
                     if nbytes > best_bytes:
                         best, best_bytes = (n, p, k), nbytes
+            follow = None
             if best is None:
                 yield Job([window.popleft()])
             else:
                 n, p, k = best
+                follow = (n, p + k)
                 run = [window.popleft() for _ in range(k)]
                 yield Job(run, self.seeds[n], self.seeds[n].chunks[p].start)
             for item in source:
@@ -286,7 +294,8 @@ class SeedSet:
         """Seeds whose data does not hold what the plan takes from them, with the reason.
 
         Like desync's plan validation: every run the plan takes from a seed
-        that was not just chunked is read and hashed, in parallel.
+        that was not just chunked is read and hashed, in parallel; a seed
+        the plan does not use is not read (and so not found invalid).
         """
         bad = {seed: seed.problem for seed in self.seeds if seed.problem}
         if bad:
@@ -299,7 +308,8 @@ class SeedSet:
             assert job.seed is not None
             data = memoryview(pread(job.seed.fd, job.length, job.src))
             if len(data) < job.length:
-                return job.seed, "its data is shorter than its index says"
+                size = job.seed.data_size()
+                return job.seed, f"its data has {size} bytes, its index says {job.seed.blob_size}"
             base = job.items[0].start
             for item in job.items:
                 if digest(data[item.start - base : item.start - base + item.size]) != item.id:
