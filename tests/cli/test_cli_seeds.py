@@ -180,3 +180,20 @@ def test_bad_seeds(env, testdata, tmp_path, make_bad, fragment):
                   str(testdata / "blob1.caibx"), str(out)), 1, "seed ", fragment)
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="the example reads /usr/bin/python3")
+def test_readme_seed_example_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    readme = Path(ROOT, "README.md").read_text()
+    code = readme.split("## Seeds", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("/tmp/", f"{tmp_path}/")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    from_seeds, from_store = map(int, proc.stdout.split())
+    assert from_seeds > 10 * from_store
+    assert Path(tmp_path, "pycasync-v2.out").read_bytes() == Path(tmp_path, "pycasync-v2.img").read_bytes()
