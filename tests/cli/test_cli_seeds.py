@@ -197,3 +197,11 @@ def test_readme_seed_example_runs(tmp_path):
     from_seeds, from_store = map(int, proc.stdout.split())
     assert from_seeds > 10 * from_store
     assert Path(tmp_path, "pycasync-v2.out").read_bytes() == Path(tmp_path, "pycasync-v2.img").read_bytes()
+
+
+def test_old_desync_spellings(env, testdata, tmp_path):
+    """``-seed``/``-seed-dir`` (desync's Go-flag spellings) work like ``--seed``/``--seed-dir``."""
+    out = tmp_path / "out"
+    ok(env, "extract", "-store", str(testdata / "empty.store"), "-seed", str(testdata / "blob1.caibx"),
+       str(testdata / "blob1.caibx"), str(out))
+    assert out.read_bytes() == BLOB1
