@@ -1,27 +1,32 @@
-"""The ``extract`` operation: rebuild a blob from its index and a store.
+"""The ``extract`` operation: rebuild a blob from its index, seeds and a store.
 
-Worker threads (:class:`~casync_store.plumbing.pool.ThreadMap`) fetch, decompress and
-verify chunks in parallel and write each with positional writes (``pwrite``) at its offset, so
-no buffer is shared between threads and only a bounded number of chunks is in
-memory. By default the blob is assembled in a temporary file next to the
-output (sized first, so all-zero chunks are never written and stay holes;
-the other ranges preallocated where the platform can), written back to disk
-in the background as it grows, fsynced and renamed over the output: a failed
-extract leaves an existing output untouched and no temporary file. That
-temporary file has one fixed name per output and is locked while written
-(:mod:`casync_store.ops._outputlock`): what a killed run left is found by the next
-run and reused as a seed (its chunks verified, only wrong ones fetched), and
-an extract to an output that another live extract is writing fails at once
+The index is cut into jobs by :meth:`~.seed.SeedSet.plan` (runs of chunks found
+consecutive in a seed, else single chunks); worker threads
+(:class:`~casync_store.plumbing.pool.ThreadMap`) keep chunks already in place,
+copy seed runs (cloned by :func:`~casync_store.plumbing.clone.copy_range` where
+the filesystem shares blocks) and repeats from the output itself
+(:class:`~.seed.SelfSeed`), verifying every such byte and fetching what does
+not match, and fetch, decompress and verify the rest in parallel; each chunk is
+written with positional writes (``pwrite``) at its offset, so no buffer is
+shared between threads and only a bounded number of chunks is in memory. By
+default the blob is assembled in a temporary file next to the output (sized
+first, so all-zero chunks are never written and stay holes; the other ranges
+preallocated where the platform can), written back to disk in the background as
+it grows, fsynced and renamed over the output: a failed extract leaves an
+existing output untouched and no temporary file. That temporary file has one
+fixed name per output and is locked while written
+(:mod:`casync_store.ops._outputlock`): what a killed run left is found by the
+next run and reused as a seed (its chunks verified, only wrong ones fetched),
+and an extract to an output that another live extract is writing fails at once
 with :class:`~casync_format.errors.OutputBusy` naming that process; ``-k``
-locks the output itself.
-``in_place`` writes into the existing file or block device, skipping every
-chunk whose bytes are already there (so an interrupted run resumes), then
-cuts a longer regular file to the blob's size; a block device is never
-truncated and gets its zero chunks written. ``-`` writes the blob to stdout
-in order, and so does an output that is a character device or a named pipe
-(``/dev/null``, a tty), which is never replaced by a file. The all-zero
-chunk of the index's maximum size (a run of zeros) is known by its id and
-never fetched, as with desync's null-chunk seed.
+locks the output itself. ``in_place`` writes into the existing file or block
+device, skipping every chunk whose bytes are already there (so an interrupted
+run resumes), then cuts a longer regular file to the blob's size; a block
+device is never truncated and gets its zero chunks written. ``-`` writes the
+blob to stdout in order, and so does an output that is a character device or a
+named pipe (``/dev/null``, a tty), which is never replaced by a file. The
+all-zero chunk of the index's maximum size (a run of zeros) is known by its id
+and never fetched, as with desync's null-chunk seed.
 """
 
 from __future__ import annotations
