@@ -43,7 +43,7 @@ from typing import BinaryIO
 from casync_format.index import Index, IndexChunk
 
 from ..pipeline import ChunkReader, Outcome, ZeroChunk, is_zero
-from ..plumbing.clone import ShortSourceError, block_size, can_clone, copy_range
+from ..plumbing.clone import block_size, can_clone, copy_range
 from ..plumbing.fileio import fdatasync, pread, pwrite_all
 from ..plumbing.pool import ThreadMap, default_workers
 from ..plumbing.progress import Progress, phase
@@ -314,15 +314,20 @@ class _FileWriter:
         """Copy ``run`` from ``src_fd`` at ``src`` into place, verified; what fails comes from the store."""
         start = run[0].start
         length = run[-1].start + run[-1].size - start
+        # A seed that fails to read (short, EIO) is a seed that does not match: the store
+        # fills in. A failing output fails again on that write, and that error is raised.
         if clonable:  # blocks are shared where they line up: read back what landed
             try:
                 cloned, copied = copy_range(src_fd, src, self.fd, start, length)
-            except ShortSourceError:
+            except OSError:  # ShortSourceError included
                 cloned, copied = 0, 0
             data = memoryview(pread(self.fd, length, start))
         else:
             cloned, copied = 0, length
-            data = memoryview(pread(src_fd, length, src))
+            try:
+                data = memoryview(pread(src_fd, length, src))
+            except OSError:
+                data = memoryview(b"")
         bad = []
         for item in run:
             piece = data[item.start - start : item.start - start + item.size]
@@ -412,7 +417,10 @@ class _StreamReader:
         if job.seed is None:
             fate, data = self.source.read(job.items[0])
             return [fate], data, 0
-        raw = memoryview(pread(job.seed.fd, job.length, job.src))
+        try:
+            raw = memoryview(pread(job.seed.fd, job.length, job.src))
+        except OSError:  # an unreadable seed is one that does not match: the store fills in
+            raw = memoryview(b"")
         base, fates, parts, copied = job.items[0].start, [], [], 0
         for item in job.items:
             piece = raw[item.start - base : item.start - base + item.size]

@@ -306,7 +306,10 @@ class SeedSet:
 
         def check(job: Job) -> tuple[Seed, str] | None:
             assert job.seed is not None
-            data = memoryview(pread(job.seed.fd, job.length, job.src))
+            try:
+                data = memoryview(pread(job.seed.fd, job.length, job.src))
+            except OSError as exc:
+                return job.seed, f"cannot read its data at offset {job.src}: {exc.strerror or exc}"
             if len(data) < job.length:
                 size = job.seed.data_size()
                 return job.seed, f"its data has {size} bytes, its index says {job.seed.blob_size}"
