@@ -6,7 +6,8 @@ counted. A seed without an index of a shifted image, an index seed, the
 self-seed of a repeated region, a seed whose bytes change after it was
 chunked (the output stays right, the store fills in), ``-k`` into an old
 version with a seed, a pipe as output, zero chunks staying holes, seed
-validation, and the ``INDEX[:DATA[:OPTIONS]]`` parser (hypothesis).
+validation, A/B slots on loop devices, and the ``INDEX[:DATA[:OPTIONS]]``
+parser (hypothesis).
 """
 
 from __future__ import annotations
@@ -260,3 +261,42 @@ def test_split_seed_spec_without_colon(name):
         assert split_seed_spec(name) == (name, name[:-6], "")
     else:
         assert split_seed_spec(name) == (None, name, "")
+
+
+def _loop(backing) -> str:
+    import subprocess
+
+    try:
+        command = ["losetup", "-f", "--show", str(backing)]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("losetup is not available")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot set up a loop device: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def test_ab_slots_on_block_devices(tmp_path, rng_bytes):
+    """The A/B case on real block devices: slot A (no index) seeds slot B, written in place."""
+    import subprocess
+
+    old = rng_bytes(3 * MIB, 17)
+    new = b"v2" + old[: 2 * MIB] + rng_bytes(30_000, 18) + old[2 * MIB :]
+    (tmp_path / "a.img").write_bytes(old + bytes(MIB))
+    (tmp_path / "b.img").write_bytes(b"\x55" * 4 * MIB)
+    _path, index_path, store = _made(tmp_path, "new", new)
+    _drop(store, str(tmp_path / "a.img"))
+    slot_a = _loop(tmp_path / "a.img")
+    try:
+        slot_b = _loop(tmp_path / "b.img")
+        try:
+            with open_index(index_path) as index:
+                stats = extract(index, slot_b, store, in_place=True, seeds=[RawSeed(slot_a)])
+            with open(slot_b, "rb") as dev:
+                assert dev.read(len(new)) == new
+            assert stats.chunks_from_store <= 6 and stats.chunks_from_seeds > 150
+            assert stats.bytes_cloned_from_seeds == 0  # devices are copied, never cloned
+        finally:
+            subprocess.run(["losetup", "-d", slot_b], capture_output=True, timeout=30)
+    finally:
+        subprocess.run(["losetup", "-d", slot_a], capture_output=True, timeout=30)
