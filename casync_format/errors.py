@@ -8,7 +8,8 @@ store does not hold (:class:`ChunkMissing`) or holds damaged
 (:class:`ChunkInvalid`), a store that cannot be reached or used
 (:class:`StoreError`), an output another process is writing
 (:class:`OutputBusy`), an input file that changed while it was read
-(:class:`InputChanged`), and an optional extra that is not installed
+(:class:`InputChanged`), a seed that cannot be used (:class:`SeedError`),
+and an optional extra that is not installed
 (:class:`MissingDependency`).
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "IndexNotFound",
     "OutputBusy",
     "InputChanged",
+    "SeedError",
 ]
 
 
@@ -115,6 +117,17 @@ class InputChanged(CasyncError):
         self.path = path
         self.detail = detail
         super().__init__(f"{path} changed while it was read")
+
+
+class SeedError(CasyncError):
+    """A seed of ``extract`` that cannot be used: its index or data missing, unreadable or not matching.
+
+    ``seed`` names the seed (its index, or its data for a seed without one).
+    """
+
+    def __init__(self, seed: str, reason: str) -> None:
+        self.seed = seed
+        super().__init__(f"seed {seed}: {reason}")
 
 
 class MissingDependency(CasyncError):

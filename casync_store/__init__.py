@@ -29,7 +29,12 @@ extract: the index is read from wherever ``stores.indexio`` finds it; the pool
 maps each item through :class:`~.pipeline.ChunkReader` (all-zero chunk by id, else
 the store: fetched, decompressed, verified), skipping bytes the output holds
 already; chunks are ``pwrite``-n at their offsets into a locked temporary file
-(zero chunks stay holes) that is fsynced and renamed over the output.
+(zero chunks stay holes) that is fsynced and renamed over the output. Seeds
+(``ops.seed``: an index and its data, or a file or device chunked on the fly)
+and the output itself (self-seed: a repeated chunk) come before the store:
+the plan copies runs of chunks consecutive in a seed as one range, cloned
+with ``plumbing.clone`` where the filesystem shares blocks, and every byte
+taken from a seed is verified (a mismatch is fetched from the store instead).
 
 A new store backend is one module in ``stores/`` plus one row in
 ``stores/backends.py``; a new operation is one module in ``ops/`` (using
@@ -43,4 +48,19 @@ from .stores.base import PruneStore, Store, WriteStore
 from .stores.local import LocalStore
 from .stores.router import CachedStore, StoreRouter, combine
 
-__all__ = ["Store", "WriteStore", "PruneStore", "LocalStore", "StoreRouter", "CachedStore", "combine"]
+__all__ = [
+    "Store", "WriteStore", "PruneStore", "LocalStore", "StoreRouter", "CachedStore", "combine",
+    "extract", "ExtractStats", "IndexSeed", "RawSeed",
+]  # fmt: skip
+
+_LAZY = {  # operations, imported on first use (the CLI need not load them all)
+    "extract": "ops.extract", "ExtractStats": "ops.extract", "IndexSeed": "ops.seed", "RawSeed": "ops.seed",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

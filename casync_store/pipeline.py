@@ -48,6 +48,8 @@ class Outcome(enum.Enum):
     FETCHED = "fetched"  # read from a store and verified
     ZERO = "zero"  # the all-zero chunk, known by its id: never fetched
     IN_PLACE = "in-place"  # the output held the right bytes already
+    SEED = "seed"  # copied (or cloned) from a seed and verified
+    SELF_SEED = "self-seed"  # copied from where the output already held it, and verified
 
 
 @dataclass

@@ -147,7 +147,7 @@ def store_list(text: str) -> list[str]:
 #: Old (Go ``flag`` package) names that are not just camelCase spellings of the new ones.
 _RENAMED = {"stats": "print-stats"}
 #: Old long flags that this version has no equivalent for (reported, not misparsed as -s eed).
-_OLD_UNSUPPORTED = {"seed", "seed-dir", "cert", "key", "ignore", "ignore-chunks", "chunks-info"}
+_OLD_UNSUPPORTED = {"cert", "key", "ignore", "ignore-chunks", "chunks-info"}
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 

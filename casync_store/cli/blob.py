@@ -8,7 +8,9 @@ blob, or reports on an index or a file's chunks, by calling one function of
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+from typing import Any
 
 from casync_format.errors import ParameterError
 from casync_store.plumbing.fileio import same_file
@@ -77,22 +79,38 @@ class Make(Command):
 
 
 class Extract(Command):
-    """``extract``: rebuild a blob from an index and stores."""
+    """``extract``: rebuild a blob from an index, seeds and stores."""
 
     name = "extract"
-    summary = "Rebuild a blob from its index and chunk stores"
+    summary = "Rebuild a blob from its index, seeds and chunk stores"
     description = (
-        "Reads INDEX and writes the blob it describes to OUTPUT, fetching the chunks\n"
-        "from the stores given with -s (tried in order) through an optional local\n"
-        "cache (-c). Every chunk is verified. OUTPUT is written to a temporary file\n"
-        "and renamed when complete, so a failure never leaves a partial file. With\n"
-        "-k it is written in place instead: data already correct is kept, so an\n"
-        "interrupted extract can be resumed, and block devices can be targets.\n"
-        "INDEX may be '-' (standard input), OUTPUT may be '-' (standard output)."
+        "Reads INDEX and writes the blob it describes to OUTPUT, taking each chunk from\n"
+        "the first place that has it: OUTPUT itself (with -k, or a killed run's\n"
+        "leftover), a seed, an earlier part of OUTPUT (a repeated chunk), else the\n"
+        "stores given with -s (tried in order) through an optional local cache (-c).\n"
+        "Every chunk is verified, also those from seeds: a seed chunk that does not\n"
+        "match (the seed changed meanwhile) is fetched from the store instead. OUTPUT\n"
+        "is written to a temporary file and renamed when complete, so a failure never\n"
+        "leaves a partial file. With -k it is written in place instead: data already\n"
+        "correct is kept, so an interrupted extract can be resumed, and block devices\n"
+        "can be targets. INDEX may be '-' (standard input), OUTPUT may be '-'\n"
+        "(standard output; seeds apply, repeated chunks come from seeds or stores).\n"
+        "\n"
+        "Seeds, as desync takes them: --seed INDEX (its data is INDEX without\n"
+        ".caibx), --seed INDEX:DATA, --seed INDEX:DATA:OPTIONS (options are ignored),\n"
+        "and --seed-dir DIR (every *.caibx under DIR with its data next to it). As\n"
+        "casync does, --seed PATH with a file or block device that has no index\n"
+        "chunks it on the fly like INDEX. Ranges of consecutive chunks are cloned\n"
+        "(reflinks) where the filesystem allows, else copied. A seed whose data is\n"
+        "missing or does not match its index is an error unless --skip-invalid-seeds\n"
+        "(leave it out) or --regenerate-invalid-seeds (chunk its data afresh, in\n"
+        "memory; nothing on disk changes)."
     )
     examples = (
         "pycasync extract -s /mnt/store -c /var/cache/store image.caibx image.raw\n"
-        "pycasync extract -s /mnt/a -s /mnt/b -k image.caibx /dev/sdb"
+        "pycasync extract -s /mnt/a -s /mnt/b -k image.caibx /dev/sdb\n"
+        "pycasync extract -s /mnt/store --seed v1.caibx --seed /tmp/old.caibx:/mnt/old v2.caibx v2.raw\n"
+        "pycasync extract -k --seed /dev/slotA -s https://updates.example.com/store new.caibx /dev/slotB"
     )
     positionals = (INDEX_IN, ("output", "file or block device to write ('-' for stdout)"))
 
@@ -101,7 +119,13 @@ class Extract(Command):
         p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache")
         p.add_argument("-k", "--in-place", action="store_true",
                        help="write OUTPUT in place, keep it on error")
-        p.add_argument("--print-stats", action="store_true", help="print statistics as JSON to stdout")
+        add_seed_flags(p)
+        p.add_argument("--skip-invalid-seeds", action="store_true",
+                       help="leave out seeds whose data is missing or does not match their index")
+        p.add_argument("--regenerate-invalid-seeds", action="store_true",
+                       help="chunk the data of such seeds afresh (in memory) and use that")
+        p.add_argument("--print-stats", action="store_true",
+                       help="print statistics as JSON to stdout (stderr when OUTPUT is '-')")
         add_store_flags(p, cache_repair=True)
 
     def run(self, ctx: Context) -> int:
@@ -110,15 +134,47 @@ class Extract(Command):
         a = ctx.args
         if same_file(a.index, a.output):
             raise ParameterError("the index and the output are the same file")
+        if a.skip_invalid_seeds and a.regenerate_invalid_seeds:
+            raise ParameterError("--skip-invalid-seeds and --regenerate-invalid-seeds exclude each other")
         require(a.store, "no store given (use -s)")
+        action = "skip" if a.skip_invalid_seeds else "regenerate" if a.regenerate_invalid_seeds else "fail"
+        seeds = seeds_from_args(a.seed, a.seed_dir, a.index)
         with contextlib.ExitStack() as stack:
             store = ctx.open_cached(stack, a.store, a.cache)
             (index,) = ctx.indexes(stack, [a.index])
             stats = extract(index, a.output, store, concurrency=ctx.concurrency, in_place=a.in_place,
-                            progress=ctx.progress)
+                            progress=ctx.progress, seeds=seeds, invalid_seeds=action)
         if a.print_stats:
             print_json(stats.to_dict(), sys.stderr if a.output == "-" else sys.stdout)
         return 0
+
+
+def add_seed_flags(p: Parser) -> None:
+    """``--seed`` and ``--seed-dir``, repeatable (extract and info)."""
+    p.add_argument("--seed", action="append", default=[], metavar="INDEX[:DATA[:OPTIONS]]|PATH",
+                   help="seed: an index and its data (default: INDEX without .caibx), or a file or "
+                        "block device without an index (repeatable)")
+    p.add_argument("--seed-dir", action="append", default=[], metavar="DIR",
+                   help="use every *.caibx under DIR whose data file is next to it as a seed (repeatable)")
+
+
+def seeds_from_args(specs: list[str], dirs: list[str], target: str) -> list[Any]:
+    """The seeds of ``--seed`` (in order) then ``--seed-dir`` (the target index left out)."""
+    from casync_store.ops.seed import parse_seed, seed_dir
+
+    seeds = [parse_seed(spec) for spec in _split_commas(specs)]
+    for directory in _split_commas(dirs):
+        seeds.extend(seed_dir(directory, exclude=None if target == "-" else target))
+    return seeds
+
+
+def _split_commas(values: list[str]) -> list[str]:
+    """Like desync's flags, ``a,b`` is two values (unless it names an existing file)."""
+    out: list[str] = []
+    for value in values:
+        whole = "," not in value or os.path.exists(value)
+        out.extend([value] if whole else [v for v in value.split(",") if v])
+    return out
 
 
 class ListChunks(Command):
@@ -172,8 +228,10 @@ class Info(Command):
     description = (
         "Prints the number of chunks (total and unique), the blob size and the chunk\n"
         "size limits; with -s, how many of the unique chunks the stores hold; with -c,\n"
-        "how many the cache holds; with --seed, how many other indexes share. The\n"
-        "output is JSON unless -f plain. INDEX may be '-' (standard input)."
+        "how many the cache holds; with --seed/--seed-dir, how many the seeds hold\n"
+        "(seeds as for extract: INDEX[:DATA[:OPTIONS]] counts the index's chunks,\n"
+        "a file or device without an index is chunked like INDEX). The output is JSON\n"
+        "unless -f plain. INDEX may be '-' (standard input)."
     )
     examples = "pycasync info -s /srv/store image.caibx\npycasync info -f plain image.caibx"
     positionals = (INDEX_IN,)
@@ -181,7 +239,7 @@ class Info(Command):
     def add_arguments(self, p: Parser) -> None:
         add_stores(p, True, "store to count chunks in")
         p.add_argument("-c", "--cache", metavar="LOCATION", help="cache store to count chunks in")
-        p.add_argument("--seed", action="append", default=[], metavar="INDEX", help="seed index (repeatable)")
+        add_seed_flags(p)
         p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
         p.add_argument("-j", "--json", dest="format", action="store_const", const="json",
                        help="same as -f json")
@@ -195,7 +253,7 @@ class Info(Command):
             stores = [ctx.open(stack, loc, must_exist=True) for loc in a.store]
             cache = ctx.open(stack, a.cache, must_exist=True) if a.cache else None
             (index,) = ctx.indexes(stack, [a.index])
-            seeds = ctx.indexes(stack, a.seed)
+            seeds = self._seeds(ctx, stack, index)
             stats = index_info(index, stores=stores, concurrency=ctx.concurrency, seeds=seeds, cache=cache)
         data = stats.to_dict()
         if a.format == "json":
@@ -203,6 +261,21 @@ class Info(Command):
         else:
             sys.stdout.write("".join(f"{label}: {data[key]}\n" for key, label in _PLAIN_INFO if key in data))
         return 0
+
+    @staticmethod
+    def _seeds(ctx: Context, stack: contextlib.ExitStack, index: Any) -> list[Any]:
+        """Chunk lists of the seeds: an index seed's index (its data is not needed), a raw seed chunked."""
+        from casync_store.ops.seed import IndexSeed
+
+        a = ctx.args
+        found: list[Any] = []
+        for seed in seeds_from_args(a.seed, a.seed_dir, a.index):
+            if isinstance(seed, IndexSeed):
+                found.extend(ctx.indexes(stack, [seed.index_path]))
+            else:
+                seed.load(index, ctx.concurrency)
+                found.append(seed)
+        return found
 
 
 class Chunk(Command):

@@ -1,27 +1,32 @@
-"""The ``extract`` operation: rebuild a blob from its index and a store.
+"""The ``extract`` operation: rebuild a blob from its index, seeds and a store.
 
-Worker threads (:class:`~casync_store.plumbing.pool.ThreadMap`) fetch, decompress and
-verify chunks in parallel and write each with positional writes (``pwrite``) at its offset, so
-no buffer is shared between threads and only a bounded number of chunks is in
-memory. By default the blob is assembled in a temporary file next to the
-output (sized first, so all-zero chunks are never written and stay holes;
-the other ranges preallocated where the platform can), written back to disk
-in the background as it grows, fsynced and renamed over the output: a failed
-extract leaves an existing output untouched and no temporary file. That
-temporary file has one fixed name per output and is locked while written
-(:mod:`casync_store.ops._outputlock`): what a killed run left is found by the next
-run and reused as a seed (its chunks verified, only wrong ones fetched), and
-an extract to an output that another live extract is writing fails at once
+The index is cut into jobs by :meth:`~.seed.SeedSet.plan` (runs of chunks found
+consecutive in a seed, else single chunks); worker threads
+(:class:`~casync_store.plumbing.pool.ThreadMap`) keep chunks already in place,
+copy seed runs (cloned by :func:`~casync_store.plumbing.clone.copy_range` where
+the filesystem shares blocks) and repeats from the output itself
+(:class:`~.seed.SelfSeed`), verifying every such byte and fetching what does
+not match, and fetch, decompress and verify the rest in parallel; each chunk is
+written with positional writes (``pwrite``) at its offset, so no buffer is
+shared between threads and only a bounded number of chunks is in memory. By
+default the blob is assembled in a temporary file next to the output (sized
+first, so all-zero chunks are never written and stay holes; the other ranges
+preallocated where the platform can), written back to disk in the background as
+it grows, fsynced and renamed over the output: a failed extract leaves an
+existing output untouched and no temporary file. That temporary file has one
+fixed name per output and is locked while written
+(:mod:`casync_store.ops._outputlock`): what a killed run left is found by the
+next run and reused as a seed (its chunks verified, only wrong ones fetched),
+and an extract to an output that another live extract is writing fails at once
 with :class:`~casync_format.errors.OutputBusy` naming that process; ``-k``
-locks the output itself.
-``in_place`` writes into the existing file or block device, skipping every
-chunk whose bytes are already there (so an interrupted run resumes), then
-cuts a longer regular file to the blob's size; a block device is never
-truncated and gets its zero chunks written. ``-`` writes the blob to stdout
-in order, and so does an output that is a character device or a named pipe
-(``/dev/null``, a tty), which is never replaced by a file. The all-zero
-chunk of the index's maximum size (a run of zeros) is known by its id and
-never fetched, as with desync's null-chunk seed.
+locks the output itself. ``in_place`` writes into the existing file or block
+device, skipping every chunk whose bytes are already there (so an interrupted
+run resumes), then cuts a longer regular file to the blob's size; a block
+device is never truncated and gets its zero chunks written. ``-`` writes the
+blob to stdout in order, and so does an output that is a character device or a
+named pipe (``/dev/null``, a tty), which is never replaced by a file. The
+all-zero chunk of the index's maximum size (a run of zeros) is known by its id
+and never fetched, as with desync's null-chunk seed.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from casync_format.index import Index, IndexChunk
 
 from ..pipeline import ChunkReader, Outcome, ZeroChunk, is_zero
+from ..plumbing.clone import block_size, can_clone, copy_range
 from ..plumbing.fileio import fdatasync, pread, pwrite_all
 from ..plumbing.pool import ThreadMap, default_workers
 from ..plumbing.progress import Progress, phase
@@ -45,6 +51,7 @@ from ..stores.base import Store
 from ..stores.indexio import STDIO
 from ._outputlock import in_place as locked_in_place
 from ._outputlock import replacing
+from .seed import Job, Seed, SeedSet, SelfSeed, parse_seed, prepare
 
 __all__ = ["ExtractStats", "extract"]
 
@@ -54,23 +61,35 @@ _FLUSH_EVERY = 128 * 1024 * 1024  # start writeback after this many bytes, so th
 
 @dataclass
 class ExtractStats:
-    """What ``extract`` did with each chunk of the index."""
+    """What ``extract`` did with each chunk of the index (desync's numbers, plus ours)."""
 
     chunks_total: int = 0
+    chunks_from_seeds: int = 0  # from seeds, the self-seed or known zero (as desync counts its null seed)
     chunks_from_store: int = 0  # fetched and verified (written, or a hole if all zero)
     chunks_in_place: int = 0  # the output held the right bytes already
-    chunks_zero: int = 0  # all-zero chunks known by id: never fetched
+    chunks_zero: int = 0  # all-zero chunks known by id: never fetched (part of chunks_from_seeds)
+    chunks_from_self_seed: int = 0  # copied from the output itself (part of chunks_from_seeds)
     bytes_total: int = 0  # blob size
     bytes_written: int = 0  # bytes actually written (holes and chunks in place are not)
+    bytes_copied_from_seeds: int = 0  # seed and self-seed bytes copied into the output
+    bytes_cloned_from_seeds: int = 0  # seed and self-seed bytes cloned (blocks shared, nothing copied)
+    blocksize: int = 0  # the output filesystem's block size (what clones align to)
+    seeds: int = 0  # seeds used, plus the null-chunk seed (as desync counts)
 
     def to_dict(self) -> dict[str, int]:
-        """The stats with desync's dashed keys, for --print-stats."""
+        """The stats for --print-stats: desync's keys in desync's order, then ours."""
         return {
-            "chunks-total": self.chunks_total,
+            "chunks-from-seeds": self.chunks_from_seeds,
             "chunks-from-store": self.chunks_from_store,
             "chunks-in-place": self.chunks_in_place,
-            "chunks-zero": self.chunks_zero,
+            "bytes-copied-from-seeds": self.bytes_copied_from_seeds,
+            "bytes-cloned-from-seeds": self.bytes_cloned_from_seeds,
+            "blocksize": self.blocksize,
             "bytes-total": self.bytes_total,
+            "chunks-total": self.chunks_total,
+            "seeds": self.seeds,
+            "chunks-zero": self.chunks_zero,
+            "chunks-from-self-seed": self.chunks_from_self_seed,
             "bytes-written": self.bytes_written,
         }
 
@@ -78,12 +97,16 @@ class ExtractStats:
         """Add one chunk by its outcome, ``written`` of its bytes written to the output."""
         self.chunks_total += 1
         self.bytes_written += written
-        if outcome is Outcome.ZERO:
-            self.chunks_zero += 1
-        elif outcome is Outcome.IN_PLACE:
+        if outcome is Outcome.IN_PLACE:
             self.chunks_in_place += 1
-        else:
+        elif outcome is Outcome.FETCHED:
             self.chunks_from_store += 1
+        else:
+            self.chunks_from_seeds += 1
+            if outcome is Outcome.ZERO:
+                self.chunks_zero += 1
+            elif outcome is Outcome.SELF_SEED:
+                self.chunks_from_self_seed += 1
 
 
 class _Flusher:
@@ -143,36 +166,44 @@ def extract(
     concurrency: int | None = None,
     in_place: bool = False,
     progress: Progress | None = None,
+    seeds: Sequence[Seed | str] = (),
+    invalid_seeds: str = "fail",
 ) -> ExtractStats:
-    """Write the blob of ``index`` to ``output_path`` from ``store`` (see the module).
+    """Write the blob of ``index`` to ``output_path`` from ``seeds`` and ``store`` (see the module).
 
-    Raises ChunkMissing, ChunkInvalid, StoreError (naming chunk and store) or
+    ``seeds`` are :class:`~.seed.Seed` objects or ``--seed`` texts
+    (:func:`~.seed.parse_seed`); ``invalid_seeds`` is ``fail``, ``skip`` or
+    ``regenerate`` (see :func:`~.seed.prepare`). Raises SeedError (naming the
+    seed), ChunkMissing, ChunkInvalid, StoreError (naming chunk and store) or
     OSError; then an existing output is unchanged (unless ``in_place``).
     """
+    wanted = [parse_seed(s) if isinstance(s, str) else s for s in seeds]
     stats = ExtractStats(bytes_total=index.blob_size)
-    with phase(progress, "Assembling", index.blob_size):
-        if output_path == STDIO:
-            _to_stream(index, sys.stdout.buffer, store, concurrency, stats, progress)
-        elif _is_stream_device(output_path):
-            # /dev/null, a tty or a named pipe: written in order, never replaced by a file.
-            with open(output_path, "wb") as out:
-                _to_stream(index, out, store, concurrency, stats, progress)
-        elif in_place or _is_block_device(output_path):
-            with locked_in_place(output_path) as fd:
-                _in_place(index, output_path, fd, store, concurrency, stats, progress)
-        else:
-            with replacing(output_path) as (fd, leftover):
-                os.ftruncate(fd, index.blob_size)
-                _preallocate(fd, index)
-                # A dead run's bytes are a seed: each chunk found there intact is kept.
-                seed = min(leftover, index.blob_size)
-                work = _FileWriter(fd, store, index, seed, seed > 0)
-                _run(work, index, concurrency, stats, progress, fd)
+    with prepare(wanted, index, invalid_seeds, concurrency) as seedset:
+        stats.seeds = len(seedset.seeds) + 1
+        with phase(progress, "Assembling", index.blob_size):
+            if output_path == STDIO:
+                _to_stream(index, sys.stdout.buffer, store, concurrency, stats, progress, seedset)
+            elif _is_stream_device(output_path):
+                # /dev/null, a tty or a named pipe: written in order, never replaced by a file.
+                with open(output_path, "wb") as out:
+                    _to_stream(index, out, store, concurrency, stats, progress, seedset)
+            elif in_place or _is_block_device(output_path):
+                with locked_in_place(output_path) as fd:
+                    _in_place(index, output_path, fd, store, concurrency, stats, progress, seedset)
+            else:
+                with replacing(output_path) as (fd, leftover):
+                    os.ftruncate(fd, index.blob_size)
+                    _preallocate(fd, index)
+                    # A dead run's bytes are a seed: each chunk found there intact is kept.
+                    old = min(leftover, index.blob_size)
+                    work = _FileWriter(fd, store, index, old, old > 0, seedset)
+                    _run(work, index, concurrency, stats, progress, fd)
     return stats
 
 
 def _run(
-    work: Callable[[IndexChunk], tuple[Outcome, int, int]],
+    work: _FileWriter,
     index: Index,
     concurrency: int | None,
     stats: ExtractStats,
@@ -180,42 +211,160 @@ def _run(
     fd: int,
 ) -> None:
     threads = default_workers(concurrency)
+    stats.blocksize = block_size(fd)
     with _Flusher(fd, index.blob_size) as flusher, ThreadMap(
-        work, iter(index), threads, in_flight=4 * _BATCH * threads, ordered=False, batch=_BATCH
+        work, work.jobs(index), threads, in_flight=4 * _BATCH * threads, ordered=False, batch=_BATCH
     ) as results:
-        for fate, size, written in results:
-            flusher.add(written)
-            stats.count(fate, written)
-            if progress is not None:
-                progress.add(size)
+        try:
+            for done in results:
+                for fate, size, written in done.chunks:
+                    flusher.add(written)
+                    stats.count(fate, written)
+                    if progress is not None:
+                        progress.add(size)
+                stats.bytes_copied_from_seeds += done.copied
+                stats.bytes_cloned_from_seeds += done.cloned
+        except BaseException:
+            work.self_seed.abort()  # no worker may wait for a job that will never run
+            raise
+
+
+class _Done:
+    """What one job did: ``(outcome, size, bytes written)`` per chunk, bytes copied and cloned."""
+
+    __slots__ = ("chunks", "cloned", "copied")
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[Outcome, int, int]] = []
+        self.copied = 0
+        self.cloned = 0
 
 
 class _FileWriter:
-    """Fetches one chunk and writes it at its offset (skipping what needn't be).
+    """Does one job of the plan: chunks in place are kept, seed runs copied, the rest fetched.
 
-    The all-zero chunk of the maximum size (what a run of zeros is cut into)
-    is recognised by its id and never fetched: its data follows from the id.
+    Every byte from a seed or from the output itself is hashed against its
+    chunk id before it counts; a chunk that does not match (a seed changed
+    while we ran) is fetched from the store instead. The all-zero chunk of
+    the maximum size is recognised by its id and never fetched: past the old
+    end of the output it stays a hole.
     """
 
-    def __init__(self, fd: int, store: Store, index: Index, old_size: int, check: bool) -> None:
+    def __init__(
+        self, fd: int, store: Store, index: Index, old_size: int, check: bool, seedset: SeedSet | None = None
+    ) -> None:
         self.fd = fd
         self.source = ChunkReader(store, index)
         self.digest = index.digest
         self.old_size = old_size  # bytes of the output that existed before
         self.check = check  # compare existing bytes to the chunk first (in place)
+        self.seedset = seedset or SeedSet(())
+        self.self_seed = SelfSeed()
+        self.clonable = {seed: can_clone(seed.fd, fd) for seed in self.seedset.seeds}
+        self.self_clonable = can_clone(fd, fd)
 
-    def __call__(self, item: IndexChunk) -> tuple[Outcome, int, int]:
-        """``(outcome, size, bytes written)`` for one index item."""
-        if self.check and item.start < self.old_size:
-            old = pread(self.fd, item.size, item.start)
-            if len(old) == item.size and self.digest(old) == item.id:
-                return Outcome.IN_PLACE, item.size, 0
+    def jobs(self, index: Index) -> Iterator[Job]:
+        """The plan, with the self-seed's repeats flagged."""
+        zero = self.source.zero
+        return self.self_seed.mark(self.seedset.plan(index, zero), zero)
+
+    def __call__(self, job: Job) -> _Done:
+        try:
+            done = _Done()
+            self._do(job, done)
+            return done
+        except BaseException:
+            self.self_seed.abort()
+            raise
+        finally:
+            self.self_seed.release(job)
+
+    def _do(self, job: Job, done: _Done) -> None:
+        items = [item for item in job.items if not self._kept(item, done)] if self.check else job.items
+        if not items:
+            return
+        if job.seed is not None:
+            base = job.items[0].start
+            for run in _consecutive(items):
+                src = job.src + run[0].start - base
+                self._copy(job.seed.fd, src, run, done, self.clonable[job.seed], Outcome.SEED)
+            return
+        (item,) = items
+        if job.repeat:
+            at = self.self_seed.wait(item.id)
+            if at >= 0:
+                self._copy(self.fd, at, items, done, self.self_clonable, Outcome.SELF_SEED)
+                return
+        self._fetch(item, done)
+
+    def _kept(self, item: IndexChunk, done: _Done) -> bool:
+        """Whether the output holds ``item`` already (then it is counted in place)."""
+        if item.start >= self.old_size:
+            return False
+        old = pread(self.fd, item.size, item.start)
+        if len(old) != item.size or self.digest(old) != item.id:
+            return False
+        done.chunks.append((Outcome.IN_PLACE, item.size, 0))
+        self.self_seed.written(item)
+        return True
+
+    def _copy(
+        self, src_fd: int, src: int, run: list[IndexChunk], done: _Done, clonable: bool, fate: Outcome
+    ) -> None:
+        """Copy ``run`` from ``src_fd`` at ``src`` into place, verified; what fails comes from the store."""
+        start = run[0].start
+        length = run[-1].start + run[-1].size - start
+        # A seed that fails to read (short, EIO) is a seed that does not match: the store
+        # fills in. A failing output fails again on that write, and that error is raised.
+        if clonable:  # blocks are shared where they line up: read back what landed
+            try:
+                cloned, copied = copy_range(src_fd, src, self.fd, start, length)
+            except OSError:  # ShortSourceError included
+                cloned, copied = 0, 0
+            data = memoryview(pread(self.fd, length, start))
+        else:
+            cloned, copied = 0, length
+            try:
+                data = memoryview(pread(src_fd, length, src))
+            except OSError:
+                data = memoryview(b"")
+        bad = []
+        for item in run:
+            piece = data[item.start - start : item.start - start + item.size]
+            if len(piece) == item.size and self.digest(piece) == item.id:
+                if not clonable:
+                    pwrite_all(self.fd, piece, item.start)
+                done.chunks.append((fate, item.size, item.size))
+                self.self_seed.written(item)
+            else:
+                bad.append(item)
+        for item in bad:
+            lost = min(item.size, copied)
+            copied, cloned = copied - lost, max(0, cloned - (item.size - lost))
+            self._fetch(item, done)
+        done.copied += copied
+        done.cloned += cloned
+
+    def _fetch(self, item: IndexChunk, done: _Done) -> None:
         fate, data = self.source.read(item)
         # Past the old end a zero chunk reads as zero from the hole truncate makes.
         if item.start >= self.old_size and is_zero(data):
-            return fate, item.size, 0
+            done.chunks.append((fate, item.size, 0))
+            return
         pwrite_all(self.fd, data, item.start)
-        return fate, item.size, item.size
+        done.chunks.append((fate, item.size, item.size))
+        self.self_seed.written(item)
+
+
+def _consecutive(items: list[IndexChunk]) -> Iterator[list[IndexChunk]]:
+    """``items`` in runs without gaps between them."""
+    run = [items[0]]
+    for item in items[1:]:
+        if item.start != run[-1].start + run[-1].size:
+            yield run
+            run = []
+        run.append(item)
+    yield run
 
 
 def _is_stream_device(path: str) -> bool:
@@ -242,6 +391,7 @@ def _in_place(
     concurrency: int | None,
     stats: ExtractStats,
     progress: Progress | None,
+    seedset: SeedSet,
 ) -> None:
     device = stat.S_ISBLK(os.fstat(fd).st_mode)
     size = os.lseek(fd, 0, os.SEEK_END)
@@ -249,11 +399,40 @@ def _in_place(
         raise OSError(errno.ENOSPC, f"device {path} holds {size} bytes, the blob needs {index.blob_size}")
     # A device has no holes: every zero chunk that is not there yet gets written.
     old_size = size if not device else index.blob_size + 1
-    work = _FileWriter(fd, store, index, old_size, True)
+    work = _FileWriter(fd, store, index, old_size, True, seedset)
     _run(work, index, concurrency, stats, progress, fd)
     if not device:
         os.ftruncate(fd, index.blob_size)
     os.fsync(fd)
+
+
+class _StreamReader:
+    """One job's verified bytes, in order: seed runs read (bad chunks from the store), the rest fetched."""
+
+    def __init__(self, store: Store, index: Index) -> None:
+        self.source = ChunkReader(store, index)
+        self.digest = index.digest
+
+    def __call__(self, job: Job) -> tuple[list[Outcome], bytes, int]:
+        if job.seed is None:
+            fate, data = self.source.read(job.items[0])
+            return [fate], data, 0
+        try:
+            raw = memoryview(pread(job.seed.fd, job.length, job.src))
+        except OSError:  # an unreadable seed is one that does not match: the store fills in
+            raw = memoryview(b"")
+        base, fates, parts, copied = job.items[0].start, [], [], 0
+        for item in job.items:
+            piece = raw[item.start - base : item.start - base + item.size]
+            if len(piece) == item.size and self.digest(piece) == item.id:
+                fates.append(Outcome.SEED)
+                copied += item.size
+                parts.append(piece)
+            else:
+                fate, data = self.source.read(item)
+                fates.append(fate)
+                parts.append(memoryview(data))
+        return fates, b"".join(parts), copied
 
 
 def _to_stream(
@@ -263,13 +442,18 @@ def _to_stream(
     concurrency: int | None,
     stats: ExtractStats,
     progress: Progress | None,
+    seedset: SeedSet,
 ) -> None:
     threads = default_workers(concurrency)
-    source = ChunkReader(store, index)
-    with ThreadMap(source.read, iter(index), threads, 4 * _BATCH * threads, batch=_BATCH) as results:
-        for fate, data in results:
+    reader = _StreamReader(store, index)
+    jobs = seedset.plan(index, reader.source.zero)  # a pipe cannot be read back: no self-seed
+    with ThreadMap(reader, jobs, threads, 4 * _BATCH * threads, batch=_BATCH) as results:
+        for fates, data, copied in results:
             out.write(data)
-            stats.count(fate, len(data))
+            for fate in fates:
+                stats.count(fate, 0)
+            stats.bytes_written += len(data)
+            stats.bytes_copied_from_seeds += copied
             if progress is not None:
                 progress.add(len(data))
     out.flush()

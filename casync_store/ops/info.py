@@ -11,12 +11,12 @@ would be cut into, like ``desync chunk``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams
 from casync_format.digest import SHA512_256, Digest
-from casync_format.index import Index
+from casync_format.index import Index, IndexChunk
 
 from ..plumbing.pool import ThreadMap, default_workers
 from ..stores.base import Store
@@ -66,13 +66,14 @@ def index_info(
     index: Index,
     stores: Sequence[Store] = (),
     concurrency: int | None = None,
-    seeds: Sequence[Index] = (),
+    seeds: Sequence[Iterable[IndexChunk]] = (),
     cache: Store | None = None,
 ) -> InfoStats:
     """Compute ``desync info``'s numbers for ``index``.
 
     A chunk counts as in a store when any of ``stores`` holds it; the count
-    is over unique chunks, queried in parallel. Store errors propagate.
+    is over unique chunks, queried in parallel. ``seeds`` are indexes or
+    :class:`~.seed.Seed` objects (anything yielding chunks). Store errors propagate.
     """
     header = index.header
     info = InfoStats(

@@ -72,7 +72,8 @@ def test_version(env: dict[str, str]) -> None:
         (["prune", "x.caibx"], "no store"),
         (["cache", "-s", "s", "x.caibx"], "-c"),
         (["list-chunks", "--client-cert", "c", "x"], "together"),
-        (["extract", "-seed", "a", "-s", "s", "x", "y"], "-seed"),
+        (["extract", "-ignore", "a", "-s", "s", "x", "y"], "-ignore"),
+        (["make", "-seed", "a", "x", "y"], "-seed"),
         (["info", "-b", "soon", "x"], "soon"),
     ],
 )
