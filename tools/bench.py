@@ -31,7 +31,12 @@ errors, server peak RSS). Archive cases (:mod:`bench_archive`) on the
 read-only ``--tree`` with desync's feature set: ``tar``, ``tar-index``
 (byte-identical catar/caidx), ``untar``, ``untar-index`` (extracted trees
 equal the source) and ``tar-flat`` (``tar -i``/``untar -i`` peak RSS over
-``--flat-trees``). Those modules' docstrings give the details. A case whose
+``--flat-trees``). The OTA case (:mod:`bench_ota`), ``ota``: v1 is ``/usr``'s
+files concatenated up to ``--size``, v2 is v1 edited (in place, shifting
+insertions, a deletion, a repeated region, new data); both tools extract v2
+from a ``pycasync chunk-server`` with no seed, v1's image and v1's index as
+seed, and the check compares the chunks each fetched with the chunks that are
+really new. Those modules' docstrings give the details. A case whose
 prerequisites are missing shows "skipped (reason)" without failing the run.
 
 The input is generated deterministically from ``--seed`` (mostly random data,
@@ -43,6 +48,10 @@ and ``--repeat N`` takes the best of N runs.
 A case is a :class:`Case` in :data:`CASES`: a ``prepare`` hook (untimed, per
 tool), an ``argv`` builder per tool and a ``check`` run after both tools;
 tools differ only in :class:`Tool` methods, so a new case is a few lines.
+This file is the driver (options, report, main); :mod:`bench_core` holds the
+measuring, the tools, the context and :class:`Case`, :mod:`bench_cases` the
+input and the local cases, and each case module registers its cases in
+``bench_core.CASES``, in run order.
 """
 
 from __future__ import annotations
@@ -77,7 +86,7 @@ from bench_core import (
     sha256_file,
 )
 
-for _module in ("bench_net", "bench_archive", "bench_remote"):
+for _module in ("bench_net", "bench_archive", "bench_remote", "bench_ota"):
     importlib.import_module(_module)  # each registers its cases in CASES, in run order
 
 __all__ = ["build_context", "format_table", "main", "parse_args", "report_json"]
@@ -179,7 +188,8 @@ def build_context(args: argparse.Namespace, workdir: str) -> Context:
         path = os.path.join(workdir, f"input-{args.size}-{args.seed}.bin")
         size, sha = args.size, generate_input(path, args.size, args.seed)
     return Context(tools, workdir, path, size, sha, args.repeat, args.seed, args.sizes, args.keep,
-                   os.path.abspath(args.tree), args.flat_trees, args.clients, args.load_chunks)
+                   os.path.abspath(args.tree), args.flat_trees, args.clients, args.load_chunks,
+                   size_arg=args.size)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,6 +212,7 @@ class Context:
     clients: int = 64
     load_chunks: int = 1024
     memo: dict[str, object] = field(default_factory=dict)  # cases' cached facts (tree manifests)
+    size_arg: int = 0  # --size as given (cases that make their own input scale by it)
 
     def path(self, tool: Tool, what: str) -> str:
         """Per-tool scratch path: ``what`` is store, caibx or out."""
