@@ -169,7 +169,8 @@ class ParsableProgress:
     def __init__(self, stream: TextIO | None = None, interval: float = _PARSABLE_REFRESH) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._interval = interval
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while a line is made and written
+        self._count_lock = threading.Lock()  # only for _done: add() never waits for stderr
         self._prefix = ""
         self._total = 0
         self._done = 0
@@ -186,7 +187,9 @@ class ParsableProgress:
         with self._lock:
             self._prefix = label + " "
             self._total = max(0, int(total))
-            self._done = self._previous = 0
+            with self._count_lock:
+                self._done = 0
+            self._previous = 0
             self._began = self._changed = time.monotonic_ns()
             self._width = _tty_width()
             self._emit(final=False)
@@ -196,7 +199,7 @@ class ParsableProgress:
 
     def add(self, n: int) -> None:
         """Record ``n`` more units done; safe to call from any thread."""
-        with self._lock:
+        with self._count_lock:
             self._done += n
 
     def finish(self) -> None:
@@ -216,13 +219,17 @@ class ParsableProgress:
             with self._lock:
                 if stop.is_set():
                     return
-                if self._done != self._previous:
+                with self._count_lock:
+                    done = self._done
+                if done != self._previous:
                     self._changed = time.monotonic_ns()
-                    self._previous = self._done
+                    self._previous = done
                 self._emit(final=False)
 
     def _emit(self, final: bool) -> None:
-        total, done, now = self._total, self._done, time.monotonic_ns()
+        with self._count_lock:
+            done = self._done
+        total, now = self._total, time.monotonic_ns()
         text = self._prefix
         if total:
             text += f" {done / (total / 100):6.2f}%"

@@ -202,3 +202,29 @@ def test_cli_without_the_variable_is_quiet(env: dict[str, str], tmp_path: os.Pat
         f.write(rng_bytes(1 << 20, 22))
     made = _cli(dict(env, DESYNC_ENABLE_PARSABLE_PROGRESS=""), "make", index, src)
     assert made.returncode == 0 and made.stderr == b""
+
+
+def test_add_never_waits_for_a_blocked_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers keep counting while stderr (a full pipe, say) blocks the line being written."""
+    import threading
+
+    monkeypatch.setattr(progress_mod, "_tty_width", lambda: 0)
+    release, writing = threading.Event(), threading.Event()
+
+    class Stuck(io.StringIO):
+        def write(self, text: str) -> int:
+            if "%" in text and not text.startswith("Storing    0.00%"):
+                writing.set()
+                release.wait(10)
+            return super().write(text)
+
+    p = ParsableProgress(Stuck(), interval=0.02)
+    p.start("Storing", 100)
+    p.add(1)
+    assert writing.wait(5)  # the ticker is stuck in write()
+    started = time.monotonic()
+    for _ in range(99):
+        p.add(1)
+    assert time.monotonic() - started < 1
+    release.set()
+    p.finish()
