@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -95,6 +97,9 @@ def test_aligned_range_is_cloned_and_shares_blocks(reflink_fs: str) -> None:
     dst_blocks = physical_map(dst, 2 * MiB, 6 * MiB, bs)
     assert -1 not in src_blocks
     assert src_blocks == dst_blocks  # the very same disk blocks
+    if shutil.which("filefrag"):  # and filefrag -v says so too
+        shown = subprocess.run(["filefrag", "-v", dst], capture_output=True, text=True, check=True).stdout
+        assert "shared" in shown, shown
 
 
 def test_clone_frees_no_space_but_a_copy_does(reflink_fs: str) -> None:
