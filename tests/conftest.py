@@ -16,7 +16,8 @@ Fixtures (any test module may use them; the helpers behind them are in
   (``sync=False``, to keep tests fast).
 - ``data_dir``: the absolute path of ``tests/data``.
 - ``env``: ``os.environ`` with its own empty ``HOME`` (so no real config file
-  is read) and without ``DESYNC_PROGRESSBAR_ENABLED``, for running the CLI.
+  is read) and without ``DESYNC_PROGRESSBAR_ENABLED`` or
+  ``DESYNC_ENABLE_PARSABLE_PROGRESS``, for running the CLI.
 - ``sshd`` (session): a real OpenSSH server on 127.0.0.1, a
   :class:`tests.support.sshd.SSHServer`; skips without OpenSSH (fails under
   ``CI=true``).
@@ -123,7 +124,8 @@ def env(tmp_path: os.PathLike[str]) -> dict[str, str]:
     """An environment with its own HOME (so no real config file is read)."""
     home = os.path.join(tmp_path, "home")
     os.makedirs(home, exist_ok=True)
-    out = {k: v for k, v in os.environ.items() if k != "DESYNC_PROGRESSBAR_ENABLED"}
+    unwanted = ("DESYNC_PROGRESSBAR_ENABLED", "DESYNC_ENABLE_PARSABLE_PROGRESS")
+    out = {k: v for k, v in os.environ.items() if k not in unwanted}
     out["HOME"] = home
     return out
 

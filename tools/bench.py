@@ -31,7 +31,12 @@ errors, server peak RSS). Archive cases (:mod:`bench_archive`) on the
 read-only ``--tree`` with desync's feature set: ``tar``, ``tar-index``
 (byte-identical catar/caidx), ``untar``, ``untar-index`` (extracted trees
 equal the source) and ``tar-flat`` (``tar -i``/``untar -i`` peak RSS over
-``--flat-trees``). Those modules' docstrings give the details. A case whose
+``--flat-trees``). The OTA case (:mod:`bench_ota`), ``ota``: v1 is ``/usr``'s
+files concatenated up to ``--size``, v2 is v1 edited (in place, shifting
+insertions, a deletion, a repeated region, new data); both tools extract v2
+from a ``pycasync chunk-server`` with no seed, v1's image and v1's index as
+seed, and the check compares the chunks each fetched with the chunks that are
+really new. Those modules' docstrings give the details. A case whose
 prerequisites are missing shows "skipped (reason)" without failing the run.
 
 The input is generated deterministically from ``--seed`` (mostly random data,
@@ -43,481 +48,48 @@ and ``--repeat N`` takes the best of N runs.
 A case is a :class:`Case` in :data:`CASES`: a ``prepare`` hook (untimed, per
 tool), an ``argv`` builder per tool and a ``check`` run after both tools;
 tools differ only in :class:`Tool` methods, so a new case is a few lines.
+This file is the driver (options, report, main); :mod:`bench_core` holds the
+measuring, the tools, the context and :class:`Case`, :mod:`bench_cases` the
+input and the local cases, and each case module registers its cases in
+``bench_core.CASES``, in run order.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
-import random
-import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import asdict
 
-__all__ = [
-    "BenchError", "CASES", "Case", "CasyncTool", "Context", "GNU_TIME", "INPUT_FREE", "Measurement",
-    "PycasyncTool", "Row", "Tool", "build_context", "capture", "case_flat", "chunk_names",
-    "flat_verdict", "format_size", "format_table", "generate_input", "main", "parse_args", "parse_size",
-    "remove", "report_json", "run_command", "sha256_file", "skipped",
-]
-
-MIB = 1 << 20
-PIECE = 16 * MIB  # generation granularity: bounded memory
-SEGMENT = MIB  # unit of a zero run / repeated block
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAT_RATIO = 1.15
-FLAT_SLACK_KIB = 8 * 1024
-
-
-# ---------------------------------------------------------------- measuring
-
-
-@dataclass
-class Measurement:
-    """One child process run: wall seconds, peak RSS in KiB, exit code."""
-
-    wall: float
-    maxrss_kib: int
-    returncode: int
-    stderr: str = ""
-
-
-def _find_gnu_time() -> str | None:
-    """/usr/bin/time if it is GNU time (it can report its child's peak RSS)."""
-    path = shutil.which("time", path="/usr/bin:/bin")
-    if not path:
-        return None
-    try:
-        res = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return None
-    return path if "GNU" in res.stdout + res.stderr else None
-
-
-GNU_TIME = _find_gnu_time()
-"""GNU time, used as a thin launcher so the child's peak RSS excludes ours.
-
-Python spawns children with vfork, and Linux charges the peak RSS of the
-mm an ``execve`` replaces to the new program, so ``os.wait4`` alone reports
-at least this script's own peak RSS. Launched from the small ``time``
-process, the measured program starts from a ~1 MiB footprint.
-"""
-
-
-def run_command(argv: list[str]) -> Measurement:
-    """Run ``argv`` (stdout discarded), wait for it with ``os.wait4`` and measure it."""
-    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
-        wrapped = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv] if GNU_TIME else argv
-        start = time.perf_counter()
-        proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        text = err.read().decode("utf-8", "replace")
-        lines = rss.read().split()
-    maxrss = int(lines[-1]) if GNU_TIME and lines and lines[-1].isdigit() else usage.ru_maxrss
-    return Measurement(wall, maxrss, proc.returncode, text[-2000:])
-
-
-def capture(argv: list[str]) -> str:
-    """Run ``argv`` and return its first output line (or the error)."""
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except OSError as exc:
-        return f"unavailable ({exc.strerror})"
-    text = (res.stdout.strip() or res.stderr.strip()).replace("\n", "; ")
-    return text if res.returncode == 0 else f"unavailable (exit {res.returncode}: {text[:200]})"
-
-
-# ---------------------------------------------------------------- tools
-
-
-class Tool:
-    """How one implementation spells each operation."""
-
-    name = "tool"
-
-    def __init__(self, command: list[str]) -> None:
-        self.command = command
-
-    def version(self) -> str:
-        """The tool's version line."""
-        return capture([*self.command, "--version"])
-
-    def make(self, store: str, index: str, src: str) -> list[str]:
-        """argv chunking ``src`` into ``store``, writing the blob index ``index``."""
-        raise NotImplementedError
-
-    def extract(self, store: str, index: str, out: str) -> list[str]:
-        """argv rebuilding the blob of ``index`` from ``store`` into ``out``."""
-        raise NotImplementedError
-
-    def tar(self, out: str, tree: str, store: str | None = None) -> list[str]:
-        """argv packing ``tree`` into the catar ``out`` (with ``store``: a caidx plus chunks)."""
-        raise NotImplementedError
-
-    def untar(self, archive: str, out: str, store: str | None = None) -> list[str]:
-        """argv unpacking the catar ``archive`` (with ``store``: a caidx) into the directory ``out``."""
-        raise NotImplementedError
-
-
-class CasyncTool(Tool):
-    """Debian's C casync."""
-
-    name = "casync"
-    features = tuple(f"--with={w}" for w in ("32bit-uids", "nsec-time", "permissions", "symlinks",
-                                              "device-nodes", "fifos", "sockets", "xattrs"))
-    """desync's archive feature set (flags 0xb000000010001f22) in casync's spelling."""
-
-    def make(self, store: str, index: str, src: str) -> list[str]:
-        return [*self.command, f"--store={store}", "make", index, src]
-
-    def extract(self, store: str, index: str, out: str) -> list[str]:
-        return [*self.command, f"--store={store}", "--seed-output=no", "extract", index, out]
-
-    def tar(self, out: str, tree: str, store: str | None = None) -> list[str]:
-        return [*self.command, *self.features, *([f"--store={store}"] if store else []), "make", out, tree]
-
-    def untar(self, archive: str, out: str, store: str | None = None) -> list[str]:
-        opts = [f"--store={store}", "--seed-output=no"] if store else []
-        return [*self.command, *self.features, *opts, "extract", archive, out]
-
-
-class PycasyncTool(Tool):
-    """pycasync's desync-style CLI."""
-
-    name = "pycasync"
-
-    def __init__(self, command: list[str], concurrency: int | None) -> None:
-        super().__init__(command)
-        self.extra = ["-n", str(concurrency)] if concurrency else []
-
-    def make(self, store: str, index: str, src: str) -> list[str]:
-        return [*self.command, "make", "-s", store, *self.extra, index, src]
-
-    def extract(self, store: str, index: str, out: str) -> list[str]:
-        return [*self.command, "extract", "-s", store, *self.extra, index, out]
-
-    def tar(self, out: str, tree: str, store: str | None = None) -> list[str]:
-        return [*self.command, "tar", *(["-i", "-s", store] if store else []), *self.extra, out, tree]
-
-    def untar(self, archive: str, out: str, store: str | None = None) -> list[str]:
-        return [*self.command, "untar", *(["-i", "-s", store] if store else []), *self.extra, archive, out]
-
-
-# ---------------------------------------------------------------- context
-
-
-@dataclass
-class Row:
-    """One line of the result table."""
-
-    case: str
-    size: int
-    results: dict[str, Measurement] = field(default_factory=dict)
-    check: str = ""
-    ok: bool = True
-
-    def ratio(self) -> float | None:
-        """casync time / pycasync time (>1: pycasync is faster)."""
-        c, p = self.results.get("casync"), self.results.get("pycasync")
-        return c.wall / p.wall if c and p and p.wall > 0 else None
-
-
-@dataclass
-class Context:
-    """Shared state of a run: tools, input file and per-tool paths."""
-
-    tools: list[Tool]
-    workdir: str
-    input_path: str
-    input_size: int
-    input_sha: str
-    repeat: int
-    seed: int = 0
-    sizes: list[int] = field(default_factory=list)
-    keep: bool = False
-    tree: str = "/usr/share"
-    flat_trees: list[str] = field(default_factory=list)
-    clients: int = 64
-    load_chunks: int = 1024
-    memo: dict[str, object] = field(default_factory=dict)  # cases' cached facts (tree manifests)
-
-    def path(self, tool: Tool, what: str) -> str:
-        """Per-tool scratch path: ``what`` is store, caibx or out."""
-        return os.path.join(self.workdir, f"{tool.name}.{what}")
-
-    def ensure_made(self, tool: Tool) -> None:
-        """Run ``make`` untimed if the tool's index or store is missing."""
-        index, store = self.path(tool, "caibx"), self.path(tool, "store")
-        if os.path.exists(index) and os.path.isdir(store):
-            return
-        remove(index)
-        res = run_command(tool.make(store, index, self.input_path))
-        if res.returncode != 0:
-            raise BenchError(f"{tool.name} make (setup) failed: {res.stderr.strip()}")
-
-
-class BenchError(Exception):
-    """A tool failed in a way that makes the rest of a case meaningless."""
-
-
-def remove(path: str) -> None:
-    """Remove a file or directory tree if it exists."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file, read in pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            buf = f.read(PIECE)
-            if not buf:
-                return h.hexdigest()
-            h.update(buf)
-
-
-def chunk_names(store: str) -> set[str]:
-    """The chunk file names of a local store."""
-    names: set[str] = set()
-    for _dirpath, _dirs, files in os.walk(store):
-        names.update(f for f in files if f.endswith(".cacnk"))
-    return names
-
-
-# ---------------------------------------------------------------- input
-
-
-def parse_size(text: str) -> int:
-    """``"1GiB"``, ``"256M"``, ``"4096"`` -> bytes (K/M/G/T are binary multiples)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (try 256MiB, 1G, 4096)")
-    power = " KMGT".index(m.group(2).upper() or " ")
-    return int(float(m.group(1)) * (1 << (10 * power)))
-
-
-def format_size(n: int) -> str:
-    """Bytes as a short binary-unit string."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            value = n / (1 << shift)
-            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.2f}{unit}"
-    return f"{n}B"
-
-
-def _fill_piece(rng: random.Random, n: int, pool: list[bytes]) -> bytes:
-    """``n`` bytes: random, with ~8% zero runs and ~12% repeats of pool blocks."""
-    buf = bytearray(rng.randbytes(n))
-    for off in range(0, n, SEGMENT):
-        end = min(off + SEGMENT, n)
-        pick = rng.random()
-        if pick < 0.08:
-            buf[off:end] = bytes(end - off)
-        elif pick < 0.20:
-            buf[off:end] = rng.choice(pool)[: end - off]
-    return bytes(buf)
-
-
-def generate_input(path: str, size: int, seed: int) -> str:
-    """Write the deterministic test input (reused if already there); return its sha256.
-
-    The data is produced 16 MiB at a time, so memory stays flat at any size.
-    A ``<path>.sha256`` sidecar marks a complete file.
-    """
-    sidecar = path + ".sha256"
-    if os.path.exists(sidecar) and os.path.exists(path) and os.path.getsize(path) == size:
-        with open(sidecar) as f:
-            return f.read().strip()
-    rng = random.Random(seed)
-    pool = [rng.randbytes(SEGMENT) for _ in range(8)]
-    h = hashlib.sha256()
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        left = size
-        while left:
-            piece = _fill_piece(rng, min(PIECE, left), pool)
-            f.write(piece)
-            h.update(piece)
-            left -= len(piece)
-    os.replace(tmp, path)
-    with open(sidecar, "w") as f:
-        f.write(h.hexdigest() + "\n")
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------- cases
-
-
-@dataclass
-class Case:
-    """A casync-vs-pycasync comparison: untimed prepare, timed argv, then check.
-
-    ``check`` returns a problem description, or None when all is well.
-    """
-
-    name: str
-    description: str
-    prepare: Callable[[Context, Tool], None]
-    argv: Callable[[Context, Tool], list[str]]
-    check: Callable[[Context], str | None]
-    size: Callable[[Context], int] | None = None  # the size column; default: the input's
-
-    def __call__(self, ctx: Context) -> list[Row]:
-        row = Row(self.name, self.size(ctx) if self.size else ctx.input_size)
-        for _ in range(ctx.repeat):
-            for tool in ctx.tools:
-                self.prepare(ctx, tool)
-                os.sync()
-                m = run_command(self.argv(ctx, tool))
-                row.results[tool.name] = _best(row.results.get(tool.name), m)
-                if m.returncode != 0:
-                    row.ok, row.check = False, f"{tool.name} FAILED: {_last_line(m.stderr)}"
-                    return [row]
-        problem = self.check(ctx)
-        row.ok, row.check = problem is None, problem or "ok"
-        return [row]
-
-
-def _best(old: Measurement | None, new: Measurement) -> Measurement:
-    """Fastest wall time, highest peak RSS seen (a failure always wins)."""
-    if old is None or new.returncode != 0:
-        return new
-    fastest = new if new.wall < old.wall else old
-    return Measurement(fastest.wall, max(old.maxrss_kib, new.maxrss_kib), 0, fastest.stderr)
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "(no stderr)"
-
-
-def _prep_make_empty(ctx: Context, tool: Tool) -> None:
-    remove(ctx.path(tool, "store"))
-    remove(ctx.path(tool, "caibx"))
-
-
-def _prep_make_again(ctx: Context, tool: Tool) -> None:
-    ctx.ensure_made(tool)
-    remove(ctx.path(tool, "caibx"))
-
-
-def _prep_extract(ctx: Context, tool: Tool) -> None:
-    ctx.ensure_made(tool)
-    remove(ctx.path(tool, "out"))
-
-
-def _argv_make(ctx: Context, tool: Tool) -> list[str]:
-    return tool.make(ctx.path(tool, "store"), ctx.path(tool, "caibx"), ctx.input_path)
-
-
-def _argv_extract(ctx: Context, tool: Tool) -> list[str]:
-    return tool.extract(ctx.path(tool, "store"), ctx.path(tool, "caibx"), ctx.path(tool, "out"))
-
-
-def _check_indexes(ctx: Context) -> str | None:
-    """The caibx files must be byte-identical and the stores hold the same ids."""
-    blobs = {}
-    for tool in ctx.tools:
-        with open(ctx.path(tool, "caibx"), "rb") as f:
-            blobs[tool.name] = f.read()
-    if len(set(blobs.values())) > 1:
-        a, b = list(blobs.values())[:2]
-        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        sizes = ", ".join(f"{k} {len(v)} bytes" for k, v in blobs.items())
-        return f"MISMATCH: caibx files differ ({sizes}; first difference at byte {first})"
-    ids = [chunk_names(ctx.path(tool, "store")) for tool in ctx.tools]
-    if any(s != ids[0] for s in ids):
-        return f"MISMATCH: stores differ ({' vs '.join(str(len(s)) for s in ids)} chunks)"
-    return None
-
-
-def _check_outputs(ctx: Context) -> str | None:
-    """Every tool's extracted output must hash like the input."""
-    bad = [t.name for t in ctx.tools if sha256_file(ctx.path(t, "out")) != ctx.input_sha]
-    return f"MISMATCH: output of {', '.join(bad)} differs from the input" if bad else None
-
-
-def case_flat(ctx: Context) -> list[Row]:
-    """pycasync make + extract peak RSS at each of ``ctx.sizes``: flat or not."""
-    tool = next((t for t in ctx.tools if t.name == "pycasync"), None)
-    if tool is None:
-        return [Row("flat", 0, check="skipped (pycasync unavailable)", ok=False)]
-    rows: dict[str, list[Row]] = {"make": [], "extract": []}
-    for size in sorted(ctx.sizes):
-        src = os.path.join(ctx.workdir, f"input-{size}-{ctx.seed}.bin")
-        sha = ctx.input_sha if src == ctx.input_path else generate_input(src, size, ctx.seed)
-        store, index, out = (os.path.join(ctx.workdir, f"flat.{w}") for w in ("store", "caibx", "out"))
-        for op, argv in (
-            ("make", tool.make(store, index, src)),
-            ("extract", tool.extract(store, index, out)),
-        ):
-            os.sync()
-            m = run_command(argv)
-            row = Row(f"flat:{op}", size, {tool.name: m})
-            if m.returncode != 0:
-                row.ok, row.check = False, f"FAILED: {_last_line(m.stderr)}"
-            rows[op].append(row)
-        if rows["extract"][-1].ok and sha256_file(out) != sha:
-            rows["extract"][-1].ok, rows["extract"][-1].check = False, "MISMATCH: output differs from input"
-        for path in (store, index, out) if ctx.keep or src == ctx.input_path else (store, index, out, src):
-            remove(path)
-    for op_rows in rows.values():
-        flat_verdict(op_rows, tool.name)
-    return rows["make"] + rows["extract"]
-
-
-def skipped(name: str, reason: str) -> list[Row]:
-    """The row of a case that cannot run here (not a failure)."""
-    return [Row(name, 0, check=f"skipped ({reason})")]
-
-
-def flat_verdict(rows: list[Row], tool: str) -> None:
-    """Mark the largest size's row "flat" or "NOT FLAT" against the smallest."""
-    if len(rows) < 2 or not all(r.ok for r in rows):
-        return
-    small, large = rows[0].results[tool].maxrss_kib, rows[-1].results[tool].maxrss_kib
-    growth = f"{(large - small) / small * 100:+.1f}% vs {format_size(rows[0].size)}"
-    if large <= small * FLAT_RATIO + FLAT_SLACK_KIB:
-        rows[-1].check = f"flat ({growth})"
-    else:
-        rows[-1].ok, rows[-1].check = False, f"NOT FLAT ({growth})"
-
-
-CASES: dict[str, Callable[[Context], list[Row]]] = {
-    "make": Case("make", "make into empty stores", _prep_make_empty, _argv_make, _check_indexes),
-    "make-again": Case(
-        "make-again", "make, all chunks present", _prep_make_again, _argv_make, _check_indexes
-    ),
-    "extract": Case("extract", "extract to a new file", _prep_extract, _argv_extract, _check_outputs),
-    "flat": case_flat,
-}
-"""Case name -> runner, in run order; ``--only`` picks a subset."""
-
-INPUT_FREE: set[str] = set()
-"""Cases that need no generated input."""
-
-# The extra case modules import this one as ``bench`` (even when it runs as a
-# script) and add their cases to CASES and INPUT_FREE.
-sys.modules.setdefault("bench", sys.modules[__name__])
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-for _extra in ("bench_net", "bench_archive", "bench_remote"):
-    importlib.import_module(_extra)
+
+from bench_cases import generate_input  # registers the local cases first
+from bench_core import (
+    CASES,
+    GNU_TIME,
+    INPUT_FREE,
+    REPO,
+    BenchError,
+    CasyncTool,
+    Context,
+    PycasyncTool,
+    Row,
+    Tool,
+    format_size,
+    parse_size,
+    sha256_file,
+)
+
+for _module in ("bench_net", "bench_archive", "bench_remote", "bench_ota"):
+    importlib.import_module(_module)  # each registers its cases in CASES, in run order
+
+__all__ = ["build_context", "format_table", "main", "parse_args", "report_json"]
 
 
 # ---------------------------------------------------------------- report
@@ -616,7 +188,8 @@ def build_context(args: argparse.Namespace, workdir: str) -> Context:
         path = os.path.join(workdir, f"input-{args.size}-{args.seed}.bin")
         size, sha = args.size, generate_input(path, args.size, args.seed)
     return Context(tools, workdir, path, size, sha, args.repeat, args.seed, args.sizes, args.keep,
-                   os.path.abspath(args.tree), args.flat_trees, args.clients, args.load_chunks)
+                   os.path.abspath(args.tree), args.flat_trees, args.clients, args.load_chunks,
+                   size_arg=args.size)
 
 
 def main(argv: list[str] | None = None) -> int:

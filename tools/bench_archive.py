@@ -31,7 +31,7 @@ import stat
 from typing import Callable
 
 import bench_net
-from bench import (
+from bench_core import (
     CASES,
     INPUT_FREE,
     PIECE,
@@ -314,6 +314,6 @@ ARCHIVE_CASES: dict[str, Callable[[Context], list[Row]]] = {
     "untar-index": _untar_case("untar-index", "caidx into a new directory", True),
     "tar-flat": case_tar_flat,
 }
-"""The archive cases, in run order (registered in :data:`bench.CASES` and :data:`bench.INPUT_FREE`)."""
+"""The archive cases, in run order (in :data:`bench_core.CASES` and :data:`bench_core.INPUT_FREE`)."""
 CASES.update(ARCHIVE_CASES)
 INPUT_FREE.update(ARCHIVE_CASES)

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Callable, TypeVar
 
-from bench import (
+from bench_core import (
     CASES,
     BenchError,
     Case,
@@ -332,5 +332,5 @@ NET_CASES: dict[str, Callable[[Context], list[Row]]] = {
     "http-extract": case_http_extract,
     "http-load": case_http_load,
 }
-"""The network cases, in run order (registered in :data:`bench.CASES`)."""
+"""The network cases, in run order (registered in :data:`bench_core.CASES`)."""
 CASES.update(NET_CASES)

@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Callable
 
-from bench import (
+from bench_core import (
     CASES,
     REPO,
     BenchError,
@@ -320,5 +320,5 @@ REMOTE_CASES: dict[str, Callable[[Context], list[Row]]] = {
     "s3-extract": case_s3_extract,
     "fuse-read": case_fuse_read,
 }
-"""The remote cases, in run order (registered in :data:`bench.CASES`)."""
+"""The remote cases, in run order (registered in :data:`bench_core.CASES`)."""
 CASES.update(REMOTE_CASES)

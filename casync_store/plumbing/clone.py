@@ -51,11 +51,11 @@ _NEVER = frozenset(
         errno.EOPNOTSUPP,
         getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
         errno.ENOTTY,
-        errno.EPERM,
     )
 )
-# Errors after which the next way of copying is tried for this range only.
-_FALL_BACK = _NEVER | {errno.EINVAL, errno.EBADF, errno.ETXTBSY, errno.EISDIR}
+# Errors after which the next way of copying is tried for this range only (EPERM: an
+# immutable or append-only file, a property of one file, not of the filesystem).
+_FALL_BACK = _NEVER | {errno.EINVAL, errno.EBADF, errno.EPERM, errno.ETXTBSY, errno.EISDIR}
 
 _lock = threading.Lock()
 _no_clone: set[tuple[int, int]] = set()  # (src st_dev, dst st_dev) that cannot clone
@@ -130,6 +130,8 @@ def can_clone(src_fd: int, dst_fd: int) -> bool:
     try:
         _ioctl_clone(src_fd, beyond, dst_fd, beyond, bs)
     except OSError as e:
+        if e.errno not in _NEVER and e.errno != errno.EINVAL:
+            return False  # about these files (EPERM, EBADF: not open for writing), not the filesystem
         able = e.errno == errno.EINVAL
     else:  # nothing there to clone, yet it worked: trust it
         able = True
@@ -215,7 +217,8 @@ def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int
 
     Returns ``(bytes_cloned, bytes_copied)``, which add up to ``length``.
     Blocks are shared where the filesystem can (see the module docstring);
-    the destination may be extended, also past its current end. Raises
+    the destination may be extended, also past its current end. Both may be
+    one file, but the two ranges must not overlap. Raises
     :class:`ShortSourceError` when the source ends early (some bytes may have
     been written by then) and ``OSError`` for any other failure.
     """

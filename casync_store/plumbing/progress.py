@@ -1,12 +1,15 @@
-"""Progress reporting for long operations: the protocol and a terminal bar.
+"""Progress reporting for long operations: the protocol, a terminal bar, desync's parsable lines.
 
 Operations take an optional :class:`Progress` and call :meth:`Progress.start`
 once per phase, :meth:`Progress.add` from any thread as work completes, and
-:meth:`Progress.finish` at the end. :func:`make_progress` returns a
-:class:`ProgressBar` drawn on stderr when it is wanted, as desync decides:
-when stderr is a terminal or ``DESYNC_PROGRESSBAR_ENABLED`` is set non-empty.
-The bar redraws at most five times a second, so calling :meth:`add` per chunk
-costs a lock and a clock read.
+:meth:`Progress.finish` at the end. :func:`make_progress` decides what is
+shown as desync does (``progressbar.go``, over the ``pb`` v1 library): when
+``DESYNC_ENABLE_PARSABLE_PROGRESS`` is set non-empty, a
+:class:`ParsableProgress` writes one line per update to stderr, in desync's
+format; otherwise a :class:`ProgressBar` is drawn on stderr when stderr is a
+terminal or ``DESYNC_PROGRESSBAR_ENABLED`` is set non-empty. The bar redraws
+at most five times a second, so calling :meth:`add` per chunk costs a lock
+and a clock read.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ import time
 from collections.abc import Iterator
 from typing import Protocol, TextIO
 
-__all__ = ["Progress", "ProgressBar", "make_progress", "progress_wanted", "phase"]
+__all__ = [
+    "Progress",
+    "ProgressBar",
+    "ParsableProgress",
+    "make_progress",
+    "progress_wanted",
+    "parsable_wanted",
+    "phase",
+]
 
 _REFRESH = 0.2  # seconds between redraws
 _WIDTH = 30  # characters of the bar itself
@@ -98,6 +109,147 @@ class ProgressBar:
         self._stream.flush()
 
 
+_SECOND = 1_000_000_000  # nanoseconds, the unit of desync's (Go's) durations
+_PARSABLE_REFRESH = 0.5  # seconds between lines, as desync sets it for parsable output
+
+
+def _go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String`` for a whole number of seconds (``0s``, ``4s``, ``1m5s``, ``2h0m1s``)."""
+    total = ns // _SECOND
+    hours, minutes, seconds = total // 3600, total // 60 % 60, total % 60
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def _pb_duration(ns: int) -> str:
+    """The ``pb`` v1 library's time-left format: ``[Nd][Nh]MMmSSs``."""
+    out = ""
+    if ns > 24 * 3600 * _SECOND:
+        days = ns // (24 * 3600 * _SECOND)
+        out = f"{days}d"
+        ns -= days * 24 * 3600 * _SECOND
+    if ns > 3600 * _SECOND:
+        out += f"{ns // (3600 * _SECOND)}h"
+        ns -= ns // (3600 * _SECOND) * 3600 * _SECOND
+    minutes = ns // (60 * _SECOND)
+    ns -= minutes * 60 * _SECOND
+    return f"{out}{minutes:02d}m{ns // _SECOND:02d}s"
+
+
+def _tty_width() -> int:
+    """Columns of the controlling terminal (``/dev/tty``), 0 without one: lines are padded to it."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        return 0
+    try:
+        return os.get_terminal_size(fd).columns
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+class ParsableProgress:
+    """desync's ``DESYNC_ENABLE_PARSABLE_PROGRESS`` output: one progress line at a time on stderr.
+
+    Each phase writes a line when it starts, one every half second while it
+    runs (changed or not) and a last one when it finishes. A line is the
+    label and a space, then while the total is known `` NNN.NN%`` and, once
+    an estimate exists, `` MMmSSs`` left; the last line ends with the time
+    taken in Go's notation (`` 3s``, `` 1m5s``). Lines are padded with spaces
+    to the width of the controlling terminal, if there is one, as desync
+    does. (desync also prints an empty line on stdout when a phase ends; not
+    here, since stdout may carry an image or an index.)
+    """
+
+    def __init__(self, stream: TextIO | None = None, interval: float = _PARSABLE_REFRESH) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._interval = interval
+        self._lock = threading.Lock()  # held while a line is made and written
+        self._count_lock = threading.Lock()  # only for _done: add() never waits for stderr
+        self._prefix = ""
+        self._total = 0
+        self._done = 0
+        self._previous = 0
+        self._began = 0
+        self._changed = 0
+        self._width = 0
+        self._stop: threading.Event | None = None
+        self._ticker: threading.Thread | None = None
+
+    def start(self, label: str, total: int) -> None:
+        """Begin a phase of ``total`` units (0 when unknown) and write its first line."""
+        self.finish()
+        with self._lock:
+            self._prefix = label + " "
+            self._total = max(0, int(total))
+            with self._count_lock:
+                self._done = 0
+            self._previous = 0
+            self._began = self._changed = time.monotonic_ns()
+            self._width = _tty_width()
+            self._emit(final=False)
+            stop = self._stop = threading.Event()
+        ticker = self._ticker = threading.Thread(target=self._tick, args=(stop,), daemon=True)
+        ticker.start()
+
+    def add(self, n: int) -> None:
+        """Record ``n`` more units done; safe to call from any thread."""
+        with self._count_lock:
+            self._done += n
+
+    def finish(self) -> None:
+        """Stop the periodic lines and write the last one, with the time taken."""
+        stop, ticker = self._stop, self._ticker
+        if stop is None or ticker is None:
+            return
+        self._stop = self._ticker = None
+        stop.set()
+        if ticker is not threading.current_thread():
+            ticker.join()
+        with self._lock:
+            self._emit(final=True)
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval):
+            with self._lock:
+                if stop.is_set():
+                    return
+                with self._count_lock:
+                    done = self._done
+                if done != self._previous:
+                    self._changed = time.monotonic_ns()
+                    self._previous = done
+                self._emit(final=False)
+
+    def _emit(self, final: bool) -> None:
+        with self._count_lock:
+            done = self._done
+        total, now = self._total, time.monotonic_ns()
+        text = self._prefix
+        if total:
+            text += f" {done / (total / 100):6.2f}%"
+        if final:
+            text += " " + _go_duration(now - self._began)
+        elif total and done > 0:
+            per_unit = (self._changed - self._began) // done
+            left = (total - done) * per_unit - (now - self._changed)
+            left = int(left / _SECOND) * _SECOND  # truncated toward zero, as Go divides
+            if left > 0:
+                text += " " + _pb_duration(left)
+        if len(text) < self._width:
+            text += " " * (self._width - len(text))
+        try:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr gone: progress is not worth failing for
+            pass
+
+
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -114,9 +266,23 @@ def progress_wanted(stream: TextIO | None = None) -> bool:
         return False
 
 
-def make_progress(enabled: bool = True) -> ProgressBar | None:
-    """A stderr :class:`ProgressBar` when ``enabled`` and wanted, else ``None``."""
-    if enabled and progress_wanted():
+def parsable_wanted() -> bool:
+    """Whether desync's parsable progress lines are asked for (``DESYNC_ENABLE_PARSABLE_PROGRESS``)."""
+    return bool(os.environ.get("DESYNC_ENABLE_PARSABLE_PROGRESS", ""))
+
+
+def make_progress(enabled: bool = True) -> ProgressBar | ParsableProgress | None:
+    """What to report progress to on stderr, as desync chooses; ``None`` for nothing.
+
+    Parsable lines when ``DESYNC_ENABLE_PARSABLE_PROGRESS`` is set, else a bar
+    when :func:`progress_wanted`, else nothing (and always nothing unless
+    ``enabled``).
+    """
+    if not enabled:
+        return None
+    if parsable_wanted():
+        return ParsableProgress()
+    if progress_wanted():
         return ProgressBar()
     return None
 

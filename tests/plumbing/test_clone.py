@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -95,6 +97,9 @@ def test_aligned_range_is_cloned_and_shares_blocks(reflink_fs: str) -> None:
     dst_blocks = physical_map(dst, 2 * MiB, 6 * MiB, bs)
     assert -1 not in src_blocks
     assert src_blocks == dst_blocks  # the very same disk blocks
+    if shutil.which("filefrag"):  # and filefrag -v says so too
+        shown = subprocess.run(["filefrag", "-v", dst], capture_output=True, text=True, check=True).stdout
+        assert "shared" in shown, shown
 
 
 def test_clone_frees_no_space_but_a_copy_does(reflink_fs: str) -> None:
@@ -297,24 +302,47 @@ def test_copy_file_range_other_errors_propagate(tmp_path: object, monkeypatch: p
         os.close(dfd)
 
 
-def test_clone_refusal_is_remembered(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("code", "remembered"),
+    [(errno.EOPNOTSUPP, True), (errno.EXDEV, True), (errno.ENOTTY, True), (errno.EPERM, False)],
+)
+def test_clone_refusal_is_remembered(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, code: int, remembered: bool
+) -> None:
     calls = []
 
     def refuse(*args: object) -> None:
         calls.append(args)
-        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(clone, "_ioctl_clone", refuse)
     data = rng_bytes(MiB, 15)
     sfd, dfd = _pair(tmp_path, data)
     try:
         for _ in range(4):
+            assert clone.clone_range(sfd, 0, dfd, 0, MiB) is False
             assert copy_range(sfd, 0, dfd, 0, MiB) == (0, MiB)
-        assert not can_clone(sfd, dfd)
+        assert os.pread(dfd, MiB, 0) == data
     finally:
         os.close(sfd)
         os.close(dfd)
-    assert len(calls) == 1  # the probe only
+    # a refusal of the filesystem is asked once (by the first clone_range); one of a file each time
+    assert len(calls) == (1 if remembered else 8)
+
+
+def test_unexpected_clone_error_propagates(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(clone, "_ioctl_clone", fail)
+    sfd, dfd = _pair(tmp_path, rng_bytes(4096, 16))
+    try:
+        with pytest.raises(OSError) as info:
+            clone.clone_range(sfd, 0, dfd, 0, 4096)
+        assert info.value.errno == errno.EIO
+    finally:
+        os.close(sfd)
+        os.close(dfd)
 
 
 def test_zero_length_and_block_size(tmp_path: object) -> None:

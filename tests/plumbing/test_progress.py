@@ -42,6 +42,7 @@ def test_progress_only_when_wanted(monkeypatch):
             return True
 
     monkeypatch.delenv("DESYNC_PROGRESSBAR_ENABLED", raising=False)
+    monkeypatch.delenv("DESYNC_ENABLE_PARSABLE_PROGRESS", raising=False)
     assert not progress_wanted(io.StringIO())
     assert progress_wanted(Tty())
     monkeypatch.setenv("DESYNC_PROGRESSBAR_ENABLED", "1")
