@@ -19,6 +19,7 @@ without an index); :func:`seed_dir` lists the seeds of a ``--seed-dir``.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from casync_format.chunker import ChunkerParams
-from casync_format.errors import FormatError, ParameterError, SeedError
+from casync_format.errors import FormatError, InputChanged, ParameterError, SeedError
 from casync_format.index import HEADER, Index, IndexChunk, IndexHeader
 
 from ..pipeline import ZeroChunk
@@ -35,6 +36,8 @@ from ..plumbing.fileio import pread
 from ..plumbing.pool import ThreadMap, default_workers
 from ..stores.indexio import open_index
 from .make import iter_chunk_ids
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "Seed", "IndexSeed", "RawSeed", "SeedSet", "SelfSeed", "Job", "INVALID_SEED_ACTIONS",
@@ -89,12 +92,19 @@ class Seed:
         """Chunk the data afresh with the target's chunk sizes and digest (nothing on disk changes)."""
         params = ChunkerParams(index.header.chunk_size_min, index.header.chunk_size_avg,
                                index.header.chunk_size_max)
+        chunks: list[IndexChunk] = []
         try:
-            self.chunks = [IndexChunk(start, size, cid) for start, size, cid in
-                           iter_chunk_ids(self.data_path, params, index.digest, concurrency)]
+            for start, size, cid in iter_chunk_ids(self.data_path, params, index.digest, concurrency):
+                chunks.append(IndexChunk(start, size, cid))
+        except InputChanged:
+            # Every byte taken from a seed is verified when it is used, so the chunks
+            # seen until the data changed are still good hints; the rest comes from stores.
+            _log.warning("seed %s changed while it was chunked: using the %d chunks before", self.name,
+                         len(chunks))
         except OSError as exc:
             why = exc.strerror or str(exc)
             raise SeedError(self.name, f"cannot chunk its data {self.data_path}: {why}") from None
+        self.chunks = chunks
         self.fresh, self.problem = True, ""
         self.blob_size = self.chunks[-1].start + self.chunks[-1].size if self.chunks else 0
 

@@ -141,6 +141,33 @@ def test_a_seed_changing_during_extract_falls_back_to_the_store(tmp_path, rng_by
     assert stats.chunks_from_seeds > 50
 
 
+class ShrinkingSeed(RawSeed):
+    """A raw seed whose file is cut to half by another writer after its first chunks were read."""
+
+    def regenerate(self, index, concurrency=None) -> None:
+        half = os.path.getsize(self.data_path) // 2
+        timer = threading.Timer(0.0, os.truncate, (self.data_path, half))
+        timer.start()  # while the chunker reads: a short read or a changed size
+        try:
+            super().regenerate(index, concurrency)
+        finally:
+            timer.join()
+
+
+def test_a_seed_shrinking_while_it_is_chunked_is_still_used_safely(tmp_path, rng_bytes):
+    data = rng_bytes(8 * MIB, 17)
+    _path, index_path, store = _made(tmp_path, "img", data)
+    for round_ in range(4):
+        seed = tmp_path / f"seed{round_}"
+        seed.write_bytes(data)
+        out = tmp_path / "out"
+        with open_index(index_path) as index:
+            stats = extract(index, str(out), store, seeds=[ShrinkingSeed(str(seed))])
+        assert out.read_bytes() == data  # what the seed lost came from the store
+        assert os.path.getsize(seed) == len(data) // 2
+        assert stats.chunks_total == stats.chunks_from_seeds + stats.chunks_from_store
+
+
 def test_in_place_with_a_seed_into_the_old_version(tmp_path, rng_bytes):
     old = rng_bytes(2 * MIB, 8)
     new = old[: MIB // 2] + rng_bytes(10_000, 9) + old[MIB // 2 : MIB] + rng_bytes(3000, 10) + old[MIB:]
