@@ -51,7 +51,7 @@ from ..stores.base import Store
 from ..stores.indexio import STDIO
 from ._outputlock import in_place as locked_in_place
 from ._outputlock import replacing
-from .seed import Job, Seed, SeedSet, SelfSeed, parse_seed, prepare
+from .seed import ATTEMPT, Job, Seed, SeedSet, SelfSeed, parse_seed, prepare
 
 __all__ = ["ExtractStats", "extract"]
 
@@ -179,9 +179,9 @@ def extract(
     """
     wanted = [parse_seed(s) if isinstance(s, str) else s for s in seeds]
     stats = ExtractStats(bytes_total=index.blob_size)
-    with prepare(wanted, index, invalid_seeds, concurrency) as seedset:
+    with prepare(wanted, index, invalid_seeds, concurrency, progress) as seedset:
         stats.seeds = len(seedset.seeds) + 1
-        with phase(progress, "Assembling", index.blob_size):
+        with phase(progress, f"{ATTEMPT}Assembling", index.blob_size):
             if output_path == STDIO:
                 _to_stream(index, sys.stdout.buffer, store, concurrency, stats, progress, seedset)
             elif _is_stream_device(output_path):

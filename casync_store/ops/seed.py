@@ -34,10 +34,12 @@ from casync_format.index import HEADER, Index, IndexChunk, IndexHeader
 from ..pipeline import ZeroChunk
 from ..plumbing.fileio import pread
 from ..plumbing.pool import ThreadMap, default_workers
+from ..plumbing.progress import Progress, phase
 from ..stores.indexio import open_index
 from .make import iter_chunk_ids
 
 _log = logging.getLogger(__name__)
+ATTEMPT = "Attempt 1: "  # desync's progress labels begin so (RAUC parses its lines)
 
 __all__ = [
     "Seed", "IndexSeed", "RawSeed", "SeedSet", "SelfSeed", "Job", "INVALID_SEED_ACTIONS",
@@ -84,18 +86,23 @@ class Seed:
         """Bytes in the data (a device's size too)."""
         return os.lseek(self.fd, 0, os.SEEK_END)
 
-    def load(self, index: Index, concurrency: int | None = None) -> None:
-        """Read or compute the chunk list, for a target ``index``."""
+    def load(self, index: Index, concurrency: int | None = None, progress: Progress | None = None,
+             label: str = "Chunking seed") -> None:
+        """Read or compute the chunk list, for a target ``index`` (chunking shown as ``label``)."""
         raise NotImplementedError
 
-    def regenerate(self, index: Index, concurrency: int | None = None) -> None:
+    def regenerate(self, index: Index, concurrency: int | None = None, progress: Progress | None = None,
+                   label: str = "Chunking seed") -> None:
         """Chunk the data afresh with the target's chunk sizes and digest (nothing on disk changes)."""
         params = ChunkerParams(index.header.chunk_size_min, index.header.chunk_size_avg,
                                index.header.chunk_size_max)
         chunks: list[IndexChunk] = []
         try:
-            for start, size, cid in iter_chunk_ids(self.data_path, params, index.digest, concurrency):
-                chunks.append(IndexChunk(start, size, cid))
+            with phase(progress, label, self.data_size() if self.fd >= 0 else 0):
+                for start, size, cid in iter_chunk_ids(self.data_path, params, index.digest, concurrency):
+                    chunks.append(IndexChunk(start, size, cid))
+                    if progress is not None:
+                        progress.add(size)
         except InputChanged:
             # Every byte taken from a seed is verified when it is used, so the chunks
             # seen until the data changed are still good hints; the rest comes from stores.
@@ -126,7 +133,8 @@ class IndexSeed(Seed):
         super().__init__(data_path, index_path)
         self.index_path = index_path
 
-    def load(self, index: Index, concurrency: int | None = None) -> None:
+    def load(self, index: Index, concurrency: int | None = None, progress: Progress | None = None,
+             label: str = "Chunking seed") -> None:
         try:
             with open_index(self.index_path) as seed_index:
                 chunks = list(seed_index)
@@ -147,8 +155,9 @@ class RawSeed(Seed):
     def __init__(self, path: str) -> None:
         super().__init__(path, path)
 
-    def load(self, index: Index, concurrency: int | None = None) -> None:
-        self.regenerate(index, concurrency)
+    def load(self, index: Index, concurrency: int | None = None, progress: Progress | None = None,
+             label: str = "Chunking seed") -> None:
+        self.regenerate(index, concurrency, progress, label)
 
 
 def split_seed_spec(text: str) -> tuple[str | None, str, str]:
@@ -300,7 +309,9 @@ class SeedSet:
                 if len(window) >= _RUN_CHUNKS:
                     break
 
-    def validate(self, index: Index, concurrency: int | None = None) -> dict[Seed, str]:
+    def validate(
+        self, index: Index, concurrency: int | None = None, progress: Progress | None = None
+    ) -> dict[Seed, str]:
         """Seeds whose data does not hold what the plan takes from them, with the reason.
 
         Like desync's plan validation: every run the plan takes from a seed
@@ -312,9 +323,14 @@ class SeedSet:
             return bad
         digest = index.digest
         plan = self.plan(index, ZeroChunk(index))
-        runs = (job for job in plan if job.seed is not None and not job.seed.fresh)
+        runs = [job for job in plan if job.seed is not None and not job.seed.fresh]
+        if not runs:
+            return bad
 
-        def check(job: Job) -> tuple[Seed, str] | None:
+        def check(job: Job) -> tuple[int, tuple[Seed, str] | None]:
+            return job.length, problem(job)
+
+        def problem(job: Job) -> tuple[Seed, str] | None:
             assert job.seed is not None
             try:
                 data = memoryview(pread(job.seed.fd, job.length, job.src))
@@ -330,28 +346,39 @@ class SeedSet:
                     return job.seed, f"its data does not match its index at offset {at}"
             return None
 
-        with ThreadMap(check, runs, default_workers(concurrency), ordered=False) as results:
-            for result in results:
+        with phase(progress, f"{ATTEMPT}Validating", sum(job.length for job in runs)), ThreadMap(
+            check, iter(runs), default_workers(concurrency), ordered=False
+        ) as results:
+            for length, result in results:
                 if result is not None:
                     bad.setdefault(*result)
+                if progress is not None:
+                    progress.add(length)
         return bad
 
 
 def prepare(
-    seeds: Sequence[Seed], index: Index, on_invalid: str = "fail", concurrency: int | None = None
+    seeds: Sequence[Seed],
+    index: Index,
+    on_invalid: str = "fail",
+    concurrency: int | None = None,
+    progress: Progress | None = None,
 ) -> SeedSet:
     """Open, load and validate ``seeds`` for extracting ``index``; the usable ones as a SeedSet.
 
     ``on_invalid`` says what to do with a seed whose data is missing or does
     not match its index: ``fail`` (SeedError naming it), ``skip`` it, or
     ``regenerate`` its chunk list from the data. An index that cannot be read
-    is always an error. The caller closes the set.
+    is always an error. The caller closes the set. ``progress`` shows the
+    chunking of seeds without an index and the validation, labelled as desync
+    labels them (``Attempt 1: Chunking Seed N``, ``Attempt 1: Validating``).
     """
     if on_invalid not in INVALID_SEED_ACTIONS:
         raise ParameterError(f"unknown invalid-seed action {on_invalid!r}")
     live: list[Seed] = []
     try:
-        for seed in seeds:
+        for number, seed in enumerate(seeds, 1):
+            label = f"{ATTEMPT}Chunking Seed {number}"
             try:
                 seed.open()
             except SeedError:
@@ -359,9 +386,9 @@ def prepare(
                     raise
                 continue
             live.append(seed)
-            seed.load(index, concurrency)
+            seed.load(index, concurrency, progress, label)
         for _attempt in range(len(live) + 2):
-            bad = SeedSet(live).validate(index, concurrency)
+            bad = SeedSet(live).validate(index, concurrency, progress)
             if not bad:
                 return SeedSet(live)
             for seed, reason in bad.items():
@@ -371,7 +398,8 @@ def prepare(
                     live.remove(seed)
                     seed.close()
                 else:
-                    seed.regenerate(index, concurrency)
+                    label = f"{ATTEMPT}Chunking Seed {seeds.index(seed) + 1}"
+                    seed.regenerate(index, concurrency, progress, label)
         raise SeedError(", ".join(s.name for s in live), "kept changing while being validated")
     except BaseException:
         for seed in live:

@@ -120,8 +120,8 @@ def test_self_seed_of_a_repeated_region(tmp_path, rng_bytes):
 class ChangingSeed(RawSeed):
     """A raw seed whose file is overwritten in places right after it was chunked (a seed changing mid-run)."""
 
-    def load(self, index, concurrency=None) -> None:
-        super().load(index, concurrency)
+    def load(self, index, concurrency=None, progress=None, label="") -> None:
+        super().load(index, concurrency, progress, label)
         with open(self.data_path, "r+b") as f:
             for chunk in self.chunks[3:60:7]:
                 f.seek(chunk.start + chunk.size // 2)
@@ -144,12 +144,12 @@ def test_a_seed_changing_during_extract_falls_back_to_the_store(tmp_path, rng_by
 class ShrinkingSeed(RawSeed):
     """A raw seed whose file is cut to half by another writer after its first chunks were read."""
 
-    def regenerate(self, index, concurrency=None) -> None:
+    def regenerate(self, index, concurrency=None, progress=None, label="") -> None:
         half = os.path.getsize(self.data_path) // 2
         timer = threading.Timer(0.0, os.truncate, (self.data_path, half))
         timer.start()  # while the chunker reads: a short read or a changed size
         try:
-            super().regenerate(index, concurrency)
+            super().regenerate(index, concurrency, progress, label)
         finally:
             timer.join()
 

@@ -184,8 +184,22 @@ def test_cli_make_and_extract_write_desync_lines(env: dict[str, str], tmp_path: 
     got = _cli(env, "extract", "-s", store, index, out)
     assert got.returncode == 0, got.stderr
     (label, pcts, _), = _phases(got.stderr)
-    assert label == "Assembling" and pcts[0] == 0.0 and pcts[-1] == 100.0
-    assert got.stderr.decode().startswith("Assembling    0.00%\n")
+    assert label == "Attempt 1: Assembling" and pcts[0] == 0.0 and pcts[-1] == 100.0  # desync's label
+    assert got.stderr.decode().startswith("Attempt 1: Assembling    0.00%\n")
+
+    # with a seed without an index: desync's phases, chunking the seed first
+    os.unlink(out)
+    seeded = _cli(env, "extract", "-s", store, "--seed", src, index, out)
+    assert seeded.returncode == 0, seeded.stderr
+    labels = [label for label, _pcts, _ in _phases(seeded.stderr)]
+    # (nothing to validate: a seed chunked just now is read and hashed as it is used)
+    assert labels == ["Attempt 1: Chunking Seed 1", "Attempt 1: Assembling"], labels
+    # with an index seed its ranges are validated first
+    os.unlink(out)
+    seeded = _cli(env, "extract", "-s", store, "--seed", f"{index}:{src}", index, out)
+    assert seeded.returncode == 0, seeded.stderr
+    labels = [label for label, _pcts, _ in _phases(seeded.stderr)]
+    assert labels == ["Attempt 1: Validating", "Attempt 1: Assembling"], labels
     with open(out, "rb") as f:
         assert f.read() == content
 
