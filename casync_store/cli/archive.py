@@ -98,7 +98,8 @@ class Tar(Command):
                 to_index = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
                 params = ChunkerParams.from_string(a.chunk_size or "16:64:256")
                 stats = to_index(source, a.archive, store, params=params, digest=ctx.digest,
-                                 concurrency=ctx.concurrency, options_for=ctx.options_for, **common)
+                                 concurrency=ctx.concurrency, compression=a.compression,
+                                 options_for=ctx.options_for, **common)
         log.info("%s", stats)
         return 0
 

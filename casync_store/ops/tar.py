@@ -26,9 +26,9 @@ API (stable)::
         no_time=False) -> TarStats
     tar_index(source_dir, index_path, store, *, params=DEFAULT_PARAMS, digest=SHA512_256,
               concurrency=None, feature_flags=DESYNC_TAR_FLAGS, one_file_system=False,
-              no_time=False, compression="zstd", progress=None) -> TarStats
+              no_time=False, compression=None, progress=None) -> TarStats
     index_events(events: Iterable[TreeEvent], index_path, store, *, feature_flags=DESYNC_TAR_FLAGS,
-                 params=DEFAULT_PARAMS, digest=SHA512_256, concurrency=None, compression="zstd",
+                 params=DEFAULT_PARAMS, digest=SHA512_256, concurrency=None, compression=None,
                  progress=None) -> TarStats          # tar_index's pipeline for any event source
     index_flags(feature_flags: int, digest: Digest) -> int
 """
@@ -469,7 +469,7 @@ def tar_index(
     feature_flags: int = DESYNC_TAR_FLAGS,
     one_file_system: bool = False,
     no_time: bool = False,
-    compression: str = "zstd",
+    compression: str | None = None,
     progress: Progress | None = None,
     options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:
@@ -498,7 +498,7 @@ def index_events(
     params: ChunkerParams = DEFAULT_PARAMS,
     digest: Digest = SHA512_256,
     concurrency: int | None = None,
-    compression: str = "zstd",
+    compression: str | None = None,
     progress: Progress | None = None,
     options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:

@@ -438,7 +438,7 @@ def tar_index_from_tarstream(
     feature_flags: int = DESYNC_TAR_FLAGS,
     add_root: bool = False,
     no_time: bool = False,
-    compression: str = "zstd",
+    compression: str | None = None,
     progress: Progress | None = None,
     options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:
