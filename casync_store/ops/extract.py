@@ -138,7 +138,7 @@ class _Flusher:
 
 def extract(
     index: Index,
-    output_path: str,
+    output_path: str | os.PathLike[str],
     store: Store,
     concurrency: int | None = None,
     in_place: bool = False,
@@ -149,6 +149,7 @@ def extract(
     Raises ChunkMissing, ChunkInvalid, StoreError (naming chunk and store) or
     OSError; then an existing output is unchanged (unless ``in_place``).
     """
+    output_path = os.fspath(output_path)
     stats = ExtractStats(bytes_total=index.blob_size)
     with phase(progress, "Assembling", index.blob_size):
         if output_path == STDIO:

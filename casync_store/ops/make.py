@@ -60,8 +60,8 @@ def blob_index_header(params: ChunkerParams, digest: Digest) -> IndexHeader:
 
 
 def make(
-    index_path: str,
-    input_path: str,
+    index_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
     store: WriteStore | None = None,
     params: ChunkerParams = DEFAULT_PARAMS,
     digest: Digest = SHA512_256,
@@ -80,6 +80,7 @@ def make(
     default). Raises :class:`StoreError`, :class:`OSError` or
     :class:`ParameterError`; on failure no index is left.
     """
+    index_path, input_path = os.fspath(index_path), os.fspath(input_path)
     if store is not None:
         store = require_writable(store)
     if not is_remote_location(index_path) and same_file(index_path, input_path):
@@ -113,7 +114,7 @@ def make(
 
 
 def iter_chunk_ids(
-    input_path: str,
+    input_path: str | os.PathLike[str],
     params: ChunkerParams = DEFAULT_PARAMS,
     digest: Digest = SHA512_256,
     concurrency: int | None = None,
@@ -126,7 +127,7 @@ def iter_chunk_ids(
     the file), like ``desync chunk --start``.
     """
     workers = default_workers(concurrency)
-    with _open_input(input_path) as source:
+    with _open_input(os.fspath(input_path)) as source:
         source.skip(offset)
         work = ChunkWorker(source.view, None, digest, "zstd", source.read)
         start = offset

@@ -224,7 +224,7 @@ def _check_source(source_dir: PathLike) -> None:
 
 def tar(
     source_dir: PathLike,
-    output: str,
+    output: str | os.PathLike[str],
     *,
     feature_flags: int = DESYNC_TAR_FLAGS,
     one_file_system: bool = False,
@@ -236,6 +236,7 @@ def tar(
     fsync, rename); a temporary file inside the tree is not archived. Raises
     :class:`OSError`, :class:`FormatError` or :class:`ParameterError`.
     """
+    output = os.fspath(output)
     _check_source(source_dir)
     flags = normalize_feature_flags(feature_flags)
     if output == STDIO:
@@ -460,7 +461,7 @@ def _payload_chunks(
 
 def tar_index(
     source_dir: PathLike,
-    index_path: str,
+    index_path: str | os.PathLike[str],
     store: WriteStore | None,
     *,
     params: ChunkerParams = DEFAULT_PARAMS,
@@ -491,7 +492,7 @@ def tar_index(
 
 def index_events(
     events: Iterable[TreeEvent],
-    index_path: str,
+    index_path: str | os.PathLike[str],
     store: WriteStore | None,
     *,
     feature_flags: int = DESYNC_TAR_FLAGS,
@@ -514,6 +515,7 @@ def index_events(
     :func:`~.indexio.index_writer`). The flags used are :func:`index_flags`
     of ``feature_flags`` and ``digest``.
     """
+    index_path = os.fspath(index_path)
     if store is not None:
         store = require_writable(store)
     _bound_malloc()
