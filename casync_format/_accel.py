@@ -61,7 +61,8 @@ REQUIRE_C: bool = _env_flag("PYCASYNC_REQUIRE_C")
 def _load() -> ModuleType | None:
     """The extension module, or None when it is not built (ImportError under REQUIRE_C)."""
     try:
-        module = importlib.import_module("._chunker", __package__)
+        # By absolute name: zipimport on 3.9 leaves __package__ unset (pycasync.pyz).
+        module = importlib.import_module(__name__.rpartition(".")[0] + "._chunker")
     except ImportError as exc:
         if REQUIRE_C:
             raise ImportError(
