@@ -454,6 +454,18 @@ def test_readme_tree_example_runs(tmp_path: os.PathLike[str]) -> None:
     assert sorted(os.listdir(os.path.join(tmp_path, "pycasync-doc"))) == sorted(os.listdir(_DOC))
 
 
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="the example reads /usr/bin/python3")
+def test_readme_progress_example_runs(tmp_path: os.PathLike[str]) -> None:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    code = next(block.split("```", 1)[0] for block in readme.split("```python\n")[1:] if "class Percent" in block)
+    code = code.replace("/tmp/", f"{tmp_path}/")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    size = os.path.getsize("/usr/bin/python3")
+    assert proc.stdout.decode().strip() == f"Storing: {size} of {size} bytes"
+
+
 def test_readme_test_command_is_what_ci_runs() -> None:
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
@@ -550,7 +562,7 @@ def test_info_with_missing_store_or_cache_fails(
 def test_readme_remote_index_example_runs(tmp_path: os.PathLike[str]) -> None:
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    code = readme.split("```python\n")[3].split("```", 1)[0]
+    code = next(block.split("```", 1)[0] for block in readme.split("```python\n")[1:] if "IndexServer" in block)
     code = code.replace("/tmp/", f"{tmp_path}/")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
