@@ -140,6 +140,40 @@ def test_paths_everywhere(tmp_path: Path) -> None:
     assert _files(tmp_path / "u3") == _files(tree)
 
 
+def test_paths_in_the_other_entry_points(tmp_path: Path) -> None:
+    """The module-level functions beside the top-level ones take Paths too."""
+    import io
+    import tarfile
+
+    from casync_store.ops.info import chunk_file
+    from casync_store.ops.make import iter_chunk_ids
+    from casync_store.ops.mtree import mtree_dir
+    from casync_store.ops.tarstream import tar_from_tarstream
+    from casync_store.stores.indexio import index_writer, write_index_file
+
+    tree = _tree(tmp_path / "tree")
+    blob = tree / "sub" / "big.bin"
+    assert list(chunk_file(blob)) == list(iter_chunk_ids(blob)) == list(iter_chunk_ids(str(blob)))
+    assert any("big.bin" in line for line in mtree_dir(tree))
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as tf:
+        tf.add(tree / "a.txt", arcname="a.txt")
+    stream.seek(0)
+    tar_from_tarstream(stream, tmp_path / "from-tar.catar", add_root=True)
+    assert (tmp_path / "from-tar.catar").stat().st_size > 0
+    from casync_store import make, open_index
+
+    make(tmp_path / "b.caibx", blob)
+    with open_index(tmp_path / "b.caibx") as idx:
+        header, items = idx.header, [(item.id, item.size) for item in idx]
+    assert write_index_file(tmp_path / "copy.caibx", header, items) == blob.stat().st_size
+    assert (tmp_path / "copy.caibx").read_bytes() == (tmp_path / "b.caibx").read_bytes()
+    with index_writer(tmp_path / "w.caibx", header) as writer:
+        for chunk_id, size in items:
+            writer.add(chunk_id, size)
+    assert (tmp_path / "w.caibx").read_bytes() == (tmp_path / "b.caibx").read_bytes()
+
+
 def test_store_compression_is_used_by_make(tmp_path: Path) -> None:
     """``make`` without ``compression`` writes chunks as the store compresses them."""
     from casync_store import LocalStore, make
