@@ -164,7 +164,7 @@ def test_casync_reads_our_compressed_store(
     with open(blob, "wb") as f:
         f.write(data)
     pycasync("make", "--compression", compression, "-s", store, index, blob)
-    first = sorted(os.listdir(store))[0]
+    first = sorted(n for n in os.listdir(store) if not n.startswith("."))[0]  # not .pycasync-writers
     chunk_file = os.path.join(store, first, os.listdir(os.path.join(store, first))[0])
     with open(chunk_file, "rb") as f:
         magic = f.read(6)
