@@ -10,8 +10,9 @@ extension next to their pure-Python reference (same results, byte for byte):
 
 The extension is imported here, once, and every user asks this module which
 implementation to take (:func:`c_function`, :func:`backend`). Two environment
-variables decide, each ``1`` or unset (anything else is a
-:class:`~casync_format.errors.ParameterError` at import):
+variables decide, each ``1`` (on), ``0`` or empty or unset (off; anything else
+is a :class:`~casync_format.errors.ParameterError` at import, naming the
+variable):
 
 - ``PYCASYNC_PUREPYTHON=1``: every accelerated function runs its pure-Python
   implementation, as if the extension were not built (:func:`c_function`
@@ -45,8 +46,8 @@ ACCELERATED: dict[str, tuple[str, ...]] = {
 
 def _env_flag(name: str) -> bool:
     value = os.environ.get(name, "")
-    if value not in ("", "1"):
-        raise ParameterError(f"environment variable {name}={value!r}: use 1 or leave it unset")
+    if value not in ("", "0", "1"):
+        raise ParameterError(f"environment variable {name}={value!r}: use 1 (on) or 0 (off), or unset it")
     return value == "1"
 
 
@@ -60,7 +61,8 @@ REQUIRE_C: bool = _env_flag("PYCASYNC_REQUIRE_C")
 def _load() -> ModuleType | None:
     """The extension module, or None when it is not built (ImportError under REQUIRE_C)."""
     try:
-        module = importlib.import_module("._chunker", __package__)
+        # By absolute name: zipimport on 3.9 leaves __package__ unset (pycasync.pyz).
+        module = importlib.import_module(__name__.rpartition(".")[0] + "._chunker")
     except ImportError as exc:
         if REQUIRE_C:
             raise ImportError(

@@ -57,9 +57,17 @@ except ImportError:
             pass
 
 
+#: What a user without any zstd binding is told (one line; every real way out).
+NO_ZSTD = (
+    "zstd-compressed chunks need a zstd binding and this Python has none: install the Debian/Ubuntu"
+    " package python3-zstandard, or pip install zstandard, or use Python 3.14+ (compression.zstd);"
+    " or store new chunks with --compression xz"
+)
+
+
 def _no_zstd() -> MissingDependency:
-    # zstandard is a requirement of pycasync itself (setup.cfg), not an extra.
-    return MissingDependency(None, "zstandard", purpose="zstd compression")
+    # zstandard is a requirement of pycasync itself (setup.cfg), not an extra: there is no pycasync[zstd].
+    return MissingDependency(None, "zstandard", message=NO_ZSTD)
 
 
 def _zstd_compress(data: bytes | memoryview, level: int) -> bytes:

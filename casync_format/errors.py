@@ -136,11 +136,14 @@ class MissingDependency(CasyncError):
     ``extra`` is the pycasync extra that installs ``module`` (the message
     says ``pip install 'pycasync[extra]'``); None for a package that is no
     extra's (the message says ``pip install module``). ``purpose`` opens the
-    message (default ``"this"``).
+    message (default ``"this"``); ``message``, when given, is the whole
+    message instead (for a need several packages can meet, such as zstd).
     """
 
-    def __init__(self, extra: str | None, module: str, *, purpose: str = "this") -> None:
+    def __init__(
+        self, extra: str | None, module: str, *, purpose: str = "this", message: str | None = None
+    ) -> None:
         self.extra = extra
         self.module = module
         install = f"pip install 'pycasync[{extra}]'" if extra else f"pip install {module}"
-        super().__init__(f"{purpose} needs the Python package {module!r}: {install}")
+        super().__init__(message or f"{purpose} needs the Python package {module!r}: {install}")

@@ -38,29 +38,97 @@ taken from a seed is verified (a mismatch is fetched from the store instead).
 
 A new store backend is one module in ``stores/`` plus one row in
 ``stores/backends.py``; a new operation is one module in ``ops/`` (using
-``pipeline`` for chunks) plus one command in the CLI. The public names below
-are what the README's library examples use.
+``pipeline`` for chunks) plus one command in the CLI. The names below are the
+library's stable API (the README's "Library" section shows them in use):
+functions that take ``str`` or ``os.PathLike`` paths wherever a path goes,
+the store classes, and every exception class of
+:mod:`casync_format.errors`. The operations are imported on first use
+(``casync_store.make`` loads ``casync_store.ops.make``), so importing the
+package stays cheap; ``import casync_store.ops.make`` still names the module.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from casync_format.chunker import ChunkerParams
+from casync_format.digest import SHA256, SHA512_256
+from casync_format.errors import (
+    CasyncError,
+    ChunkInvalid,
+    ChunkMissing,
+    FormatError,
+    IndexNotFound,
+    InputChanged,
+    MissingDependency,
+    OutputBusy,
+    ParameterError,
+    SeedError,
+    StoreError,
+)
 
 from .stores.base import PruneStore, Store, WriteStore
 from .stores.local import LocalStore
 from .stores.router import CachedStore, StoreRouter, combine
 
+if TYPE_CHECKING:  # what __getattr__ below imports on first use
+    from .ops.chop import chop
+    from .ops.extract import ExtractStats, extract
+    from .ops.info import index_info
+    from .ops.maintain import prune_store, verify_store
+    from .ops.make import make
+    from .ops.seed import IndexSeed, RawSeed
+    from .ops.tar import tar, tar_index
+    from .ops.untar import untar, untar_index
+    from .plumbing.progress import Progress
+    from .stores.indexio import open_index
+    from .stores.location import open_store
+
+#: name -> module (under casync_store) that defines it, imported on first use.
+_LAZY = {
+    "make": "ops.make",
+    "extract": "ops.extract",
+    "ExtractStats": "ops.extract",
+    "IndexSeed": "ops.seed",
+    "RawSeed": "ops.seed",
+    "chop": "ops.chop",
+    "tar": "ops.tar",
+    "tar_index": "ops.tar",
+    "untar": "ops.untar",
+    "untar_index": "ops.untar",
+    "index_info": "ops.info",
+    "verify_store": "ops.maintain",
+    "prune_store": "ops.maintain",
+    "open_store": "stores.location",
+    "open_index": "stores.indexio",
+    "Progress": "plumbing.progress",
+}
+
 __all__ = [
+    # operations
+    "make", "extract", "ExtractStats", "IndexSeed", "RawSeed", "chop", "tar", "tar_index",
+    "untar", "untar_index",
+    "index_info", "verify_store", "prune_store",
+    # opening things
+    "open_store", "open_index", "ChunkerParams", "SHA512_256", "SHA256", "Progress",
+    # stores
     "Store", "WriteStore", "PruneStore", "LocalStore", "StoreRouter", "CachedStore", "combine",
-    "extract", "ExtractStats", "IndexSeed", "RawSeed",
+    # errors (casync_format.errors)
+    "CasyncError", "FormatError", "ParameterError", "ChunkMissing", "ChunkInvalid", "StoreError",
+    "IndexNotFound", "MissingDependency", "OutputBusy", "InputChanged", "SeedError",
 ]  # fmt: skip
 
-_LAZY = {  # operations, imported on first use (the CLI need not load them all)
-    "extract": "ops.extract", "ExtractStats": "ops.extract", "IndexSeed": "ops.seed", "RawSeed": "ops.seed",
-}  # fmt: skip
+
+def __getattr__(name: str) -> Any:
+    """The operation ``name``, imported from its module the first time it is asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -161,10 +161,11 @@ class StoreOnce:
     REPEAT for a chunk met earlier in this run (decided by :class:`Claims`),
     PRESENT when the store holds it already (and its copy was refreshed, see
     :meth:`~.stores.base.WriteStore.refresh_chunk`), STORED when it was compressed and
-    written, HASHED when there is no store. Thread-safe.
+    written, HASHED when there is no store. ``compression`` None means the
+    store's own (``store.compression``). Thread-safe.
     """
 
-    def __init__(self, store: WriteStore | None, compression: str) -> None:
+    def __init__(self, store: WriteStore | None, compression: str | None) -> None:
         self.store = store
         self.compression = compression
         self.claims = Claims()
@@ -178,7 +179,7 @@ class StoreOnce:
                 return Outcome.HASHED, 0
             if store.has_chunk(cid) and store.refresh_chunk(cid):  # refreshed: a prune keeps it
                 return Outcome.PRESENT, 0
-            blob = chunk_codec.encode(data, self.compression)
+            blob = chunk_codec.encode(data, self.compression or store.compression)
             store.store_chunk(cid, data, blob)
             return Outcome.STORED, len(blob)
         finally:
@@ -198,7 +199,7 @@ class ChunkWorker:
         view: memoryview | None,
         store: WriteStore | None,
         digest: Digest,
-        compression: str,
+        compression: str | None,
         read: Callable[[int, int], bytes] | None = None,
     ):
         self.view = view

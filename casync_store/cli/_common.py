@@ -44,6 +44,7 @@ __all__ = [
     "add_chunking",
     "add_compression",
     "print_json",
+    "add_json",
     "require",
     "message",
     "report",
@@ -238,6 +239,11 @@ class Context:
         if list(paths).count("-") > 1:
             raise ParameterError("standard input ('-') can be only one of the indexes")
         return [stack.enter_context(open_index(p, options_for=self.options_for)) for p in paths]
+
+
+def add_json(p: Parser, what: str) -> None:
+    """``--json``: print the command's result (``what``) as one JSON document."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout")
 
 
 def print_json(data: object, stream: Any = None) -> None:

@@ -16,7 +16,17 @@ from typing import Any
 from casync_format.digest import Digest
 from casync_format.errors import ParameterError
 
-from ._common import Command, Context, add_chunking, add_store_flags, add_stores, log, require
+from ._common import (
+    Command,
+    Context,
+    add_chunking,
+    add_json,
+    add_store_flags,
+    add_stores,
+    log,
+    print_json,
+    require,
+)
 from ._parser import Parser
 
 __all__ = ["Tar", "Untar", "Mtree", "add_archive_input", "archive_source"]
@@ -58,6 +68,7 @@ class Tar(Command):
                        help="put the members of a tar stream under a common root directory")
         p.add_argument("-x", "--one-file-system", action="store_true",
                        help="do not cross file system boundaries")
+        add_json(p, "what was archived (entries, bytes; with -i the chunks) (stderr when ARCHIVE is '-')")
         add_store_flags(p)
 
     @staticmethod
@@ -98,9 +109,21 @@ class Tar(Command):
                 to_index = tarstream.tar_index_from_tarstream if a.input_format == "tar" else tar.tar_index
                 params = ChunkerParams.from_string(a.chunk_size or "16:64:256")
                 stats = to_index(source, a.archive, store, params=params, digest=ctx.digest,
-                                 concurrency=ctx.concurrency, options_for=ctx.options_for, **common)
+                                 concurrency=ctx.concurrency, compression=a.compression,
+                                 options_for=ctx.options_for, **common)
         log.info("%s", stats)
+        if a.json:
+            print_json(_stats_dict(stats), sys.stderr if a.archive == "-" else sys.stdout)
         return 0
+
+
+def _stats_dict(stats: Any) -> dict[str, Any]:
+    """A stats object as JSON data: its ``to_dict()``, else its dataclass fields with dashed keys."""
+    if hasattr(stats, "to_dict"):
+        return dict(stats.to_dict())
+    from dataclasses import asdict
+
+    return {key.replace("_", "-"): value for key, value in asdict(stats).items()}
 
 
 def add_archive_input(p: Parser) -> None:
@@ -155,6 +178,7 @@ class Untar(Command):
         p.add_argument("--no-same-owner", action="store_true", help="do not restore owners (as root)")
         p.add_argument("--no-same-permissions", action="store_true", help="apply the umask to permissions")
         p.add_argument("--output-format", choices=("disk", "gnu-tar"), default="disk", help="what TARGET is")
+        add_json(p, "what was restored (entries, bytes, chunks) (stderr when TARGET is '-')")
         add_store_flags(p, cache_repair=True)
 
     def run(self, ctx: Context) -> int:
@@ -168,11 +192,16 @@ class Untar(Command):
             if a.output_format == "gnu-tar":
                 from casync_store.ops.tarstream import catar_to_tarstream
 
-                catar_to_tarstream(source, sys.stdout.buffer if a.target == "-" else a.target)
+                converted = catar_to_tarstream(source, sys.stdout.buffer if a.target == "-" else a.target)
+                if a.json:
+                    print_json(_stats_dict(converted), sys.stderr if a.target == "-" else sys.stdout)
                 return 0
             stats = untar(source, a.target, no_same_owner=a.no_same_owner,
                           no_same_permissions=a.no_same_permissions)
+            stats.chunks = getattr(source, "chunks", 0)  # an index's stream counts its chunks
         log.info("%s", stats)
+        if a.json:
+            print_json(_stats_dict(stats))
         return 0
 
 

@@ -318,14 +318,18 @@ class Chop(Command):
         "Reads FILE at the offsets INDEX gives, checks that each piece hashes to its\n"
         "chunk id, and writes the chunks the store (-s) lacks. Neither FILE nor INDEX\n"
         "is changed. INDEX may be '-' (standard input). A FILE that changes while it\n"
-        "is read fails with 'FILE changed while it was read'."
+        "is read fails with 'FILE changed while it was read'. With --json the counts\n"
+        "(chunks stored, already in the store, repeated; bytes) go to stdout."
     )
     examples = "pycasync chop -s /srv/store image.caibx image.raw"
     positionals = (INDEX_IN, ("file", "the blob the index describes"))
 
     def add_arguments(self, p: Parser) -> None:
+        from ._common import add_json
+
         add_stores(p, False, "store to write the chunks to")
         add_compression(p)
+        add_json(p, "the chunks stored, already present and repeated")
         add_store_flags(p)
 
     def run(self, ctx: Context) -> int:
@@ -336,5 +340,7 @@ class Chop(Command):
         with contextlib.ExitStack() as stack:
             store = ctx.open(stack, a.store, writable=True)
             (index,) = ctx.indexes(stack, [a.index])
-            chop(index, a.file, store, concurrency=ctx.concurrency, progress=ctx.progress)
+            stats = chop(index, a.file, store, concurrency=ctx.concurrency, progress=ctx.progress)
+        if a.json:
+            print_json(stats.to_dict())
         return 0

@@ -11,7 +11,18 @@ import sys
 
 from casync_format.errors import ParameterError
 
-from ._common import Command, Context, Failure, add_compression, add_store_flags, add_stores, log, require
+from ._common import (
+    Command,
+    Context,
+    Failure,
+    add_compression,
+    add_json,
+    add_store_flags,
+    add_stores,
+    log,
+    print_json,
+    require,
+)
 from ._parser import Parser
 
 __all__ = ["Verify", "Cache", "Prune", "UpgradeS3", "confirm"]
@@ -26,13 +37,15 @@ class Verify(Command):
         "Reads every chunk in the store, decompresses it and checks that it hashes to\n"
         "its name (with --digest). Damaged chunks are listed on stderr and make the\n"
         "command fail; with -r they are deleted instead, so that the next 'make',\n"
-        "'chop' or 'cache' writes them again."
+        "'chop' or 'cache' writes them again. With --json the counts go to stdout as\n"
+        '{"checked": N, "invalid": [ID, ...], "removed": N} (also when it fails).'
     )
-    examples = "pycasync verify -s /srv/store\npycasync verify -r -s /srv/store"
+    examples = "pycasync verify -s /srv/store\npycasync verify -r --json -s /srv/store"
 
     def add_arguments(self, p: Parser) -> None:
         add_stores(p, False, "store to verify")
         p.add_argument("-r", "--repair", action="store_true", help="delete damaged chunks")
+        add_json(p, "the chunks checked, invalid and removed")
         add_store_flags(p)
 
     def run(self, ctx: Context) -> int:
@@ -46,6 +59,8 @@ class Verify(Command):
         for chunk_id in stats.invalid:
             print(f"chunk {chunk_id.hex()} is invalid" + (": removed" if a.repair else ""), file=sys.stderr)
         log.info("checked %d chunk(s)", stats.checked)
+        if a.json:
+            print_json(stats.to_dict())
         if stats.invalid and not a.repair:
             raise Failure(f"{len(stats.invalid)} invalid chunk(s) in store {a.store} (-r removes them)")
         return 0
@@ -69,6 +84,7 @@ class Cache(Command):
         add_stores(p, True, "source store")
         p.add_argument("-c", "--cache", metavar="LOCATION", help="target store")
         add_compression(p)
+        add_json(p, "the chunks copied, present, repaired and the bytes written")
         add_store_flags(p, cache_repair=True)
 
     def run(self, ctx: Context) -> int:
@@ -82,7 +98,9 @@ class Cache(Command):
             source = combine([ctx.open(stack, loc) for loc in a.store])
             target = ctx.open(stack, a.cache, writable=True)
             indexes = ctx.indexes(stack, a.index)
-            fill_cache(indexes, source, target, concurrency=ctx.concurrency, progress=ctx.progress)
+            stats = fill_cache(indexes, source, target, concurrency=ctx.concurrency, progress=ctx.progress)
+        if a.json:
+            print_json(stats.to_dict())
         return 0
 
 
@@ -117,7 +135,9 @@ class Prune(Command):
         "with -9 leaves nothing locked). A writer that finished before the prune began\n"
         "is protected only by its index being an INDEX here. For remote stores (S3,\n"
         "SFTP, HTTP) and chunk-server uploads nothing is promised: do not prune while\n"
-        "writing to them."
+        "writing to them.\n\n"
+        'With --json: {"indexes": N, "removed": N} on stdout (removed 0 when the\n'
+        "answer is no)."
     )
     examples = "pycasync prune -s /srv/store -y current.caibx previous.caibx"
     positionals = (("index...", "index files whose chunks are kept"),)
@@ -125,6 +145,7 @@ class Prune(Command):
     def add_arguments(self, p: Parser) -> None:
         add_stores(p, False, "store to prune")
         p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+        add_json(p, "the number of indexes and of chunks removed")
         add_store_flags(p)
 
     def run(self, ctx: Context) -> int:
@@ -143,9 +164,12 @@ class Prune(Command):
             question = f"Delete every chunk of store {a.store} that the {len(indexes)} index(es) do not use?"
             if not a.yes and not confirm(question):
                 sys.stderr.write("Nothing deleted.\n")
-                return 0
-            removed = prune_store(store, indexes)
-        log.info("removed %d chunk(s)", removed)
+                removed = 0
+            else:
+                removed = prune_store(store, indexes)
+                log.info("removed %d chunk(s)", removed)
+        if a.json:
+            print_json({"indexes": len(indexes), "removed": removed})
         return 0
 
 
@@ -163,6 +187,7 @@ class UpgradeS3(Command):
 
     def add_arguments(self, p: Parser) -> None:
         add_stores(p, False, "S3 store to convert (s3+http(s)://host/bucket/prefix)")
+        add_json(p, 'the number of chunks moved ({"converted": N})')
         add_store_flags(p)
 
     def run(self, ctx: Context) -> int:
@@ -176,4 +201,6 @@ class UpgradeS3(Command):
                 raise ParameterError(f"store {a.store} is not an S3 store (s3+http(s)://host/bucket/prefix)")
             moved = upgrade_s3(store, progress=ctx.progress)
         log.info("converted %d chunk(s)", moved)
+        if a.json:
+            print_json({"converted": moved})
         return 0

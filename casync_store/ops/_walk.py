@@ -62,7 +62,7 @@ from casync_format.errors import FormatError
 
 __all__ = ["PathLike", "TreeEvent", "walk_tree"]
 
-PathLike = Union[str, bytes]
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 _FS_NODUMP_FL = 0x40
 _FS_IOC_GETFLAGS = (2 << 30) | (struct.calcsize("l") << 16) | (ord("f") << 8) | 1

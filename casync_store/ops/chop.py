@@ -100,7 +100,7 @@ class _Chopper:
 
 def chop(
     index: Index,
-    input_path: str,
+    input_path: str | os.PathLike[str],
     store: WriteStore,
     concurrency: int | None = None,
     progress: Progress | None = None,
@@ -111,6 +111,7 @@ def chop(
     FormatError when the input is shorter than the index, InputChanged when
     the input file changed while it was read, StoreError, OSError.
     """
+    input_path = os.fspath(input_path)
     store = require_writable(store)
     stats = ChopStats()
     threads = io_workers(concurrency)  # per-chunk fsyncs want extra threads

@@ -161,12 +161,12 @@ class _Flusher:
 
 def extract(
     index: Index,
-    output_path: str,
+    output_path: str | os.PathLike[str],
     store: Store,
     concurrency: int | None = None,
     in_place: bool = False,
     progress: Progress | None = None,
-    seeds: Sequence[Seed | str] = (),
+    seeds: Sequence[Seed | str | os.PathLike[str]] = (),
     invalid_seeds: str = "fail",
 ) -> ExtractStats:
     """Write the blob of ``index`` to ``output_path`` from ``seeds`` and ``store`` (see the module).
@@ -177,7 +177,8 @@ def extract(
     seed), ChunkMissing, ChunkInvalid, StoreError (naming chunk and store) or
     OSError; then an existing output is unchanged (unless ``in_place``).
     """
-    wanted = [parse_seed(s) if isinstance(s, str) else s for s in seeds]
+    output_path = os.fspath(output_path)
+    wanted = [parse_seed(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else s for s in seeds]
     stats = ExtractStats(bytes_total=index.blob_size)
     with prepare(wanted, index, invalid_seeds, concurrency, progress) as seedset:
         stats.seeds = len(seedset.seeds) + 1

@@ -11,6 +11,7 @@ would be cut into, like ``desync chunk``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -118,11 +119,11 @@ def list_chunks(index: Index) -> Iterator[str]:
 
 
 def chunk_file(
-    path: str,
+    path: str | os.PathLike[str],
     params: ChunkerParams = DEFAULT_PARAMS,
     digest: Digest = SHA512_256,
     concurrency: int | None = None,
     start: int = 0,
 ) -> Iterator[tuple[int, int, bytes]]:
     """The chunks ``path`` would be cut into, as ``(start, size, id)``, from byte ``start`` on."""
-    return iter_chunk_ids(path, params, digest, concurrency, offset=start)
+    return iter_chunk_ids(os.fspath(path), params, digest, concurrency, offset=start)

@@ -60,13 +60,13 @@ def blob_index_header(params: ChunkerParams, digest: Digest) -> IndexHeader:
 
 
 def make(
-    index_path: str,
-    input_path: str,
+    index_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
     store: WriteStore | None = None,
     params: ChunkerParams = DEFAULT_PARAMS,
     digest: Digest = SHA512_256,
     concurrency: int | None = None,
-    compression: str = "zstd",
+    compression: str | None = None,
     progress: Progress | None = None,
     options_for: Callable[[str], StoreOptions] | None = None,
 ) -> MakeStats:
@@ -75,14 +75,17 @@ def make(
     ``-`` reads stdin (streaming) / writes the index to stdout; the index may
     also be a remote location (``options_for`` gives its store's options, see
     :func:`~.indexio.index_writer`). Without a store only the index is
-    written. Raises :class:`StoreError`, :class:`OSError` or
+    written. ``compression`` (zstd, xz or gzip) is that of the chunks
+    stored; None takes the store's own (``store.compression``, zstd by
+    default). Raises :class:`StoreError`, :class:`OSError` or
     :class:`ParameterError`; on failure no index is left.
     """
+    index_path, input_path = os.fspath(index_path), os.fspath(input_path)
     if store is not None:
         store = require_writable(store)
     if not is_remote_location(index_path) and same_file(index_path, input_path):
         raise ParameterError(f"the index {index_path} and the input are the same file")
-    if compression not in COMPRESSIONS:
+    if compression is not None and compression not in COMPRESSIONS:
         raise ParameterError(f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     workers = default_workers(concurrency)
     stats = MakeStats()
@@ -111,7 +114,7 @@ def make(
 
 
 def iter_chunk_ids(
-    input_path: str,
+    input_path: str | os.PathLike[str],
     params: ChunkerParams = DEFAULT_PARAMS,
     digest: Digest = SHA512_256,
     concurrency: int | None = None,
@@ -124,7 +127,7 @@ def iter_chunk_ids(
     the file), like ``desync chunk --start``.
     """
     workers = default_workers(concurrency)
-    with _open_input(input_path) as source:
+    with _open_input(os.fspath(input_path)) as source:
         source.skip(offset)
         work = ChunkWorker(source.view, None, digest, "zstd", source.read)
         start = offset

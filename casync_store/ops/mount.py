@@ -396,7 +396,7 @@ def _fuse_signals() -> Iterator[None]:
 def mount_index(
     index: Index,
     store: Store,
-    mountpoint: str,
+    mountpoint: str | os.PathLike[str],
     name: str,
     *,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
@@ -418,6 +418,7 @@ def mount_index(
     MissingDependency without fusepy and StoreError without libfuse or when
     the mount fails.
     """
+    mountpoint = os.fspath(mountpoint)
     if not os.path.isdir(mountpoint):
         raise ParameterError(f"mount point {mountpoint} is not a directory")
     fuse = _import_fuse()

@@ -134,7 +134,7 @@ def _item_lines(items: Iterable[Item], digest: Digest) -> Iterator[str]:
 
 
 def mtree_dir(
-    path: str | bytes,
+    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
     *,
     digest: Digest = SHA512_256,
     feature_flags: int = DESYNC_TAR_FLAGS,

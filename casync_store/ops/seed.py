@@ -125,7 +125,11 @@ class Seed:
 class IndexSeed(Seed):
     """A seed with an index: ``data_path`` defaults to ``index_path`` without ``.caibx``."""
 
-    def __init__(self, index_path: str, data_path: str | None = None) -> None:
+    def __init__(
+        self, index_path: str | os.PathLike[str], data_path: str | os.PathLike[str] | None = None
+    ) -> None:
+        index_path = os.fspath(index_path)
+        data_path = None if data_path is None else os.fspath(data_path)
         if data_path is None:
             if not index_path.endswith(INDEX_SUFFIX):
                 raise SeedError(index_path, f"no data path given and the name does not end in {INDEX_SUFFIX}")
@@ -152,7 +156,8 @@ class IndexSeed(Seed):
 class RawSeed(Seed):
     """A file or block device without an index, chunked like the target when loaded."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        path = os.fspath(path)
         super().__init__(path, path)
 
     def load(self, index: Index, concurrency: int | None = None, progress: Progress | None = None,

@@ -26,9 +26,9 @@ API (stable)::
         no_time=False) -> TarStats
     tar_index(source_dir, index_path, store, *, params=DEFAULT_PARAMS, digest=SHA512_256,
               concurrency=None, feature_flags=DESYNC_TAR_FLAGS, one_file_system=False,
-              no_time=False, compression="zstd", progress=None) -> TarStats
+              no_time=False, compression=None, progress=None) -> TarStats
     index_events(events: Iterable[TreeEvent], index_path, store, *, feature_flags=DESYNC_TAR_FLAGS,
-                 params=DEFAULT_PARAMS, digest=SHA512_256, concurrency=None, compression="zstd",
+                 params=DEFAULT_PARAMS, digest=SHA512_256, concurrency=None, compression=None,
                  progress=None) -> TarStats          # tar_index's pipeline for any event source
     index_flags(feature_flags: int, digest: Digest) -> int
 """
@@ -224,7 +224,7 @@ def _check_source(source_dir: PathLike) -> None:
 
 def tar(
     source_dir: PathLike,
-    output: str,
+    output: str | os.PathLike[str],
     *,
     feature_flags: int = DESYNC_TAR_FLAGS,
     one_file_system: bool = False,
@@ -236,6 +236,7 @@ def tar(
     fsync, rename); a temporary file inside the tree is not archived. Raises
     :class:`OSError`, :class:`FormatError` or :class:`ParameterError`.
     """
+    output = os.fspath(output)
     _check_source(source_dir)
     flags = normalize_feature_flags(feature_flags)
     if output == STDIO:
@@ -460,7 +461,7 @@ def _payload_chunks(
 
 def tar_index(
     source_dir: PathLike,
-    index_path: str,
+    index_path: str | os.PathLike[str],
     store: WriteStore | None,
     *,
     params: ChunkerParams = DEFAULT_PARAMS,
@@ -469,7 +470,7 @@ def tar_index(
     feature_flags: int = DESYNC_TAR_FLAGS,
     one_file_system: bool = False,
     no_time: bool = False,
-    compression: str = "zstd",
+    compression: str | None = None,
     progress: Progress | None = None,
     options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:
@@ -491,14 +492,14 @@ def tar_index(
 
 def index_events(
     events: Iterable[TreeEvent],
-    index_path: str,
+    index_path: str | os.PathLike[str],
     store: WriteStore | None,
     *,
     feature_flags: int = DESYNC_TAR_FLAGS,
     params: ChunkerParams = DEFAULT_PARAMS,
     digest: Digest = SHA512_256,
     concurrency: int | None = None,
-    compression: str = "zstd",
+    compression: str | None = None,
     progress: Progress | None = None,
     options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:
@@ -514,6 +515,7 @@ def index_events(
     :func:`~.indexio.index_writer`). The flags used are :func:`index_flags`
     of ``feature_flags`` and ``digest``.
     """
+    index_path = os.fspath(index_path)
     if store is not None:
         store = require_writable(store)
     _bound_malloc()

@@ -402,7 +402,7 @@ def read_tarstream(
 
 def tar_from_tarstream(
     source: BinaryIO,
-    output: str,
+    output: str | os.PathLike[str],
     *,
     feature_flags: int = DESYNC_TAR_FLAGS,
     add_root: bool = False,
@@ -415,6 +415,7 @@ def tar_from_tarstream(
     module docstring for names, the root and ``add_root`` (desync's
     ``--tar-add-root``); ``no_time`` records every mtime as 0.
     """
+    output = os.fspath(output)
     flags = normalize_feature_flags(feature_flags)
     with read_tarstream(source, feature_flags=flags, no_time=no_time) as tree:
         events = tree.events(add_root)
@@ -429,7 +430,7 @@ def tar_from_tarstream(
 
 def tar_index_from_tarstream(
     source: BinaryIO,
-    index_path: str,
+    index_path: str | os.PathLike[str],
     store: WriteStore | None,
     *,
     params: ChunkerParams = DEFAULT_PARAMS,
@@ -438,7 +439,7 @@ def tar_index_from_tarstream(
     feature_flags: int = DESYNC_TAR_FLAGS,
     add_root: bool = False,
     no_time: bool = False,
-    compression: str = "zstd",
+    compression: str | None = None,
     progress: Progress | None = None,
     options_for: Callable[[str], StoreOptions] | None = None,
 ) -> TarStats:

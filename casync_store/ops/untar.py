@@ -174,17 +174,23 @@ def index_reader(index: Index, store: Store, concurrency: int | None = None) -> 
 
 
 def untar(
-    source: Source,
-    target_dir: str,
+    source: Source | str | os.PathLike[str],
+    target_dir: str | os.PathLike[str],
     *,
     no_same_owner: bool = False,
     no_same_permissions: bool = False,
 ) -> UntarStats:
     """Restore the catar read from ``source`` into ``target_dir`` (see the module).
 
+    ``source`` is a catar file's path, a binary file or a ``read(n)`` callable.
+
     Raises FormatError for a damaged or hostile archive (naming the byte
     offset or the path) and OSError naming the path for filesystem failures.
     """
+    target_dir = os.fspath(target_dir)
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return _Extractor(target_dir, no_same_owner, no_same_permissions).run(iter_catar(f))
     reader = iter_catar(source)
     return _Extractor(target_dir, no_same_owner, no_same_permissions).run(reader)
 
@@ -192,7 +198,7 @@ def untar(
 def untar_index(
     index: Index,
     store: Store,
-    target_dir: str,
+    target_dir: str | os.PathLike[str],
     *,
     concurrency: int | None = None,
     no_same_owner: bool = False,

@@ -95,7 +95,7 @@ def _fetch(location: str, options_for: OptionsFor | None, stack: contextlib.Exit
 
 @contextlib.contextmanager
 def open_index(
-    location: str, validate: bool = True, options_for: OptionsFor | None = None
+    location: str | os.PathLike[str], validate: bool = True, options_for: OptionsFor | None = None
 ) -> Iterator[Index]:
     """Yield the validated index stored at ``location`` (``-`` reads stdin).
 
@@ -105,6 +105,7 @@ def open_index(
     when a remote store fails, and :class:`OSError` when a local file cannot
     be opened.
     """
+    location = os.fspath(location)
     with contextlib.ExitStack() as stack:
         if location == STDIO:
             f = stack.enter_context(_spool())
@@ -136,7 +137,7 @@ def _writable_store(location: str, options_for: OptionsFor | None) -> tuple[Writ
 
 @contextlib.contextmanager
 def index_writer(
-    location: str, header: IndexHeader, options_for: OptionsFor | None = None
+    location: str | os.PathLike[str], header: IndexHeader, options_for: OptionsFor | None = None
 ) -> Iterator[IndexWriter]:
     """Yield an :class:`IndexWriter` whose index replaces ``location`` on success.
 
@@ -149,6 +150,7 @@ def index_writer(
     (and the name checked) before the block runs, so a bad location fails
     before any chunking.
     """
+    location = os.fspath(location)
     if location == STDIO:
         with _spool() as spool:
             writer = IndexWriter(spool, header)
@@ -179,7 +181,7 @@ def index_writer(
 
 
 def write_index_file(
-    location: str,
+    location: str | os.PathLike[str],
     header: IndexHeader,
     chunks: Iterable[tuple[bytes, int]],
     options_for: OptionsFor | None = None,

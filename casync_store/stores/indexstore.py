@@ -105,8 +105,8 @@ class WriteIndexStore(IndexStore):
 class LocalIndexStore(WriteIndexStore):
     """Index files in a local directory."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
 
     def __str__(self) -> str:
         return self.path

@@ -87,8 +87,10 @@ def _kind(mode: int) -> str:
 class LocalStore(PruneStore):
     """A chunk store in a local directory (created on first write)."""
 
-    def __init__(self, path: str, verify: bool = True, sync: bool = True, compression: str = "zstd") -> None:
-        self.path = path
+    def __init__(
+        self, path: str | os.PathLike[str], verify: bool = True, sync: bool = True, compression: str = "zstd"
+    ) -> None:
+        self.path = path = os.fspath(path)
         self.verify = verify
         self.sync = sync
         self.compression = compression

@@ -15,6 +15,7 @@ called with the list of member stores.
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -82,7 +83,7 @@ def _open_one(location: str, options: StoreOptions, must_exist: bool = False) ->
 
 
 def open_store(
-    location: str,
+    location: str | os.PathLike[str],
     options: StoreOptions | None = None,
     writable: bool = False,
     options_for: Callable[[str], StoreOptions] | None = None,
@@ -101,6 +102,7 @@ def open_store(
     scheme that is unknown or not supported yet, :class:`ParameterError`
     for an empty location or ``-``.
     """
+    location = os.fspath(location)
     if not location or not location.strip():
         raise ParameterError("empty store location")
     if location == "-":

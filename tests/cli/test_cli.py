@@ -455,6 +455,23 @@ def test_readme_tree_example_runs(tmp_path: os.PathLike[str]) -> None:
     assert sorted(os.listdir(os.path.join(tmp_path, "pycasync-doc"))) == sorted(os.listdir(_DOC))
 
 
+def _python_block(readme: str, marker: str) -> str:
+    """The README's ```python block that contains ``marker``."""
+    return next(block.split("```", 1)[0] for block in readme.split("```python\n")[1:] if marker in block)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="the example reads /usr/bin/python3")
+def test_readme_progress_example_runs(tmp_path: os.PathLike[str]) -> None:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    code = _python_block(readme, "class Percent")
+    code = code.replace("/tmp/", f"{tmp_path}/")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    size = os.path.getsize("/usr/bin/python3")
+    assert proc.stdout.decode().strip() == f"Storing: {size} of {size} bytes"
+
+
 def test_readme_test_command_is_what_ci_runs() -> None:
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
@@ -551,7 +568,7 @@ def test_info_with_missing_store_or_cache_fails(
 def test_readme_remote_index_example_runs(tmp_path: os.PathLike[str]) -> None:
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    code = readme.split("```python\n")[3].split("```", 1)[0]
+    code = _python_block(readme, "IndexServer")
     code = code.replace("/tmp/", f"{tmp_path}/")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")

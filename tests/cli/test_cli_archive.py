@@ -101,6 +101,38 @@ def test_tar_index_untar_index_equal_to_casync(
     assert tree_state(cout) == tree_state(tree)
 
 
+_MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "xz": b"\xfd7zXZ\x00", "gzip": b"\x1f\x8b"}
+
+
+@pytest.mark.parametrize("compression", ["xz", "gzip", "zstd"])
+@pytest.mark.parametrize("input_format", ["disk", "tar"])
+def test_tar_index_honours_compression(
+    env: dict[str, str], tree: str, tmp_path: os.PathLike[str], compression: str, input_format: str,
+    run_casync: Callable[..., subprocess.CompletedProcess[bytes]],
+) -> None:
+    """``tar -i --compression`` writes chunks of that kind (it always wrote zstd), and casync reads them."""
+    store, index = os.path.join(tmp_path, "store"), os.path.join(tmp_path, "t.caidx")
+    if input_format == "disk":
+        ok(env, "tar", "-i", "-s", store, "-m", "4:16:64", "--compression", compression, index, tree)
+    else:
+        stream = subprocess.run(["tar", "--format=pax", "-C", tree, "-cf", "-", "."], check=True,
+                                capture_output=True).stdout
+        ok(env, "tar", "-i", "--input-format", "tar", "-s", store, "-m", "4:16:64",
+           "--compression", compression, index, "-", input=stream)
+    names = [os.path.join(d, n) for d, _, ns in os.walk(store) for n in ns if n.endswith(".cacnk")]
+    assert len(names) > 3
+    for name in names:
+        assert read(name).startswith(_MAGIC[compression]), name
+    # casync detects the kind by the magic bytes and extracts the tree from our store
+    cout = os.path.join(tmp_path, "cout")
+    run_casync(*DESYNC_WITH, f"--store={store}", "extract", index, cout)
+    if input_format == "disk":
+        assert tree_state(cout) == tree_state(tree)
+    out = os.path.join(tmp_path, "out")
+    ok(env, "untar", "-i", "-s", store, index, out)
+    assert tree_state(out) == tree_state(cout)
+
+
 def test_gnu_tar_in_and_out(env: dict[str, str], tree: str, tmp_path: os.PathLike[str]) -> None:
     stream = subprocess.run(["tar", "--format=pax", "-C", tree, "-cf", "-", "."], check=True,
                             capture_output=True).stdout

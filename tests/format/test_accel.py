@@ -136,11 +136,42 @@ def test_incomplete_extension() -> None:
     assert "lacks siphash24, encode_goodbye, encode_child" in proc.stderr
 
 
-@pytest.mark.parametrize("value", ["0", "yes", "true"])
+@pytest.mark.parametrize("value", ["yes", "true", "2", " 1"])
 def test_bad_value_is_an_error(value: str) -> None:
     proc = _run({"PYCASYNC_PUREPYTHON": value}, "import casync_format._siphash")
     assert proc.returncode != 0
     assert "ParameterError" in proc.stderr and "PYCASYNC_PUREPYTHON" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["PYCASYNC_PUREPYTHON", "PYCASYNC_REQUIRE_C"])
+@pytest.mark.parametrize("value", ["0", ""])
+def test_zero_and_empty_mean_off(name: str, value: str) -> None:
+    """``=0`` (and empty) is the normal behaviour: the C functions where built, nothing required."""
+    code = "import json, casync_format._accel as a; print(json.dumps([a.FORCE_PYTHON, a.REQUIRE_C, a.backends()]))"  # noqa: E501
+    off = _run({name: value}, code)
+    assert off.returncode == 0, off.stderr
+    unset = _run({}, code)
+    assert json.loads(off.stdout) == json.loads(unset.stdout)
+    assert json.loads(off.stdout)[:2] == [False, False]
+
+
+def test_pure_python_one_forces_python() -> None:
+    code = "import json, casync_format._accel as a; print(json.dumps(a.backends()))"
+    proc = _run({"PYCASYNC_PUREPYTHON": "1"}, code)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout).values()) == {"python"}
+
+
+def test_bad_value_is_one_line_from_the_cli() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYCASYNC_")}
+    env["PYCASYNC_PUREPYTHON"] = "yes"
+    proc = subprocess.run(
+        [sys.executable, "pycasync.py", "--version"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "pycasync: error: environment variable PYCASYNC_PUREPYTHON='yes': use 1 (on) or 0 (off), or unset it"
+    ]
 
 
 def test_version_reports_every_backend() -> None:

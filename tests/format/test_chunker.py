@@ -208,7 +208,7 @@ def test_live_backend_is_c_when_built() -> None:
     c_module()
     proc = _import_in_child({"PYCASYNC_REQUIRE_C": "1"})
     assert proc.returncode == 0 and proc.stdout.strip() == "c", proc.stderr
-    if not os.environ.get("PYCASYNC_PUREPYTHON"):
+    if os.environ.get("PYCASYNC_PUREPYTHON") != "1":
         assert chunker.BACKEND == "c"
 
 

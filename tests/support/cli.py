@@ -80,11 +80,17 @@ _SERVING = re.compile(rb"serving .* on 127\.0\.0\.1:(\d+)")
 
 
 class Server:
-    """A ``pycasync chunk-server`` (or ``index-server``) subprocess."""
+    """A ``pycasync chunk-server`` (or ``index-server``) subprocess.
 
-    def __init__(self, environ: dict[str, str], *args: str, command: str = "chunk-server") -> None:
+    ``program`` is how pycasync is run (default: this Python and ``pycasync.py``).
+    """
+
+    def __init__(
+        self, environ: dict[str, str], *args: str, command: str = "chunk-server",
+        program: tuple[str, ...] | None = None,
+    ) -> None:
         self.command = command
-        argv = [sys.executable, CLI, "-v", command, "-l", "127.0.0.1:0", *args]
+        argv = [*(program or (sys.executable, CLI)), "-v", command, "-l", "127.0.0.1:0", *args]
         self.proc = subprocess.Popen(argv, env=environ, cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.port = self._wait_port()
