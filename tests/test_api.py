@@ -116,6 +116,13 @@ def test_paths_everywhere(tmp_path: Path) -> None:
         out = tmp_path / "out.bin"
         extract(idx, out, open_store(tmp_path / "store"))
         assert out.read_bytes() == data
+        # seeds given as Path objects, bare (a raw seed) and as IndexSeed/RawSeed
+        from casync_store import IndexSeed, RawSeed
+
+        for seeds in ([blob], [IndexSeed(index, blob)], [RawSeed(blob)]):
+            seeded = tmp_path / "seeded.bin"
+            stats_x = extract(idx, seeded, LocalStore(tmp_path / "empty-store"), seeds=seeds)
+            assert seeded.read_bytes() == data and stats_x.chunks_from_store == 0
         other = LocalStore(tmp_path / "other")
         chop(idx, blob, other)
         assert index_info(idx, [other]).in_store == index_info(idx, [store]).in_store > 0
