@@ -12,7 +12,8 @@ API server), :mod:`.certs` (test certificates), :mod:`.faulty_http` (a
 misbehaving HTTP server), :mod:`.http_client` (raw requests to a test
 server), :mod:`.cli` (running ``pycasync.py`` and its chunk-server),
 :mod:`.catar_build` (raw and written catar archives), :mod:`.chunks`
-(deterministic test chunks of the store tests) and :mod:`.trees`
+(deterministic test chunks of the store tests), :mod:`.chunker_helpers`
+(the chunker tests' backends, cut lists and parameters) and :mod:`.trees`
 (directory trees on disk and their snapshots). The fixtures built on them are
 registered in ``tests/conftest.py`` (and ``tests/cli/conftest.py``).
 """
