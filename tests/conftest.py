@@ -31,7 +31,10 @@ Fixtures (any test module may use them; the helpers behind them are in
 - ``made``: ``(store, index, content)``: ``blob`` made into a store with
   small chunks (``-m 4:16:64``) through the real command line.
 
-The CLI tests' own ``serve`` fixture is in ``tests/cli/conftest.py``.
+The CLI tests' own ``serve`` fixture is in ``tests/cli/conftest.py``; the
+chunker's ``backend`` in ``tests/format/conftest.py``; the ChunkServer tests'
+``serve`` in ``tests/serve/conftest.py``; the HTTP and S3 store tests' fixtures
+in ``tests/stores/conftest.py``.
 
 Hypothesis runs under the profile ``ci`` (50 examples, no deadline) unless
 ``HYPOTHESIS_PROFILE`` names another registered one (``dev``: 10 examples,

@@ -1,4 +1,4 @@
-"""The Store contract, one suite for every store; plus the router's and cache's own rules.
+"""The Store contract: one suite of reading, writing, listing and pruning rules for every store.
 
 Each entry of :data:`FACTORIES` builds a :class:`Harness`: the store under
 test and a ``backing`` WriteStore through which the test plants chunks where
@@ -8,34 +8,26 @@ HTTPStore in front of a real ChunkServer). A factory is called with the test's
 temp directory and its ``request`` (for session fixtures such as a test server:
 ``request.getfixturevalue(name)``). To bring a new backend under the contract,
 add a factory; tests that need a capability (WriteStore,
-PruneStore) skip stores that lack it.
+PruneStore) skip stores that lack it. LocalStore's own rules are in
+``test_store_local.py``, the router's and cache's in ``test_store_router_cache.py``.
 """
 
 from __future__ import annotations
 
 import os
-import random
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Callable
 
 import pytest
 
-from casync_format import chunk as chunk_codec
 from casync_format import compress
-from casync_format.digest import SHA256, SHA512_256
-from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
-from casync_format.index import read_index
-from casync_store import CachedStore, LocalStore, StoreRouter, combine
-from casync_store.plumbing.atomic import TEMP_PREFIX, atomic_write, write_file_atomic
-from casync_store.stores.base import PruneStore, Store, WriteStore, require_prunable, require_writable
-from tests.support import DATA_DIR, ROOT
-
-DATA = DATA_DIR
-METHOD = "zstd" if compress.ZSTD_BACKEND else "gzip"
+from casync_format.digest import SHA512_256
+from casync_format.errors import ChunkInvalid, ChunkMissing
+from casync_store import CachedStore, LocalStore, StoreRouter
+from casync_store.plumbing.atomic import TEMP_PREFIX
+from casync_store.stores.base import PruneStore, Store, WriteStore
+from tests.support.chunks import make_chunk, random_chunk
 
 
 class Harness:
@@ -169,18 +161,6 @@ def prunable(h: Harness) -> PruneStore:
     if not isinstance(h.store, PruneStore):
         pytest.skip(f"{type(h.store).__name__} cannot list and remove chunks")
     return h.store
-
-
-def make_chunk(seed: int, size: int = 3000, method: str = METHOD) -> tuple[bytes, bytes, bytes]:
-    """(id, data, blob) of a deterministic chunk."""
-    data = seed.to_bytes(4, "little") * (size // 4)
-    return SHA512_256(data), data, chunk_codec.encode(data, method)
-
-
-def random_chunk(seed: int, size: int) -> tuple[bytes, bytes, bytes]:
-    """(id, data, blob) of an incompressible chunk (a big blob is slow to write)."""
-    data = random.Random(seed).randbytes(size)
-    return SHA512_256(data), data, compress.compress(data, "gzip", level=1)
 
 
 def assert_names(err: ChunkMissing | ChunkInvalid, cid: bytes, store: Store) -> None:
@@ -333,288 +313,3 @@ def test_remove_while_iterating(harness: Harness) -> None:
         store.remove_chunk(cid)
         removed += 1
     assert removed == 20 and list(store.iter_chunk_ids()) == []
-
-
-# --- LocalStore specifics -------------------------------------------------------------------------
-
-
-def test_local_layout_and_foreign_files(tmp_path: os.PathLike[str]) -> None:
-    store = LocalStore(str(tmp_path), sync=False)
-    cid, _data, blob = make_chunk(20)
-    store.put_raw(cid, blob)
-    name = cid.hex()
-    assert store.chunk_path(cid) == os.path.join(str(tmp_path), name[:4], name + ".cacnk")
-    assert os.path.isfile(store.chunk_path(cid))
-    mode = os.stat(store.chunk_path(cid)).st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    assert mode == 0o644 & ~umask
-    junk = {
-        os.path.join(name[:4], TEMP_PREFIX + "abc"),  # a writer's temporary file
-        os.path.join(name[:4], name + ".cacnk.tmp"),
-        os.path.join(name[:4], name.upper() + ".cacnk"),
-        os.path.join(name[:4], "README"),
-        "README",
-        os.path.join("zzzz", name + ".cacnk"),  # not a prefix directory
-        os.path.join("0000", "1111" + name[4:] + ".cacnk"),  # filed under the wrong prefix
-        os.path.join("00000", name + ".cacnk"),
-        name + ".cacnk",
-    }
-    for rel in junk:
-        os.makedirs(os.path.dirname(os.path.join(str(tmp_path), rel)), exist_ok=True)
-        with open(os.path.join(str(tmp_path), rel), "wb") as f:
-            f.write(blob)
-    os.makedirs(os.path.join(str(tmp_path), "abcd", "0" * 64 + ".cacnk"))  # a directory, not a chunk
-    assert list(store.iter_chunk_ids()) == [cid]
-    assert store.prune(set()) == 1
-    for rel in junk:
-        assert os.path.exists(os.path.join(str(tmp_path), rel)), "prune removed a foreign file"
-
-
-def test_local_reads_casync_store() -> None:
-    with open(os.path.join(DATA, "index", "text.caibx"), "rb") as f:
-        items = list(read_index(f))
-    for method in ("zstd", "xz", "gzip"):
-        if method == "zstd" and not compress.ZSTD_BACKEND:
-            continue
-        store = LocalStore(os.path.join(DATA, "store-" + method))
-        assert sorted(store.iter_chunk_ids()) == sorted({c.id for c in items})
-        for c in items:
-            assert len(store.get_chunk(c.id, SHA512_256, size=c.size)) == c.size
-
-
-def test_local_errors(tmp_path: os.PathLike[str]) -> None:
-    path = os.path.join(str(tmp_path), "file")
-    with open(path, "wb") as f:
-        f.write(b"x")
-    with pytest.raises(StoreError):
-        LocalStore(path)
-    under_file = LocalStore(os.path.join(path, "store"))
-    cid, _data, blob = make_chunk(21)
-    with pytest.raises(StoreError) as exc:
-        under_file.put_raw(cid, blob)
-    assert cid.hex() in str(exc.value) and str(under_file) in str(exc.value)
-    with pytest.raises(StoreError):
-        list(LocalStore(os.path.join(str(tmp_path), "nonexistent")).iter_chunk_ids())
-    assert not LocalStore(os.path.join(str(tmp_path), "nonexistent")).has_chunk(cid)
-
-
-def test_local_directory_under_chunk_name_is_invalid(tmp_path: os.PathLike[str]) -> None:
-    store = LocalStore(str(tmp_path))
-    cid = make_chunk(22)[0]
-    os.makedirs(store.chunk_path(cid))  # a directory where the chunk file belongs
-    with pytest.raises(ChunkInvalid) as exc:  # there, but no chunk: verify -r removes it
-        store.get_raw(cid)
-    assert cid.hex() in str(exc.value) and "directory" in str(exc.value)
-    assert not store.has_chunk(cid)
-
-
-def test_local_verify_false_trusts_content(tmp_path: os.PathLike[str]) -> None:
-    store = LocalStore(str(tmp_path), verify=False, sync=False)
-    cid, data, _ = make_chunk(23)
-    other = make_chunk(24)
-    store.put_raw(cid, other[2])
-    assert store.get_chunk(cid, SHA512_256) == other[1]
-    with pytest.raises(ChunkInvalid):  # the size is still checked
-        store.get_chunk(cid, SHA512_256, size=len(data) + 4)
-
-
-def test_local_concurrent_writer_processes(tmp_path: os.PathLike[str]) -> None:
-    store = LocalStore(os.path.join(str(tmp_path), "store"), sync=False)
-    cid, data, blob = random_chunk(25, 4 << 20)
-    blob_path = os.path.join(str(tmp_path), "blob")
-    with open(blob_path, "wb") as f:
-        f.write(blob)
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from casync_store.stores.local import LocalStore\n"
-        "s = LocalStore(sys.argv[2], sync=False)\n"
-        "blob = open(sys.argv[3], 'rb').read()\n"
-        "for _ in range(30): s.put_raw(bytes.fromhex(sys.argv[4]), blob)\n"
-    )
-    args = [sys.executable, "-c", script, ROOT, store.path, blob_path, cid.hex()]
-    procs = [subprocess.Popen(args) for _ in range(4)]
-    bad = good = 0
-    while any(p.poll() is None for p in procs):
-        try:
-            got = store.get_raw(cid)
-        except ChunkMissing:
-            continue
-        good += got == blob
-        bad += got != blob
-    assert [p.wait() for p in procs] == [0] * 4
-    assert bad == 0, f"a reader saw a partial chunk ({bad} of {bad + good} reads)"
-    assert good, "the reader never saw the chunk: the test did not test anything"
-    assert store.get_chunk(cid, SHA512_256, size=len(data)) == data
-    leftovers = [n for _t, _d, names in os.walk(store.path) for n in names if n.startswith(TEMP_PREFIX)]
-    assert not leftovers and list(store.iter_chunk_ids()) == [cid]
-
-
-def test_atomic_write_keeps_target_on_error(tmp_path: os.PathLike[str]) -> None:
-    target = os.path.join(str(tmp_path), "file")
-    write_file_atomic(target, b"old")
-    with pytest.raises(RuntimeError), atomic_write(target) as f:
-        f.write(b"new, partial")
-        raise RuntimeError("boom")
-    with open(target, "rb") as f:
-        assert f.read() == b"old"
-    assert os.listdir(str(tmp_path)) == ["file"]
-    write_file_atomic(target, b"new", mode=0o600)
-    with open(target, "rb") as f:
-        assert f.read() == b"new"
-    assert os.stat(target).st_mode & 0o777 == 0o600
-
-
-# --- CachedStore ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cache_pair(tmp_path: os.PathLike[str]) -> CachePair:
-    remote = LocalStore(os.path.join(str(tmp_path), "remote"), sync=False)
-    cache = LocalStore(os.path.join(str(tmp_path), "cache"), sync=False)
-    return CachedStore(remote, cache), remote, cache
-
-
-def _age(store: LocalStore, cid: bytes, seconds: float = 3600) -> float:
-    old = time.time() - seconds
-    os.utime(store.chunk_path(cid), (old, old))
-    return old
-
-
-CachePair = tuple[CachedStore, LocalStore, LocalStore]
-
-
-def test_cache_miss_fills_cache_with_remote_bytes(cache_pair: CachePair) -> None:
-    cached, remote, cache = cache_pair
-    cid, data, blob = make_chunk(30, method="xz")
-    remote.put_raw(cid, blob)
-    assert cached.get_chunk(cid, SHA512_256, size=len(data)) == data
-    assert cache.get_raw(cid) == blob
-    cid2, _data2, blob2 = make_chunk(31)
-    remote.put_raw(cid2, blob2)
-    # A raw read cannot verify, so it is served but does not fill the cache.
-    assert cached.get_raw(cid2) == blob2 and not cache.has_chunk(cid2)
-
-
-def test_cache_hit_touches_mtime(cache_pair: CachePair) -> None:
-    cached, remote, cache = cache_pair
-    cid, _data, blob = make_chunk(32)
-    cache.put_raw(cid, blob)  # only in the cache: a hit must not ask the remote
-    for read in (lambda: cached.get_chunk(cid, SHA512_256), lambda: cached.get_raw(cid)):
-        old = _age(cache, cid)
-        read()
-        assert os.stat(cache.chunk_path(cid)).st_mtime > old + 1800
-    assert not remote.has_chunk(cid)
-
-
-def test_damaged_cache_copy_replaced(cache_pair: CachePair) -> None:
-    cached, remote, cache = cache_pair
-    cid, data, blob = make_chunk(33)
-    remote.put_raw(cid, blob)
-    for bad in (make_chunk(34)[2], b"garbage", blob[:10]):
-        cache.put_raw(cid, bad)
-        assert cached.get_chunk(cid, SHA512_256, size=len(data)) == data
-        assert cache.get_raw(cid) == blob
-
-
-def test_damaged_remote_copy_not_cached(cache_pair: CachePair) -> None:
-    cached, remote, cache = cache_pair
-    cid, _data, _blob = make_chunk(35)
-    remote.put_raw(cid, make_chunk(36)[2])
-    with pytest.raises(ChunkInvalid) as exc:
-        cached.get_chunk(cid, SHA512_256)
-    assert exc.value.store is remote
-    assert not cache.has_chunk(cid)
-
-
-def test_cache_has_chunk(cache_pair: CachePair) -> None:
-    cached, remote, cache = cache_pair
-    a, b, c = make_chunk(37), make_chunk(38), make_chunk(39)
-    remote.put_raw(a[0], a[2])
-    cache.put_raw(b[0], b[2])
-    assert cached.has_chunk(a[0]) and cached.has_chunk(b[0]) and not cached.has_chunk(c[0])
-
-
-# --- StoreRouter ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def two_stores(tmp_path: os.PathLike[str]) -> tuple[LocalStore, LocalStore]:
-    return (
-        LocalStore(os.path.join(str(tmp_path), "a"), sync=False),
-        LocalStore(os.path.join(str(tmp_path), "b"), sync=False),
-    )
-
-
-def test_router_order(two_stores: tuple[LocalStore, LocalStore]) -> None:
-    a, b = two_stores
-    router = StoreRouter([a, b])
-    cid, data, blob = make_chunk(40)
-    blob_xz = chunk_codec.encode(data, "xz")
-    b.put_raw(cid, blob_xz)
-    assert router.get_raw(cid) == blob_xz
-    a.put_raw(cid, blob)
-    assert router.get_raw(cid) == blob  # the first store that holds it wins
-    assert router.get_chunk(cid, SHA512_256) == data
-    assert str(router) == f"{a}, {b}"
-
-
-def test_router_store_error_is_final(two_stores: tuple[LocalStore, LocalStore]) -> None:
-    a, b = two_stores
-    cid, _data, blob = make_chunk(41)
-    b.put_raw(cid, blob)
-
-    class Unreadable(LocalStore):  # a cannot read the chunk: StoreError, not ChunkMissing
-        def get_raw(self, chunk_id: bytes) -> bytes:
-            raise StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: Permission denied")
-
-    router = StoreRouter([Unreadable(a.path), b])
-    with pytest.raises(StoreError) as exc:
-        router.get_raw(cid)
-    assert not isinstance(exc.value, ChunkMissing)
-    with pytest.raises(StoreError):
-        router.get_chunk(cid, SHA512_256)
-
-
-def test_router_invalid_is_final_and_names_member(two_stores: tuple[LocalStore, LocalStore]) -> None:
-    a, b = two_stores
-    cid, _data, blob = make_chunk(42)
-    a.put_raw(cid, make_chunk(43)[2])
-    b.put_raw(cid, blob)
-    with pytest.raises(ChunkInvalid) as exc:
-        StoreRouter([a, b]).get_chunk(cid, SHA512_256)
-    assert exc.value.store is a
-
-
-def test_router_members_keep_their_verify_setting(two_stores: tuple[LocalStore, LocalStore]) -> None:
-    a, _b = two_stores
-    trusted = LocalStore(a.path, verify=False)
-    cid = make_chunk(44)[0]
-    _other_id, other_data, other_blob = make_chunk(45)
-    a.put_raw(cid, other_blob)
-    assert StoreRouter([trusted]).get_chunk(cid, SHA256) == other_data
-
-
-def test_router_and_combine_construction(two_stores: tuple[LocalStore, LocalStore]) -> None:
-    a, b = two_stores
-    with pytest.raises(StoreError):
-        StoreRouter([])
-    with pytest.raises(StoreError):
-        combine([])
-    assert combine([a]) is a
-    assert isinstance(combine([a, b]), StoreRouter)
-    cached = combine([a, b], cache=LocalStore(a.path + "-cache"))
-    assert isinstance(cached, CachedStore) and isinstance(cached.remote, StoreRouter)
-    cache = LocalStore(a.path + "-cache")
-    assert combine([], cache=cache) is cache
-
-
-def test_capability_checks(two_stores: tuple[LocalStore, LocalStore]) -> None:
-    a, b = two_stores
-    assert require_writable(a) is a and require_prunable(a) is a
-    for store in (StoreRouter([a, b]), CachedStore(a, b)):
-        with pytest.raises(StoreError) as exc:
-            require_writable(store)
-        assert str(a) in str(exc.value)
-        with pytest.raises(StoreError):
-            require_prunable(store)

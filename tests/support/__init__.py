@@ -7,13 +7,18 @@
 - :func:`rng_bytes`: deterministic pseudo-random bytes; :func:`free_port`: a
   TCP port of 127.0.0.1 nothing listens on.
 
-The modules: :mod:`.sshd` (a real OpenSSH server), :mod:`.moto` (a real S3
-API server), :mod:`.certs` (test certificates), :mod:`.faulty_http` (a
-misbehaving HTTP server), :mod:`.http_client` (raw requests to a test
-server), :mod:`.cli` (running ``pycasync.py`` and its chunk-server),
-:mod:`.catar_build` (raw and written catar archives) and :mod:`.trees`
-(directory trees on disk and their snapshots). The fixtures built on them are
-registered in ``tests/conftest.py`` (and ``tests/cli/conftest.py``).
+The modules: :mod:`.sshd` (a real OpenSSH server), :mod:`.moto` (a real S3 API
+server; :mod:`.s3_helpers`, the S3 tests' helpers on it), :mod:`.certs` (test
+certificates), :mod:`.faulty_http` (a misbehaving HTTP server),
+:mod:`.http_store` (HTTP store clients on it), :mod:`.http_client` (raw
+requests to a test server), :mod:`.cli` (running ``pycasync.py`` and its
+chunk-server), :mod:`.chunkserver` (a store for the ChunkServer tests and raw
+requests to it), :mod:`.catar_build` (raw and written catar archives),
+:mod:`.chunks` (deterministic test chunks of the store tests),
+:mod:`.chunker_helpers` (the chunker tests' backends, cut lists and
+parameters) and :mod:`.trees` (directory trees on disk and their snapshots).
+The fixtures built on them are registered in ``tests/conftest.py`` (and the
+conftest.py of tests/cli, tests/format, tests/serve and tests/stores).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ For every case of :func:`cases` (an input spec and a chunk-size setting) this
 builds the input with :func:`make_input`, runs ``casync make`` on it and keeps
 casync's ``.caibx``, whose table holds casync's chunk end offsets. The inputs
 are not stored: ``golden.json`` records each case's spec, chunk sizes and the
-input's sha256, so tests/test_chunker.py rebuilds the exact bytes casync
+input's sha256, so tests/format/test_chunker_casync.py rebuilds the exact bytes casync
 chunked and compares its cut points with casync's.
 
 Run from anywhere: ``python3 tests/data/chunker/make_golden.py [/path/to/casync]``.
