@@ -18,10 +18,10 @@ Layers, imports pointing down only (``tests/test_layering.py`` checks it)::
       -> casync_format         bytes only: digest, chunk, compress, chunker (+ C
                                accelerator via _accel), index, catar, protocol
 
-make: a regular file is read by offset into reused buffers (a block device is
-mapped), where ``chunker.iter_file_chunks`` (``iter_chunks``) finds cut points
-in parallel segments; :class:`~.pipeline.ChunkWorker` on the pool
-(``plumbing.pool.ThreadMap``) hashes each chunk and :class:`~.pipeline.StoreOnce`
+make: a regular file or device is read by offset into reused buffers, where
+``chunker.iter_file_chunks`` finds cut points in parallel segments;
+:class:`~.pipeline.ChunkWorker` on the pool (``plumbing.pool.ThreadMap``)
+reads and hashes each chunk and :class:`~.pipeline.StoreOnce`
 compresses and stores it unless this run or the store has it; ids go in order to
 ``stores.indexio.index_writer``, which renames the index into place at the end.
 

@@ -1,33 +1,32 @@
 """The ``make`` operation: chunk a blob, store its chunks, write its index.
 
-A regular file is read by offset (``pread``), never memory-mapped: a file
-that shrinks under a map kills the process with SIGBUS, which Python cannot
-catch. The chunker's parallel boundary search reads segments into a few
-reused buffers (:func:`~casync_format.chunker.iter_file_chunks`), and the
-workers of a :class:`~casync_store.plumbing.pool.ThreadMap` read each chunk
-at its offset, hash it and, when a store is given, compress and store the
-chunks the store does not hold yet (a chunk repeated within the run is
-handled once). A short read, or a size or modification time at the end that
+A regular file or block device is read by offset (``pread``), never
+memory-mapped: a file that shrinks under a map, or a device whose read
+fails, kills the process with SIGBUS, which Python cannot catch. The
+chunker's parallel boundary search reads segments into a few reused buffers
+(:func:`~casync_format.chunker.iter_file_chunks`), and the workers of a
+:class:`~casync_store.plumbing.pool.ThreadMap` read each chunk at its
+offset, hash it and, when a store is given, compress and store the chunks
+the store does not hold yet (a chunk repeated within the run is handled
+once). A short read, or a file's size or modification time at the end that
 differs from the start, raises :class:`~casync_format.errors.InputChanged`
-and no index is written. A block device (which cannot shrink) is mapped and
-hashed from zero-copy views, its finished pages dropped. Results come back in
-blob order and are streamed into the index, which replaces its final name
-only once complete; at most a few dozen chunks are in flight, so memory stays
-flat however large the input. A pipe (``-`` for stdin) is cut with the
-streaming chunker. The index is byte-identical to ``casync make``'s.
+and no index is written; a device's read error is an OSError. Results come
+back in blob order and are streamed into the index, which replaces its
+final name only once complete; at most a few dozen chunks are in flight, so
+memory stays flat however large the input. A pipe (``-`` for stdin) is cut
+with the streaming chunker. The index is byte-identical to ``casync make``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import stat
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO, Callable
 
-from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_chunks, iter_file_chunks
+from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_file_chunks
 from casync_format.compress import COMPRESSIONS
 from casync_format.constants import CA_FORMAT_BLOB_INDEX_FLAGS
 from casync_format.digest import SHA512_256, Digest
@@ -45,7 +44,6 @@ from ..stores.indexstore import is_remote_location
 
 __all__ = ["MakeStats", "make", "blob_index_header", "iter_chunk_ids"]
 
-_DROP_EVERY = 8 * 1024 * 1024  # unmap finished input pages in steps of this many bytes
 _SEGMENT = 4 * 1024 * 1024  # parallel cut search: bytes per segment (bounds read-ahead)
 
 
@@ -95,7 +93,7 @@ def make(
             stack.enter_context(store.writing())  # a prune meanwhile keeps our chunks
         source = stack.enter_context(_open_input(input_path))
         spans = source.spans(params, workers)
-        work = ChunkWorker(source.view, store, digest, compression, source.read)
+        work = ChunkWorker(None, store, digest, compression, source.read)
         # Hashing is CPU-bound (one thread per CPU); storing waits on fsync, so a
         # store gets more threads, and smaller batches keep them all busy.
         threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
@@ -105,7 +103,6 @@ def make(
             for cid, size, fate, nbytes in results:
                 writer.add(cid, size)
                 stats.count(fate, size, nbytes)
-                source.done(size)
                 if progress is not None:
                     progress.add(size)
         source.check()  # before the index is committed: a changed input leaves none
@@ -129,139 +126,98 @@ def iter_chunk_ids(
     workers = default_workers(concurrency)
     with _open_input(os.fspath(input_path)) as source:
         source.skip(offset)
-        work = ChunkWorker(source.view, None, digest, "zstd", source.read)
+        work = ChunkWorker(None, None, digest, "zstd", source.read)
         start = offset
         spans = source.spans(params, workers)
         with ThreadMap(work, spans, workers, 16 * workers, batch=4) as results:
             for cid, size, _fate, _nbytes in results:
                 yield start, size, cid
                 start += size
-                source.done(size)
         source.check()
 
 
 class _Input:
-    """An input blob: a memory map of a block device, or a stream read sequentially."""
+    """An input read sequentially: a pipe, a socket, a character device (or nothing: empty)."""
 
     read: Callable[[int, int], bytes] | None = None  # set when spans are (start, size) to read
 
-    def __init__(self, fileobj: BinaryIO, size: int, mapped: mmap.mmap | None) -> None:
+    def __init__(self, fileobj: BinaryIO | None, size: int = 0) -> None:
         self.file = fileobj
         self.size = size  # 0 when unknown (a stream)
-        self.map = mapped
-        self.view = memoryview(mapped) if mapped is not None else None
-        self._whole = self.view
-        self._done = 0
-        self._dropped = 0
         self._spans: list[Iterator[Span]] = []
 
     def skip(self, offset: int) -> None:
         """Start the input at byte ``offset`` (chunk positions count from there)."""
-        if offset <= 0:
-            return
-        if self.view is not None:
-            self.view = self.view[offset:]
-            self.size = len(self.view)
-            self._done = self._dropped = offset - offset % mmap.PAGESIZE
-        elif self.file is not None:
-            while offset > 0:
-                got = len(self.file.read(min(offset, 1 << 20)))
-                if not got:
-                    break
-                offset -= got
+        while self.file is not None and offset > 0:
+            got = len(self.file.read(min(offset, 1 << 20)))
+            if not got:
+                break
+            offset -= got
 
     def spans(self, params: ChunkerParams, workers: int) -> Iterator[Span]:
-        """The chunks: ``(start, size)`` over the map, ``(start, data)`` from a stream."""
-        if self.view is not None:
-            segment = -(-_SEGMENT // params.max_size) * params.max_size
-            spans = iter_chunks(self.view, params, workers=workers, segment_size=segment)
-            self._spans.append(spans)
-            return spans
-        if self.size == 0 and self.file is None:
+        """The chunks as ``(start, data)``, cut by the streaming chunker."""
+        if self.file is None:
             return iter(())
         return chunk_stream(self.file, params)
-
-    def done(self, size: int) -> None:
-        """The next ``size`` bytes are finished: drop their pages from the mapping."""
-        self._done += size
-        if self.map is None or self._done - self._dropped < _DROP_EVERY:
-            return
-        end = self._done - self._done % mmap.PAGESIZE
-        with contextlib.suppress(AttributeError, OSError, ValueError):  # best effort
-            self.map.madvise(mmap.MADV_DONTNEED, self._dropped, end - self._dropped)
-        self._dropped = end
 
     def check(self) -> None:
         """Raise :class:`InputChanged` if the input changed while it was read (files only)."""
 
     def close(self) -> None:
-        """Release the view and the map (no chunk view may outlive them)."""
+        """Stop a chunker that has not run to its end (its search threads)."""
         for spans in self._spans:
-            # A chunker that never ran still holds a view of the map: drop it.
             close = getattr(spans, "close", None)
             if close is not None:
                 close()
-        if self.view is not None:
-            self.view.release()
-        if self._whole is not None:
-            self._whole.release()
-        if self.map is not None:
-            self.map.close()
 
 
 @contextlib.contextmanager
 def _open_input(path: str) -> Iterator[_Input]:
     if path == STDIO:
-        source = _Input(sys.stdin.buffer, 0, None)
-        yield source
+        yield _Input(sys.stdin.buffer)
         return
     with open(path, "rb") as f:
-        source = _map_or_stream(f, path)
+        source = _by_offset_or_stream(f, path)
         try:
             yield source
         finally:
             source.close()
 
 
-def _map_or_stream(f: BinaryIO, path: str) -> _Input:
-    """Read a regular file by offset, map a block device; read anything else as a stream."""
+def _by_offset_or_stream(f: BinaryIO, path: str) -> _Input:
+    """Read a regular file or block device by offset; anything else as a stream.
+
+    Nothing is memory-mapped: a mapped file that shrinks, or a device whose
+    read fails, would end the process with SIGBUS instead of an error.
+    """
     st = os.fstat(f.fileno())
-    mode = st.st_mode
-    if stat.S_ISREG(mode):
-        return _FileInput(f.fileno(), path, st)
-    if not stat.S_ISBLK(mode):
-        return _Input(f, 0, None)  # pipes, sockets, character devices: a stream
+    if stat.S_ISREG(st.st_mode):
+        return _FileInput(f.fileno(), path, st.st_size, st)
+    if not stat.S_ISBLK(st.st_mode):
+        return _Input(f)  # pipes, sockets, character devices: a stream
     try:
         size = os.lseek(f.fileno(), 0, os.SEEK_END)
-        os.lseek(f.fileno(), 0, os.SEEK_SET)
     except OSError:
-        return _Input(f, 0, None)
-    if size == 0:
-        return _Input(None, 0, None)  # type: ignore[arg-type]
-    try:
-        mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
-        return _Input(f, 0, None)
-    with contextlib.suppress(AttributeError, OSError):
-        mapped.madvise(mmap.MADV_SEQUENTIAL)
-    return _Input(f, size, mapped)
+        return _Input(f)
+    return _FileInput(f.fileno(), path, size, None)
 
 
 class _FileInput(_Input):
-    """A regular file read by offset; a short read or a changed size/mtime is InputChanged."""
+    """A file or device read by offset; a short read (or a file's changed size/mtime) is InputChanged."""
 
-    def __init__(self, fd: int, path: str, st: os.stat_result) -> None:
-        super().__init__(None, st.st_size, None)  # type: ignore[arg-type]
+    def __init__(self, fd: int, path: str, size: int, st: os.stat_result | None) -> None:
+        super().__init__(None, size)
         self.fd = fd
         self.path = path
-        self.stat = st
-        self.base = 0  # the file offset chunking starts at (skip)
+        self.total = size
+        self.stat = st  # a regular file's size and mtime at the start (None: a device)
+        self.base = 0  # the offset chunking starts at (skip)
         self.read = self._read
 
     def skip(self, offset: int) -> None:
         if offset > 0:
-            self.base = min(offset, self.stat.st_size)
-            self.size = self.stat.st_size - self.base
+            self.base = min(offset, self.total)
+            self.size = self.total - self.base
 
     def spans(self, params: ChunkerParams, workers: int) -> Iterator[Span]:
         segment = -(-_SEGMENT // params.max_size) * params.max_size
@@ -289,7 +245,10 @@ class _FileInput(_Input):
         return InputChanged(self.path, detail)
 
     def check(self) -> None:
-        now, before = os.fstat(self.fd), self.stat
+        before = self.stat
+        if before is None:
+            return
+        now = os.fstat(self.fd)
         if now.st_size != before.st_size or now.st_mtime_ns != before.st_mtime_ns:
             raise self._changed(
                 f"size {before.st_size} -> {now.st_size}, mtime_ns {before.st_mtime_ns} -> {now.st_mtime_ns}"
