@@ -188,7 +188,14 @@ class LocalStore(PruneStore):
         Neither a symlinked prefix directory nor a link under the chunk name
         is followed (a link's own time is set). A store the process may not
         change (read-only, another owner) still counts as holding the chunk.
+
+        The name is looked up again after the time is set: a prune that
+        renamed the chunk aside between the lookup of ``utime`` and its
+        update may not have seen the new time, and then removes the file; the
+        name being there afterwards means the prune's recheck came later (and
+        keeps it) or the chunk was put back or stored anew.
         """
+        name = chunk_file(chunk_id)
         try:
             dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
         except FileNotFoundError:
@@ -196,14 +203,14 @@ class LocalStore(PruneStore):
         except OSError as exc:
             return exc.errno not in (errno.ELOOP, errno.ENOTDIR)
         try:
-            os.utime(chunk_file(chunk_id), dir_fd=dir_fd, follow_symlinks=False)
+            os.utime(name, dir_fd=dir_fd, follow_symlinks=False)
+            return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
         except FileNotFoundError:
             return False
         except OSError:
             return True
         finally:
             os.close(dir_fd)
-        return True
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -32,7 +33,7 @@ def _chunk_ids(index_path: str) -> set[bytes]:
 def _ready_pruner(store: str, index: str) -> subprocess.Popen[bytes]:
     """A ``prune`` process that has opened everything and waits for its "y" (so it starts at once)."""
     proc = subprocess.Popen(
-        cli("prune", "-s", store, index), env=cli_env(), stdin=subprocess.PIPE, stderr=subprocess.PIPE
+        cli("-v", "prune", "-s", store, index), env=cli_env(), stdin=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert proc.stderr is not None
     asked = b""
@@ -78,17 +79,17 @@ def test_prune_beside_make_loses_no_chunk(tmp_path: os.PathLike[str]) -> None:
         assert pruner.stdin is not None
         pruner.stdin.write(b"y\n")
         pruner.stdin.close()
-        # The prune takes its snapshot of writers within milliseconds of the answer: a make still
-        # running 0.2 s later was running then. One that ended sooner is not checked.
-        time.sleep(0.2)
-        running = maker.poll() is None
         assert pruner.stderr is not None
         prune_err = pruner.stderr.read()
         pruner.wait(timeout=120)
         _, err = maker.communicate(timeout=120)
-        duration = time.monotonic() - began if running else duration * 0.8
         assert maker.returncode == 0, err
         assert pruner.returncode == 0, prune_err
+        # prune -v logs the time from which on it keeps chunks (when it began); a make whose
+        # index was renamed into place after that was running then (or started later).
+        cutoff = int(re.search(rb"at or after (\d+) ns", prune_err).group(1))  # type: ignore[union-attr]
+        running = os.stat(index).st_mtime_ns >= cutoff
+        duration = time.monotonic() - began if running else duration * 0.8
         if not running:
             continue  # make had ended before the prune began: nothing is promised for it
         checked += 1
