@@ -91,6 +91,7 @@ def render_manpage(
     usage = usage[len("usage: "):] if usage.startswith("usage: ") else usage
     lines = [
         f'.TH "{roff_escape(name.upper())}" "{section}" "{date}" "{roff_escape(source)}" "{PROG} manual"',
+        ".nh",  # no hyphenation: flag and command names stay whole
         ".SH NAME",
         f"{roff_escape(name)} \\- {roff_escape(summary)}",
         ".SH SYNOPSIS",
