@@ -336,7 +336,6 @@ class Chop(Command):
 
     def add_arguments(self, p: Parser) -> None:
         from ._common import add_json
-
         from .inspect import add_ignore_flags
 
         add_stores(p, False, "store to write the chunks to (an existing directory or remote store)")

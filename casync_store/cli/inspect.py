@@ -16,7 +16,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from casync_store.plumbing.atomic import atomic_write
 
@@ -29,7 +29,7 @@ _INDEX_IN = ("index", "index file ('-' for stdin)")
 
 
 @contextlib.contextmanager
-def output_stream(path: str | None) -> Iterator[IO[bytes]]:
+def output_stream(path: str | None) -> Iterator[BinaryIO]:
     """Where a command's output goes: stdout (None or ``-``), a pipe or device as it is, else a file.
 
     A regular file is written to a temporary name and renamed when the block

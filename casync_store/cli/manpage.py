@@ -68,7 +68,8 @@ def _sections(parser: Parser) -> list[str]:
             title = "ARGUMENTS"
         out.append(f".SH {roff_escape(title)}")
         for action in actions:
-            tag = _flag_line(action) if action.option_strings else f"\\fI{roff_escape(action.dest.upper())}\\fR"
+            name = f"\\fI{roff_escape(action.dest.upper())}\\fR"
+            tag = _flag_line(action) if action.option_strings else name
             out += [".TP", tag, roff_escape(_help_text(parser, action))]
     return out
 
@@ -152,7 +153,8 @@ class Manpage(Command):
     def add_arguments(self, p: Parser) -> None:
         p.add_argument("--section", default="1", metavar="N", help="man section (default 1)")
         p.add_argument("--date", default="", metavar="DATE", help="date in the page footer (default today)")
-        p.add_argument("--source", default=PROG, metavar="TEXT", help=f"source in the footer (default {PROG})")
+        p.add_argument("--source", default=PROG, metavar="TEXT",
+                       help=f"source in the footer (default {PROG})")
 
     def run(self, ctx: Context) -> int:
         from . import REGISTRY, build_parser

@@ -41,7 +41,9 @@ def read_chunk_ids(path: str | os.PathLike[str]) -> list[bytes]:
     return ids
 
 
-def ignored_ids(indexes: Iterable[Index] = (), id_files: Iterable[str | os.PathLike[str]] = ()) -> frozenset[bytes]:
+def ignored_ids(
+    indexes: Iterable[Index] = (), id_files: Iterable[str | os.PathLike[str]] = ()
+) -> frozenset[bytes]:
     """The ids of every chunk of ``indexes`` and every id listed in ``id_files``."""
     found: set[bytes] = set()
     for index in indexes:

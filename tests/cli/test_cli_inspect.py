@@ -82,7 +82,8 @@ def test_cat_usage_errors(env: dict[str, str]) -> None:
 
 def test_cat_index_from_stdin_and_cache(env: dict[str, str], tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    out = ok(env, "cat", "-s", STORE1, "-c", str(cache), "-l", "4096", "-", input=Path(IDX1).read_bytes()).stdout
+    index = Path(IDX1).read_bytes()
+    out = ok(env, "cat", "-s", STORE1, "-c", str(cache), "-l", "4096", "-", input=index).stdout
     assert out == BLOB1[:4096] and chunk_files(str(cache))
 
 
@@ -111,7 +112,7 @@ def test_verify_index_of_casync(env: dict[str, str], tmp_path: Path, run_casync)
     one_error(run(env, "verify-index", str(index), str(src)), 1, "offset 1400000")
 
 
-# --------------------------------------------------------------------------- inspect-chunks, info --chunks-info
+# ------------------------------------------------------------------ inspect-chunks, info --chunks-info
 
 
 def test_inspect_chunks_to_a_file_and_back_into_info(env: dict[str, str], tmp_path: Path) -> None:
@@ -187,7 +188,8 @@ def test_verify_digest(env: dict[str, str], tmp_path: Path) -> None:
     ok(env, "make", "--digest", "sha256", "-s", str(store), str(tmp_path / "x.caibx"), str(src))
     ok(env, "verify", "-s", str(store))  # either digest
     ok(env, "verify", "--digest", "sha256", "-s", str(store))
-    for args, count in ((["verify", "--digest", "sha512-256", "-s", str(store)], len(chunk_files(str(store)))),
+    made = len(chunk_files(str(store)))
+    for args, count in ((["verify", "--digest", "sha512-256", "-s", str(store)], made),
                         (["--digest", "sha256", "verify", "-s", STORE1], 131)):
         proc = run(env, *args)
         lines = proc.stderr.decode().splitlines()

@@ -34,7 +34,8 @@ BLOB1 = Path(DESYNC, "blob1").read_bytes()
 
 def desync_run(env: dict[str, str], args: list[str], cwd: str = DESYNC) -> subprocess.CompletedProcess[bytes]:
     """``pycasync ARGS`` with desync's testdata as ``testdata`` (the cases' own paths)."""
-    args = [a.replace("testdata/", "").replace("testdata", ".") if a.startswith("testdata") else a for a in args]
+    args = [a.replace("testdata/", "").replace("testdata", ".") if a.startswith("testdata") else a
+            for a in args]
     return subprocess.run([sys.executable, CLI, *args], cwd=cwd, env=env, capture_output=True,
                           stdin=subprocess.DEVNULL, timeout=120)
 
@@ -162,7 +163,8 @@ INSPECT = [
      ["-s", "testdata/blob2.store", "testdata/blob2.caibx"], "blob2_chunks_info.json"),
     ("run inspect with a seed that doesn't have all the compressed chunks",
      ["-s", "testdata/blob2.cache", "testdata/blob2.caibx"], "blob2_chunks_info_missing.json"),
-    ("inspect the chunks info without any stores", ["testdata/blob2.caibx"], "blob2_chunks_info_no_store.json"),
+    ("inspect the chunks info without any stores", ["testdata/blob2.caibx"],
+     "blob2_chunks_info_no_store.json"),
 ]
 
 
@@ -206,7 +208,7 @@ def test_tar_index(env: dict[str, str], tmp_path: Path) -> None:
     assert index.stat().st_size > 0 and chunk_files(str(tmp_path))
 
 
-# --------------------------------------------------------------------------- chunkserver_test.go, indexserver_test.go
+# -------------------------------------------------------------- chunkserver_test.go, indexserver_test.go
 
 
 def _status(method: str, url: str, body: bytes | None = None) -> int:
@@ -242,7 +244,8 @@ def test_chunk_server_encryption(env: dict[str, str], tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"store-options": {str(store): {"encryption": True, "encryption-key": "k"}}}))
+    options = {"encryption": True, "encryption-key": "k"}
+    config.write_text(json.dumps({"store-options": {str(store): options}}))
     passed(desync_run(env, ["--config", str(config), "chop", "-s", str(store),
                             "testdata/blob1.caibx", "testdata/blob1"]))
 

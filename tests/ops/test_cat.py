@@ -130,9 +130,10 @@ def test_inspect_chunks_sizes_and_json(made, local_store, tmp_path) -> None:
     with open_index(index) as idx:
         stats = index_info(idx, chunks_info=load_chunks_info(path))
     unique = {i.id: i for i in infos}
-    assert stats.dedup_size_not_in_seed_nor_cache_compressed == sum(i.compressed_size for i in unique.values())
+    compressed = sum(i.compressed_size for i in unique.values())
+    assert stats.dedup_size_not_in_seed_nor_cache_compressed == compressed
     path.write_text('[{"id": "zz"}]')
-    with pytest.raises(FormatError, match="chunks.json"):
+    with pytest.raises(FormatError, match=r"chunks\.json"):
         load_chunks_info(path)
 
 
@@ -140,9 +141,9 @@ def test_inspect_chunks_wants_a_local_store(made, tmp_path) -> None:
     from casync_store.stores.location import open_store
 
     _, index, _ = made
-    with open_store("http://127.0.0.1:1/") as store, open_index(index) as idx:
-        with pytest.raises(ParameterError, match="not a local store"):
-            inspect_chunks(idx, store)
+    with open_store("http://127.0.0.1:1/") as store, open_index(index) as idx, \
+            pytest.raises(ParameterError, match="not a local store"):
+        inspect_chunks(idx, store)
 
 
 @settings(max_examples=50, deadline=None)
