@@ -43,7 +43,7 @@ def output_stream(path: str | None) -> Iterator[BinaryIO]:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         mode = stat.S_IFREG
-    if stat.S_ISREG(mode):
+    if stat.S_ISREG(mode) and not path.startswith(("/dev/", "/proc/")):  # /dev/stdout may be a file
         with atomic_write(path) as f:
             yield f
     else:  # a FIFO, a character device, /dev/stdout: written in order, as it is
