@@ -14,13 +14,14 @@ import argparse
 import datetime
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from casync_store.plumbing.atomic import write_file_atomic
 
 from ._common import Command, Context
 from ._parser import PROG, Parser
 
-__all__ = ["Manpage", "render_manpage", "write_manpages", "roff_escape"]
+__all__ = ["Manpage", "ManHeader", "render_manpage", "write_manpages", "roff_escape"]
 
 
 def roff_escape(text: str) -> str:
@@ -82,16 +83,27 @@ def _paragraphs(text: str) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class ManHeader:
+    """What every page's ``.TH`` line says: section, date, source and manual name."""
+
+    section: str = "1"
+    date: str = ""  # default: today
+    source: str = PROG
+    manual: str = f"{PROG} manual"
+
+
 def render_manpage(
     parser: Parser, name: str, summary: str, description: str, examples: str = "",
-    section: str = "1", date: str = "", source: str = PROG, see_also: Sequence[str] = (),
+    header: ManHeader = ManHeader(), see_also: Sequence[str] = (),
 ) -> str:
     """The man(7) page of ``parser``: ``name`` (e.g. ``pycasync-make``) and its help texts."""
-    date = date or datetime.date.today().isoformat()
+    date = header.date or datetime.date.today().isoformat()
     usage = parser.format_usage().strip()
     usage = usage[len("usage: "):] if usage.startswith("usage: ") else usage
+    th = [name.upper(), header.section, date, header.source, header.manual]
     lines = [
-        f'.TH "{roff_escape(name.upper())}" "{section}" "{date}" "{roff_escape(source)}" "{PROG} manual"',
+        ".TH " + " ".join(f'"{roff_escape(field)}"' for field in th),
         ".nh",  # no hyphenation: flag and command names stay whole
         ".SH NAME",
         f"{roff_escape(name)} \\- {roff_escape(summary)}",
@@ -104,33 +116,35 @@ def render_manpage(
     if examples:
         lines += [".SH EXAMPLES", ".nf", roff_escape(examples.strip()), ".fi"]
     if see_also:
+        section = header.section
         lines += [".SH SEE ALSO", ", ".join(f"\\fB{roff_escape(page)}\\fR({section})" for page in see_also)]
     return "\n".join(lines) + "\n"
 
 
 def write_manpages(
     parser: Parser, commands: Sequence[Command], directory: str | os.PathLike[str],
-    section: str = "1", date: str = "", source: str = PROG,
+    header: ManHeader = ManHeader(), title: str = PROG,
 ) -> list[str]:
-    """Write ``pycasync.SECTION`` and ``pycasync-COMMAND.SECTION`` per command into ``directory``.
+    """Write ``TITLE.SECTION`` and ``TITLE-COMMAND.SECTION`` per command into ``directory``.
 
-    ``parser`` is the complete top-level parser (with ``parser.commands``).
-    Returns the paths written. Raises OSError (e.g. ``directory`` missing).
+    ``parser`` is the complete top-level parser (with ``parser.commands``);
+    ``title`` names the pages (default ``pycasync``). Returns the paths
+    written. Raises OSError (e.g. ``directory`` missing).
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(2, "no such directory", directory)
-    pages = [f"{PROG}-{command.name}" for command in commands]
+    pages = [f"{title}-{command.name}" for command in commands]
     written = []
-    top = render_manpage(parser, PROG, "content-addressed chunk stores, compatible with casync and desync",
+    top = render_manpage(parser, title, "content-addressed chunk stores, compatible with casync and desync",
                          parser.description or "", "\n".join(f"{PROG} {c.name} --help" for c in commands),
-                         section, date, source, pages)
-    for page, text in [(PROG, top)] + [
-        (f"{PROG}-{c.name}", render_manpage(parser.commands[c.name], f"{PROG}-{c.name}", c.summary,
-                                            c.description, c.examples, section, date, source, [PROG]))
+                         header, pages)
+    for page, text in [(title, top)] + [
+        (f"{title}-{c.name}", render_manpage(parser.commands[c.name], f"{title}-{c.name}", c.summary,
+                                             c.description, c.examples, header, [title]))
         for c in commands
     ]:
-        path = os.path.join(directory, f"{page}.{section}")
+        path = os.path.join(directory, f"{page}.{header.section}")
         write_file_atomic(path, text.encode())
         written.append(path)
     return written
@@ -155,10 +169,15 @@ class Manpage(Command):
         p.add_argument("--date", default="", metavar="DATE", help="date in the page footer (default today)")
         p.add_argument("--source", default=PROG, metavar="TEXT",
                        help=f"source in the footer (default {PROG})")
+        p.add_argument("--manual", default=f"{PROG} manual", metavar="TEXT",
+                       help=f"manual name in the header (default '{PROG} manual')")
+        p.add_argument("--title", default=PROG, metavar="NAME",
+                       help=f"name of the pages: NAME.N and NAME-COMMAND.N (default {PROG})")
 
     def run(self, ctx: Context) -> int:
         from . import REGISTRY, build_parser
 
         a = ctx.args
-        write_manpages(build_parser(), REGISTRY, a.directory, section=a.section, date=a.date, source=a.source)
+        header = ManHeader(a.section, a.date, a.source, a.manual)
+        write_manpages(build_parser(), REGISTRY, a.directory, header, title=a.title)
         return 0
