@@ -5,8 +5,8 @@ relative to desync's ``testdata``, here ``tests/data/desync``, see its
 README), run as a ``pycasync`` subprocess in that directory, and checked as
 desync's test checks it, or more strictly where the answer is known (the
 exact bytes of ``cat``, the exact JSON of ``info`` and ``inspect-chunks``, the
-chunk sets ``cache`` and ``chop`` write). ``extract_test.go`` lives in
-``test_cli_seeds.py``. Not here: desync's Go-internal tests (config and
+chunk sets ``cache`` and ``chop`` write). The seed rows of ``extract_test.go``
+are in ``test_cli_seeds.py``, its other rows here. Not here: desync's Go-internal tests (config and
 option parsing, credentials, location matching), which call functions, not
 commands. Rows for what pycasync does not support yet are xfail with the
 reason.
@@ -34,8 +34,7 @@ BLOB1 = Path(DESYNC, "blob1").read_bytes()
 
 def desync_run(env: dict[str, str], args: list[str], cwd: str = DESYNC) -> subprocess.CompletedProcess[bytes]:
     """``pycasync ARGS`` with desync's testdata as ``testdata`` (the cases' own paths)."""
-    args = [a.replace("testdata/", "").replace("testdata", ".") if a.startswith("testdata") else a
-            for a in args]
+    args = ["." if a == "testdata" else a.replace("testdata/", "") for a in args]
     return subprocess.run([sys.executable, CLI, *args], cwd=cwd, env=env, capture_output=True,
                           stdin=subprocess.DEVNULL, timeout=120)
 
@@ -340,3 +339,61 @@ def test_index_server_head(serve: Callable[..., Server]) -> None:
     server = serve("-s", DESYNC, command="index-server")
     assert _status("HEAD", server.url + "blob1.caibx") == 200
     assert _status("HEAD", server.url + "does-not-exist.caibx") == 404
+
+
+# ------------------------------------------------------------ extract_test.go (rows without seeds;
+# the seed rows are in test_cli_seeds.py)
+
+EXTRACT = [
+    ("extract to new file", ["--store", "testdata/blob1.store", "testdata/blob1.caibx"], None),
+    ("extract to exiting file with overwrite", ["--store", "testdata/blob1.store", "testdata/blob1.caibx"],
+     b"\0\1\2\3"),
+    ("extract to exiting file without overwrite",
+     ["--in-place", "--store", "{out_dir}", "testdata/blob1.caibx"], BLOB1),
+    ("extract with cache", ["-s", "testdata/blob1.store", "-c", "{cache}", "testdata/blob1.caibx"], None),
+    ("extract with multiple stores",
+     ["-s", "testdata/blob2.store", "-s", "testdata/blob1.store", "testdata/blob1.caibx"], None),
+    ("extract with multiple stores and cache", ["-n", "1", "-s", "testdata/blob2.store", "-s",
+                                                "testdata/blob1.store", "--cache", "{cache}",
+                                                "testdata/blob1.caibx"], None),
+]
+
+
+@pytest.mark.parametrize("name, args, before", EXTRACT, ids=[row[0] for row in EXTRACT])
+def test_extract(
+    env: dict[str, str], tmp_path: Path, name: str, args: list[str], before: bytes | None
+) -> None:
+    out_dir, cache = tmp_path / "out", tmp_path / "cache"
+    out_dir.mkdir()
+    out = out_dir / "out"
+    if before is not None:
+        out.write_bytes(before)
+    filled = [a.format(out_dir=out_dir, cache=cache) for a in args]
+    passed(desync_run(env, ["extract", *filled, str(out)]))
+    assert out.read_bytes() == BLOB1
+    if "{cache}" in args:
+        assert chunk_files(str(cache))
+
+
+def test_extract_with_failover(env: dict[str, str], tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # http.server's name
+            self.send_error(500, "failed")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = tmp_path / "out"
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        passed(desync_run(dict(env), ["extract", "--store", url + "|testdata/blob1.store", "-e", "1",
+                                      "testdata/blob1.caibx", str(out)]))
+        assert out.read_bytes() == BLOB1
+    finally:
+        server.shutdown()
+        server.server_close()
