@@ -3,7 +3,8 @@
 :func:`index_info` computes what ``desync info`` prints, with the same JSON
 field names and meanings: chunk counts (total, unique), how many unique
 chunks the given stores, seed indexes and cache hold, the blob size, the
-deduplicated sizes not available from seeds (and cache), and the chunk size
+deduplicated sizes not available from seeds (and cache; compressed, given
+desync's per-chunk infos of ``inspect-chunks``), and the chunk size
 limits from the index header. :func:`list_chunks` yields an index's chunk ids
 as ``desync list-chunks`` prints them, :func:`chunk_file` the chunks a file
 would be cut into, like ``desync chunk``.
