@@ -237,3 +237,10 @@ def test_manpages_render_and_list_every_flag(env: dict[str, str], tmp_path: Path
                               env=dict(env, MANPAGER="cat", PAGER="cat", MANWIDTH="80"), timeout=60)
         assert proc.returncode == 0 and b"--offset" in proc.stdout.replace(b"\xe2\x80\x90", b"-")
     one_error(run(env, "manpage", str(tmp_path / "none")), 1, "none")
+
+
+@pytest.mark.parametrize("command", ["cat", "verify-index", "inspect-chunks", "manpage"])
+def test_new_commands_help(env: dict[str, str], command: str) -> None:
+    out = ok(env, command, "--help").stdout.decode()
+    assert out.startswith(f"usage: pycasync {command}") and "examples:" in out and "--config" in out
+    assert command in ok(env, "--help").stdout.decode()
