@@ -5,7 +5,8 @@ Layers, imports pointing down only (``tests/test_layering.py`` checks it)::
     pycasync.py (CLI)
       -> casync_store.ops      one module per operation: make, extract, chop, maintain
          casync_store.serve    (verify/prune/cache), info, tar, untar, tarstream, mtree,
-                               mount; servers: httpserver, chunk-server, index-server, pull
+                               mount, cat, verifyindex, inspect, ignore; servers:
+                               httpserver, chunk-server, index-server, pull
       -> casync_store.pipeline the chunk pipeline they share: Outcome, ZeroChunk,
                                ChunkReader (where bytes come from), StoreOnce, ChunkWorker
       -> casync_store.stores   base (interfaces), local, http, ssh, sftp, s3, router
@@ -73,14 +74,17 @@ from .stores.local import LocalStore
 from .stores.router import CachedStore, StoreRouter, combine
 
 if TYPE_CHECKING:  # what __getattr__ below imports on first use
+    from .ops.cat import cat
     from .ops.chop import chop
     from .ops.extract import ExtractStats, extract
     from .ops.info import index_info
+    from .ops.inspect import inspect_chunks
     from .ops.maintain import prune_store, verify_store
     from .ops.make import make
     from .ops.seed import IndexSeed, RawSeed
     from .ops.tar import tar, tar_index
     from .ops.untar import untar, untar_index
+    from .ops.verifyindex import verify_index
     from .plumbing.progress import Progress
     from .stores.indexio import open_index
     from .stores.location import open_store
@@ -103,6 +107,9 @@ _LAZY = {
     "open_store": "stores.location",
     "open_index": "stores.indexio",
     "Progress": "plumbing.progress",
+    "cat": "ops.cat",
+    "verify_index": "ops.verifyindex",
+    "inspect_chunks": "ops.inspect",
 }
 
 __all__ = [
@@ -110,6 +117,7 @@ __all__ = [
     "make", "extract", "ExtractStats", "IndexSeed", "RawSeed", "chop", "tar", "tar_index",
     "untar", "untar_index",
     "index_info", "verify_store", "prune_store",
+    "cat", "verify_index", "inspect_chunks",
     # opening things
     "open_store", "open_index", "ChunkerParams", "SHA512_256", "SHA256", "Progress",
     # stores

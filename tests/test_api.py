@@ -24,6 +24,7 @@ from tests.support import ROOT
 OPERATIONS = [
     "make", "extract", "chop", "tar", "tar_index", "untar", "untar_index",
     "index_info", "verify_store", "prune_store", "open_store", "open_index",
+    "cat", "verify_index", "inspect_chunks",
 ]  # fmt: skip
 
 

@@ -11,8 +11,9 @@ Every command is one :class:`~casync_store.cli._common.Command` object (its
 name, help, flags and call side by side) in one module per group:
 :mod:`.blob` (make, extract, list-chunks, info, chunk, chop), :mod:`.store`
 (verify, cache, prune, upgrade-s3), :mod:`.config`, :mod:`.serve` (pull,
-chunk-server, index-server), :mod:`.mount` (mount-index) and :mod:`.archive`
-(tar, untar, mtree). :data:`REGISTRY` lists them in the order of
+chunk-server, index-server), :mod:`.mount` (mount-index), :mod:`.archive`
+(tar, untar, mtree), :mod:`.inspect` (cat, verify-index, inspect-chunks) and
+:mod:`.manpage`. :data:`REGISTRY` lists them in the order of
 ``pycasync --help``; a new command is a new ``Command`` subclass and one
 line there. Nothing outside this package (and the ``pycasync.py`` entry
 point) imports it.
@@ -28,7 +29,7 @@ from collections.abc import Callable, Sequence
 from casync_format.errors import CasyncError, ParameterError
 from casync_store.plumbing.config import load_config
 
-from . import archive, blob, config, mount, serve, store
+from . import archive, blob, config, inspect, manpage, mount, serve, store
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -74,6 +75,10 @@ REGISTRY: tuple[Command, ...] = (
     archive.Tar(),
     archive.Untar(),
     archive.Mtree(),
+    inspect.Cat(),
+    inspect.VerifyIndex(),
+    inspect.InspectChunks(),
+    manpage.Manpage(),
 )
 
 #: command name -> what runs it (a Command; tests may put another callable here)

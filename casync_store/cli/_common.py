@@ -74,7 +74,7 @@ def add_global_flags(p: Parser, top: bool) -> None:
     g = p.add_argument_group("global options")
     g.add_argument("--config", metavar="FILE", default=dflt(None),
                    help="config file (default $HOME/.config/desync/config.json)")
-    g.add_argument("--digest", metavar="ALG", default=dflt("sha512-256"),
+    g.add_argument("--digest", metavar="ALG", default=dflt(None),
                    help="digest for new chunk ids: sha512-256 (default) or sha256")
     g.add_argument("-v", "--verbose", action="store_true", default=dflt(False),
                    help="log what happens, and show tracebacks of errors")
@@ -188,7 +188,9 @@ class Context:
 
         self.args = args
         self.config = config
-        self.digest: Digest = digest_by_name(args.digest)
+        #: whether --digest was given (verify then checks with that digest only)
+        self.digest_given = getattr(args, "digest", None) is not None
+        self.digest: Digest = digest_by_name(args.digest or "sha512-256")
         self.progress = make_progress(True)
         self.concurrency: int | None = getattr(args, "concurrency", None)
         #: chunk-server's --skip-verify-read, over the config's skip-verify

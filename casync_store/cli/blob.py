@@ -230,8 +230,10 @@ class Info(Command):
         "size limits; with -s, how many of the unique chunks the stores hold; with -c,\n"
         "how many the cache holds; with --seed/--seed-dir, how many the seeds hold\n"
         "(seeds as for extract: INDEX[:DATA[:OPTIONS]] counts the index's chunks,\n"
-        "a file or device without an index is chunked like INDEX). The output is JSON\n"
-        "unless -f plain. INDEX may be '-' (standard input)."
+        "a file or device without an index is chunked like INDEX). With --chunks-info\n"
+        "FILE (the JSON of inspect-chunks -s STORE), the compressed size of the chunks\n"
+        "in neither seeds nor cache (0 when FILE lacks one of them). The output is\n"
+        "JSON unless -f plain. INDEX may be '-' (standard input)."
     )
     examples = "pycasync info -s /srv/store image.caibx\npycasync info -f plain image.caibx"
     positionals = (INDEX_IN,)
@@ -240,6 +242,8 @@ class Info(Command):
         add_stores(p, True, "store to count chunks in")
         p.add_argument("-c", "--cache", metavar="LOCATION", help="cache store to count chunks in")
         add_seed_flags(p)
+        p.add_argument("--chunks-info", metavar="FILE",
+                       help="JSON of inspect-chunks: gives dedup-size-not-in-seed-nor-cache-compressed")
         p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
         p.add_argument("-j", "--json", dest="format", action="store_const", const="json",
                        help="same as -f json")
@@ -247,14 +251,17 @@ class Info(Command):
 
     def run(self, ctx: Context) -> int:
         from casync_store.ops.info import index_info
+        from casync_store.ops.inspect import load_chunks_info
 
         a = ctx.args
+        chunks_info = load_chunks_info(a.chunks_info) if a.chunks_info else None
         with contextlib.ExitStack() as stack:
             stores = [ctx.open(stack, loc, must_exist=True) for loc in a.store]
             cache = ctx.open(stack, a.cache, must_exist=True) if a.cache else None
             (index,) = ctx.indexes(stack, [a.index])
             seeds = self._seeds(ctx, stack, index)
-            stats = index_info(index, stores=stores, concurrency=ctx.concurrency, seeds=seeds, cache=cache)
+            stats = index_info(index, stores=stores, concurrency=ctx.concurrency, seeds=seeds, cache=cache,
+                               chunks_info=chunks_info)
         data = stats.to_dict()
         if a.format == "json":
             print_json(data)
@@ -318,16 +325,21 @@ class Chop(Command):
         "Reads FILE at the offsets INDEX gives, checks that each piece hashes to its\n"
         "chunk id, and writes the chunks the store (-s) lacks. Neither FILE nor INDEX\n"
         "is changed. INDEX may be '-' (standard input). A FILE that changes while it\n"
-        "is read fails with 'FILE changed while it was read'. With --json the counts\n"
-        "(chunks stored, already in the store, repeated; bytes) go to stdout."
+        "is read fails with 'FILE changed while it was read'. The store must exist (a\n"
+        "local directory that does not is an error, not a new store). Chunks of the\n"
+        "--ignore indexes and those listed in --ignore-chunks files (known to be in\n"
+        "the store) are left out. With --json the counts (chunks stored, already in\n"
+        "the store, repeated; bytes) go to stdout."
     )
     examples = "pycasync chop -s /srv/store image.caibx image.raw"
     positionals = (INDEX_IN, ("file", "the blob the index describes"))
 
     def add_arguments(self, p: Parser) -> None:
         from ._common import add_json
+        from .inspect import add_ignore_flags
 
-        add_stores(p, False, "store to write the chunks to")
+        add_stores(p, False, "store to write the chunks to (an existing directory or remote store)")
+        add_ignore_flags(p)
         add_compression(p)
         add_json(p, "the chunks stored, already present and repeated")
         add_store_flags(p)
@@ -335,12 +347,16 @@ class Chop(Command):
     def run(self, ctx: Context) -> int:
         from casync_store.ops.chop import chop
 
+        from .inspect import ignored_from_args
+
         a = ctx.args
         require(a.store, "no target store given (use -s)")
         with contextlib.ExitStack() as stack:
-            store = ctx.open(stack, a.store, writable=True)
+            store = ctx.open(stack, a.store, writable=True, must_exist=True)  # a typo is no new store
             (index,) = ctx.indexes(stack, [a.index])
-            stats = chop(index, a.file, store, concurrency=ctx.concurrency, progress=ctx.progress)
+            ignore = ignored_from_args(ctx, stack)
+            stats = chop(index, a.file, store, concurrency=ctx.concurrency, progress=ctx.progress,
+                         ignore=ignore)
         if a.json:
             print_json(stats.to_dict())
         return 0

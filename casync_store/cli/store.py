@@ -35,10 +35,12 @@ class Verify(Command):
     summary = "Check every chunk in a store"
     description = (
         "Reads every chunk in the store, decompresses it and checks that it hashes to\n"
-        "its name (with --digest). Damaged chunks are listed on stderr and make the\n"
-        "command fail; with -r they are deleted instead, so that the next 'make',\n"
-        "'chop' or 'cache' writes them again. With --json the counts go to stdout as\n"
-        '{"checked": N, "invalid": [ID, ...], "removed": N} (also when it fails).'
+        "its name. Without --digest a chunk is valid if it hashes to its name with\n"
+        "either digest (SHA512/256 or SHA256: one store may hold chunks of both);\n"
+        "with --digest ALG only that digest counts. Damaged chunks are listed on\n"
+        "stderr and make the command fail; with -r they are deleted instead, so that\n"
+        "the next 'make', 'chop' or 'cache' writes them again. With --json the counts\n"
+        'go to stdout as {"checked": N, "invalid": [ID, ...], "removed": N} (also when it fails).'
     )
     examples = "pycasync verify -s /srv/store\npycasync verify -r --json -s /srv/store"
 
@@ -55,7 +57,8 @@ class Verify(Command):
         require(a.store, "no store given (use -s)")
         with contextlib.ExitStack() as stack:
             stats = verify_store(ctx.open(stack, a.store), ctx.digest, repair=a.repair,
-                                 concurrency=ctx.concurrency, progress=ctx.progress)
+                                 concurrency=ctx.concurrency, progress=ctx.progress,
+                                 either_digest=not ctx.digest_given)
         for chunk_id in stats.invalid:
             print(f"chunk {chunk_id.hex()} is invalid" + (": removed" if a.repair else ""), file=sys.stderr)
         log.info("checked %d chunk(s)", stats.checked)
@@ -74,15 +77,19 @@ class Cache(Command):
     description = (
         "Collects the chunk ids of every INDEX and copies the chunks the target store\n"
         "(-c) lacks from the source stores (-s, tried in order), without assembling\n"
-        "any blob. Use it to fill a cache or to replicate a store. One INDEX may be\n"
-        "'-' (standard input)."
+        "any blob. Use it to fill a cache or to replicate a store. Chunks of the\n"
+        "--ignore indexes and those listed in --ignore-chunks files (one id per line)\n"
+        "are left out. One INDEX may be '-' (standard input)."
     )
     examples = "pycasync cache -s /mnt/store -c /var/cache/store a.caibx b.caibx"
     positionals = (("index...", "index files ('-' for stdin)"),)
 
     def add_arguments(self, p: Parser) -> None:
         add_stores(p, True, "source store")
+        from .inspect import add_ignore_flags
+
         p.add_argument("-c", "--cache", metavar="LOCATION", help="target store")
+        add_ignore_flags(p)
         add_compression(p)
         add_json(p, "the chunks copied, present, repaired and the bytes written")
         add_store_flags(p, cache_repair=True)
@@ -91,6 +98,8 @@ class Cache(Command):
         from casync_store.ops.maintain import fill_cache
         from casync_store.stores.router import combine
 
+        from .inspect import ignored_from_args
+
         a = ctx.args
         require(a.store, "no source store given (use -s)")
         require(a.cache, "no target store given (use -c)")
@@ -98,7 +107,9 @@ class Cache(Command):
             source = combine([ctx.open(stack, loc) for loc in a.store])
             target = ctx.open(stack, a.cache, writable=True)
             indexes = ctx.indexes(stack, a.index)
-            stats = fill_cache(indexes, source, target, concurrency=ctx.concurrency, progress=ctx.progress)
+            ignore = ignored_from_args(ctx, stack)
+            stats = fill_cache(indexes, source, target, concurrency=ctx.concurrency, progress=ctx.progress,
+                               ignore=ignore)
         if a.json:
             print_json(stats.to_dict())
         return 0

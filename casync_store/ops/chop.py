@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
 from casync_format.errors import ChunkInvalid, FormatError, InputChanged
@@ -104,8 +105,12 @@ def chop(
     store: WriteStore,
     concurrency: int | None = None,
     progress: Progress | None = None,
+    ignore: Collection[bytes] = (),
 ) -> ChopStats:
     """Store the chunks of ``input_path`` that ``index`` lists into ``store``.
+
+    Chunks whose ids are in ``ignore`` (see :func:`~.ignore.ignored_ids`)
+    are left out: neither read nor checked nor stored, nor counted.
 
     Raises ChunkInvalid when the input's bytes do not match a chunk id,
     FormatError when the input is shorter than the index, InputChanged when
@@ -119,7 +124,8 @@ def chop(
     try:
         work = _Chopper(fd, input_path, store, index)
         with store.writing(), phase(progress, "Chopping", index.blob_size), ThreadMap(
-            work, iter(index), threads, in_flight=4 * threads, ordered=False
+            work, (item for item in index if item.id not in ignore), threads,
+            in_flight=4 * threads, ordered=False
         ) as results:
             for fate, size in results:
                 stats.count(fate, size)

@@ -3,7 +3,8 @@
 :func:`index_info` computes what ``desync info`` prints, with the same JSON
 field names and meanings: chunk counts (total, unique), how many unique
 chunks the given stores, seed indexes and cache hold, the blob size, the
-deduplicated sizes not available from seeds (and cache), and the chunk size
+deduplicated sizes not available from seeds (and cache; compressed, given
+desync's per-chunk infos of ``inspect-chunks``), and the chunk size
 limits from the index header. :func:`list_chunks` yields an index's chunk ids
 as ``desync list-chunks`` prints them, :func:`chunk_file` the chunks a file
 would be cut into, like ``desync chunk``.
@@ -12,15 +13,17 @@ would be cut into, like ``desync chunk``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams
 from casync_format.digest import SHA512_256, Digest
+from casync_format.errors import FormatError
 from casync_format.index import Index, IndexChunk
 
 from ..plumbing.pool import ThreadMap, default_workers
 from ..stores.base import Store
+from .inspect import ChunkInfo
 from .make import iter_chunk_ids
 
 __all__ = ["InfoStats", "index_info", "list_chunks", "chunk_file"]
@@ -39,7 +42,7 @@ class InfoStats:
     size: int = 0  # blob size
     dedup_size_not_in_seed: int = 0  # bytes of unique chunks not in a seed
     dedup_size_not_in_seed_nor_cache: int = 0  # ... nor in the cache
-    dedup_size_not_in_seed_nor_cache_compressed: int = 0  # needs chunk infos: always 0 here
+    dedup_size_not_in_seed_nor_cache_compressed: int = 0  # from chunks infos; 0 when one is missing
     chunk_size_min: int = 0
     chunk_size_avg: int = 0
     chunk_size_max: int = 0
@@ -69,12 +72,19 @@ def index_info(
     concurrency: int | None = None,
     seeds: Sequence[Iterable[IndexChunk]] = (),
     cache: Store | None = None,
+    chunks_info: Mapping[bytes, ChunkInfo] | None = None,
 ) -> InfoStats:
     """Compute ``desync info``'s numbers for ``index``.
 
     A chunk counts as in a store when any of ``stores`` holds it; the count
     is over unique chunks, queried in parallel. ``seeds`` are indexes or
-    :class:`~.seed.Seed` objects (anything yielding chunks). Store errors propagate.
+    :class:`~.seed.Seed` objects (anything yielding chunks). ``chunks_info``
+    (``info --chunks-info``, see :func:`~.inspect.load_chunks_info`) gives
+    compressed sizes: their sum over the unique chunks in neither seeds nor
+    cache is ``dedup-size-not-in-seed-nor-cache-compressed``, 0 when any of
+    them is missing there or has no compressed size (as desync). A chunk whose
+    size there differs from the index's is a :class:`FormatError`. Store
+    errors propagate.
     """
     header = index.header
     info = InfoStats(
@@ -87,6 +97,7 @@ def index_info(
     for seed in seeds:
         seed_ids.update(item.id for item in seed)
     unique: set[bytes] = set()
+    compressed: int | None = 0 if chunks_info is not None else None
     for item in index:
         info.total += 1
         if item.id in unique:
@@ -101,7 +112,10 @@ def index_info(
             if not in_cache:
                 info.not_in_seed_nor_cache += 1
                 info.dedup_size_not_in_seed_nor_cache += item.size
+                if compressed is not None and chunks_info is not None:
+                    compressed = _add_compressed(compressed, chunks_info.get(item.id), item)
     info.unique = len(unique)
+    info.dedup_size_not_in_seed_nor_cache_compressed = compressed or 0
     if stores:
 
         def held(chunk_id: bytes) -> bool:
@@ -110,6 +124,16 @@ def index_info(
         with ThreadMap(held, iter(unique), default_workers(concurrency), ordered=False) as results:
             info.in_store = sum(results)
     return info
+
+
+def _add_compressed(total: int, known: ChunkInfo | None, item: IndexChunk) -> int | None:
+    """``total`` plus the compressed size of ``item`` (None: not known, stop counting)."""
+    if known is None:
+        return None
+    if known.uncompressed_size != item.size:
+        raise FormatError(f"the chunks info has size {known.uncompressed_size} for chunk "
+                          f"{item.id.hex()}, the index {item.size}")
+    return total + known.compressed_size if known.compressed_size else None
 
 
 def list_chunks(index: Index) -> Iterator[str]:

@@ -13,7 +13,7 @@ of loading them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from casync_format import chunk as chunk_codec
@@ -85,12 +85,14 @@ def verify_store(
     repair: bool = False,
     concurrency: int | None = None,
     progress: Progress | None = None,
+    either_digest: bool = True,
 ) -> VerifyStats:
     """Check every chunk of ``store``; with ``repair`` remove the invalid ones.
 
     A chunk is valid when it decodes and hashes to its id with ``digest`` or,
     since one store can hold chunks of indexes made with either digest, with
     the other one: ``--repair`` on a store of SHA256 chunks must not wipe it.
+    With ``either_digest`` False only ``digest`` counts (``verify --digest``).
     Anything under a chunk name that is not a chunk file (a symbolic link,
     FIFO, device, directory, oversize file) is invalid and removed too.
     """
@@ -101,7 +103,7 @@ def verify_store(
             try:
                 blob = store.get_raw(chunk_id)
                 data = chunk_codec.decode(blob, chunk_id, None, store=store)
-                valid = digest(data) == chunk_id or _other(digest)(data) == chunk_id
+                valid = digest(data) == chunk_id or (either_digest and _other(digest)(data) == chunk_id)
             except ChunkMissing:  # removed while we listed: nothing to check
                 return chunk_id, None
             except ChunkInvalid:
@@ -142,11 +144,12 @@ def prune_store(store: PruneStore, indexes: Sequence[Index]) -> int:
     return store.prune(frozenset(referenced_ids(indexes)))
 
 
-def _items(indexes: Sequence[Index]) -> Iterator[tuple[IndexChunk, Digest]]:
+def _items(indexes: Sequence[Index], ignore: Collection[bytes]) -> Iterator[tuple[IndexChunk, Digest]]:
     for index in indexes:
         digest = index.digest
         for item in index:
-            yield item, digest
+            if item.id not in ignore:
+                yield item, digest
 
 
 def _cached_state(cache: WriteStore, item: IndexChunk, digest: Digest) -> str:
@@ -182,8 +185,12 @@ def fill_cache(
     cache: WriteStore,
     concurrency: int | None = None,
     progress: Progress | None = None,
+    ignore: Collection[bytes] = (),
 ) -> CacheStats:
     """Copy the chunks ``indexes`` reference from ``source`` into ``cache``.
+
+    Chunks whose ids are in ``ignore`` (see :func:`~.ignore.ignored_ids`)
+    are left out: neither checked nor copied, nor counted.
 
     A chunk the cache holds is decoded and verified against its id; a valid
     one is skipped, a damaged one (or anything else under its name) replaced.
@@ -212,9 +219,9 @@ def fill_cache(
 
     stats = CacheStats()
     threads = io_workers(concurrency)
-    total = sum(len(index) for index in indexes)
+    total = sum(1 for _ in _items(indexes, ignore)) if ignore else sum(len(index) for index in indexes)
     with cache.writing(), phase(progress, "Caching", total), ThreadMap(
-        copy, _items(indexes), threads, 4 * threads, ordered=False
+        copy, _items(indexes, ignore), threads, 4 * threads, ordered=False
     ) as results:
         for fate, nbytes in results:
             stats.count(fate, nbytes)

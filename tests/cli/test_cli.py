@@ -389,6 +389,7 @@ def test_chop_and_cache(
 ) -> None:
     store, index, content = made
     chopped = os.path.join(tmp_path, "chopped")
+    os.mkdir(chopped)  # chop needs an existing store, as desync's
     ok(env, "chop", "-s", chopped, index, blob[0])
     assert chunk_files(chopped) == chunk_files(store)
     copy = os.path.join(tmp_path, "copy")

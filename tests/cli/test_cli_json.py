@@ -77,6 +77,7 @@ def test_cache_and_chop_json(env: dict[str, str], made: tuple[Path, Path, Path],
     again = json.loads(ok(env, "cache", "--json", "-s", str(store), "-c", str(cache), str(index)).stdout)
     assert again["chunks-copied"] == 0 and again["chunks-in-cache"] == unique
     chopped = tmp_path / "chopped"
+    chopped.mkdir()  # chop needs an existing store, as desync's
     data = json.loads(ok(env, "chop", "--json", "-s", str(chopped), str(index), str(blob)).stdout)
     assert data["chunks-stored"] == unique == len(chunk_files(str(chopped)))
     assert data["bytes-total"] == blob.stat().st_size

@@ -82,6 +82,7 @@ def test_chop_of_a_file_truncated_meanwhile(tmp_path: os.PathLike[str], blob: tu
     for round_ in range(10):
         write(src, data)
         store = os.path.join(tmp_path, f"store{round_}")
+        os.mkdir(store)  # chop needs an existing store, as desync's
         proc = subprocess.Popen(cli("chop", "-s", store, index, src), env=cli_env(), stderr=subprocess.PIPE)
         truncate_during(proc, src, rng.uniform(0.0, 0.5), rng.randrange(0, SIZE // 2))
         _, err = proc.communicate(timeout=120)
