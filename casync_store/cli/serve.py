@@ -1,4 +1,4 @@
-"""Server commands: pull (casync's remote protocol on stdin/stdout), chunk-server and index-server.
+"""Server commands: pull and push (casync's remote protocol on stdin/stdout), chunk-server and index-server.
 
 They hand stores to other machines by calling one server of
 :mod:`casync_store.serve`; the listening, TLS, authorization and logging flags
@@ -20,7 +20,8 @@ from ._common import Command, Context, add_store_flags, add_stores, log, require
 from ._parser import NotSupported, Parser, bool_value, nonnegative_int, positive_duration, positive_int
 
 __all__ = [
-    "Pull", "ChunkServer", "IndexServer", "add_pull_flags", "add_server_flags", "server_tls", "server_limits",
+    "Pull", "Push", "ChunkServer", "IndexServer",
+    "add_pull_flags", "add_server_flags", "server_tls", "server_limits",
 ]
 
 
@@ -75,6 +76,51 @@ class Pull(Command):
                   index_path=None if a.index == "-" else a.index,
                   archive_path=None if a.archive == "-" else a.archive,
                   rate_limit_bps=a.rate_limit_bps or None)
+        return 0
+
+
+class Push(Command):
+    """``push``: take the chunks and index a casync client pushes on stdin/stdout."""
+
+    name = "push"
+    summary = "Receive chunks and an index over stdin/stdout with casync's remote protocol"
+    description = (
+        "The server side of 'casync make host:/srv/x.caibx DIR': casync runs\n"
+        "'ssh host casync push - ARCHIVE INDEX WSTORE' (set CASYNC_REMOTE_PATH=pycasync\n"
+        "on the client to get this command instead). The chunks the pushed index\n"
+        "lists that no store (WSTORE, then the RSTORE arguments) holds are asked\n"
+        "of the client, checked against their ids and stored in WSTORE; the index\n"
+        "(and an ARCHIVE, when not '-') is renamed into place only once complete,\n"
+        "with every chunk it needs stored. --log-level and --rate-limit-bps, which\n"
+        "casync passes before the command, are accepted."
+    )
+    examples = (
+        "pycasync push - - /srv/x.caibx /srv/store\n"
+        "CASYNC_REMOTE_PATH=pycasync casync make --store=host:/srv/store host:/srv/x.caibx blob"
+    )
+    positionals = (
+        ("base", "'-' (casync's base path)"),
+        ("archive", "where a pushed archive goes, or '-'"),
+        ("index", "where a pushed index goes, or '-'"),
+        ("wstore", "chunk store the pushed chunks go to, or '-'"),
+    )
+
+    def add_arguments(self, p: Parser) -> None:
+        p.add_argument("rstore", nargs="*", help="more chunk stores whose chunks are not asked for")
+        add_pull_flags(p, top=False)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.serve.push import receive
+
+        a = ctx.args
+        if a.base != "-":
+            raise ParameterError("push: pushing to a base directory is not supported (casync neither)")
+        with contextlib.ExitStack() as stack:
+            wstore = ctx.open(stack, a.wstore, writable=True) if a.wstore != "-" else None
+            rstores = [ctx.open(stack, loc, must_exist=True) for loc in a.rstore if loc != "-"]
+            receive(sys.stdin.buffer, sys.stdout.buffer, wstore, rstores,
+                    index_path=None if a.index == "-" else a.index,
+                    archive_path=None if a.archive == "-" else a.archive)
         return 0
 
 
