@@ -18,6 +18,7 @@ from casync_format.errors import ParameterError
 
 from ._common import Command, Context, add_store_flags, add_stores, log, require
 from ._parser import NotSupported, Parser, bool_value, nonnegative_int, positive_duration, positive_int
+from ._storefile import add_store_file_flag, check_store_file_flags, open_store_file
 
 __all__ = [
     "Pull", "Push", "ChunkServer", "IndexServer",
@@ -226,7 +227,10 @@ class ChunkServer(Command):
         "--max-client-connections connections per address (more are answered 503 at\n"
         "once), and when --max-connections are open the connection that has waited\n"
         "longest for its head is closed: a slowloris attack does not starve real\n"
-        "clients. Stops cleanly on SIGTERM or SIGINT."
+        "clients. --store-file FILE takes the stores and cache from desync's JSON\n"
+        "file instead of -s/-c and reads it again on SIGHUP: requests in flight\n"
+        "finish on the old stores, new ones go to the new. Stops cleanly on SIGTERM\n"
+        "or SIGINT."
     )
     examples = (
         "pycasync chunk-server -s /srv/store -l :8080\n"
@@ -242,7 +246,8 @@ class ChunkServer(Command):
                        metavar="BOOL", help="do not verify chunks read from the stores; as in desync, "
                        "compressed chunks are served as stored unless this is false (then a chunk that does "
                        "not decode to its id gets a 500); -u and cache fills verify unless this is true")
-        for flag in ("--skip-verify-write", "--store-file", "--encryption", "--encryption-key",
+        add_store_file_flag(p)
+        for flag in ("--skip-verify-write", "--encryption", "--encryption-key",
                      "--encryption-algorithm"):  # desync's; PUTs are always verified here
             p.add_argument(flag, nargs="?", action=NotSupported, help=argparse.SUPPRESS)
         add_store_flags(p)
@@ -251,18 +256,25 @@ class ChunkServer(Command):
         from casync_store.serve.chunkserver import serve_chunks
 
         a = ctx.args
-        require(a.store, "no store given (use -s)")
-        if a.writable and (len(a.store) > 1 or a.cache):
+        check_store_file_flags(a)
+        if a.store_file is None:
+            require(a.store, "no store given (use -s or --store-file)")
+        if a.writable and (len(a.store or ()) > 1 or a.cache):
             raise ParameterError("-w needs exactly one store and no cache")
         tls = server_tls(a)
         if a.skip_verify_read is not None:
             ctx.skip_verify = a.skip_verify_read
         with contextlib.ExitStack() as stack:
-            store = ctx.open_cached(stack, a.store, a.cache, writable=a.writable, must_exist=True)
+            hangup = None
+            if a.store_file is not None:
+                store, hangup = open_store_file(ctx, stack, a.store_file, writable=a.writable)
+            else:
+                store = ctx.open_cached(stack, a.store, a.cache, writable=a.writable, must_exist=True)
             ready = _log_addresses(store)
             serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
                          uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
-                         ready=ready, verify=a.skip_verify_read is False, limits=server_limits(a))
+                         ready=ready, verify=a.skip_verify_read is False, limits=server_limits(a),
+                         hangup=hangup)
         return 0
 
 
