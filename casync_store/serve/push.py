@@ -7,9 +7,11 @@ WSTORE [RSTORE...]`` and speaks casync's protocol
 as casync's own ``push`` verb does: it offers a writable store, index and/or
 archive in its HELLO, takes the index as it arrives, parsing and checking
 it piece by piece, and asks the client (REQUEST) for every chunk the index
-lists that none of the stores holds yet, once each. Every chunk received is
-decompressed, checked against its id (with the index's digest) and the size
-the index gives it, and stored atomically in the first store. Only when the
+lists that none of the stores holds yet, once each (a client pushing chunks
+without their index is refused: casync's would silently send none). Every
+chunk received is decompressed, checked against its id (with the index's
+digest) and the size the index gives it, and stored atomically in the
+first store. Only when the
 index is complete and every chunk it needs is stored is the index renamed
 into place (written to a temporary file until then), and the session ends
 with GOODBYE; a pushed archive is likewise renamed into place at its end. A
@@ -158,6 +160,11 @@ class _Receiver:
         except FormatError as exc:
             raise FormatError(f"client hello ({proto.flag_names(msg.flags)}): {exc}") from None
         self.stats.client_flags = msg.flags
+        if msg.flags & proto.PUSH_CHUNKS and not msg.flags & proto.PUSH_INDEX_CHUNKS:
+            # casync's client only sends the chunks the remote asks for, which needs the index here.
+            raise StoreError("push: chunks can only be pushed together with their index (casync would "
+                             "send none): put the index on the same host, e.g. 'casync make "
+                             "--store=host:/srv/store host:/srv/x.caibx ...'")
         return True
 
     def wants(self, flag: int) -> bool:

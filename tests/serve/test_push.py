@@ -187,8 +187,11 @@ def test_pushing_what_is_not_offered_is_refused(tmp_path: object) -> None:
     d = str(tmp_path)
     wstore = LocalStore(f"{d}/w", sync=False)
     _failing([proto.Hello(WANTS)], wstore, FormatError, "wants push-index, which needs writable-index")
-    frames = [proto.Hello(proto.PUSH_CHUNKS | proto.PUSH_ARCHIVE), proto.IndexData(b"x")]
+    frames = [proto.Hello(proto.PUSH_ARCHIVE), proto.IndexData(b"x")]
     _failing(frames, wstore, FormatError, "unexpected index message", archive_path=f"{d}/x.catar")
+    # casync's client sends chunks only when asked, and asks are made from a pushed index: without
+    # one, nothing would ever arrive (the client would end "successfully"): refused instead.
+    _failing([proto.Hello(proto.PUSH_CHUNKS)], wstore, StoreError, "together with their index")
     with pytest.raises(ParameterError, match="nowhere to write"):
         receive(io.BytesIO(), io.BytesIO(), None)  # type: ignore[arg-type]
 
