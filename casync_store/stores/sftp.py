@@ -25,14 +25,16 @@ used by one thread at a time; an operation whose connection dropped is
 retried on a new one ``options.error_retry`` times. paramiko is imported only
 when a store first connects (:class:`MissingDependency` ``ssh`` without it).
 
-When ``$CASYNC_SSH_PATH`` is set (as for desync, which always runs it, ``ssh``
-by default), or ``$PYCASYNC_SFTP_CLIENT`` is ``openssh``, the SSH connection
-is instead the OpenSSH client itself: each session runs ``PROGRAM -s [-F
-CONFIG] [-p PORT] [-l USER] -- HOST sftp`` (``-F`` only for an explicit
-``$PYCASYNC_SSH_CONFIG``) and paramiko's SFTP client speaks over its pipes,
-so everything of the user's ssh setup applies (ProxyJump, certificates,
-agents, Kerberos, ControlMaster); what ssh says on stderr ends up in the
-error message. ``$PYCASYNC_SFTP_CLIENT=paramiko`` forces paramiko's own SSH
+That is the fallback: as desync does, the SSH connection is normally the
+OpenSSH client itself, ``$CASYNC_SSH_PATH`` (default ``ssh``, when it is
+installed): each session runs ``PROGRAM -s [-F CONFIG] [-p PORT] [-l USER]
+-- HOST sftp`` and paramiko's SFTP client speaks over its pipes, so
+everything of the user's ssh setup applies (ProxyJump, certificates, agents,
+Kerberos, ControlMaster); what ssh says on stderr ends up in the error
+message. ``-F`` is given for an explicit ``$PYCASYNC_SSH_CONFIG``, or for
+``$HOME/.ssh/config`` when ``$HOME`` is not the user's home (ssh itself
+reads the passwd entry's). paramiko's own SSH (everything above) is used
+when no ssh program is found or ``$PYCASYNC_SFTP_CLIENT=paramiko``
 (:func:`ssh_program` decides).
 The SSH connection machinery (config, host keys, authentication, the session
 pool) lives in :mod:`._sshconnect`; this module is the SFTP stores on top of it.
@@ -47,8 +49,10 @@ import io
 import logging
 import os
 import posixpath
+import pwd
 import re
 import secrets
+import shutil
 import socket
 import stat
 import threading
@@ -119,17 +123,31 @@ def ssh_program() -> str | None:
 
     ``$PYCASYNC_SFTP_CLIENT`` decides when set (``openssh``: ``$CASYNC_SSH_PATH``
     or ``ssh``; ``paramiko``); otherwise ``$CASYNC_SSH_PATH`` when set, as
-    desync runs it, else None. ParameterError for another value.
+    desync runs it, else ``ssh`` when it is on the PATH, else None.
+    ParameterError for another value.
     """
     choice = os.environ.get(SFTP_CLIENT_ENV, "").strip().lower()
     program = os.environ.get("CASYNC_SSH_PATH") or None
     if choice in ("", "auto"):
-        return program
+        return program or shutil.which("ssh")
     if choice == "paramiko":
         return None
     if choice == "openssh":
         return program or "ssh"
     raise ParameterError(f"${SFTP_CLIENT_ENV} must be openssh or paramiko, not {choice!r}")
+
+
+def _home_config() -> str | None:
+    """``$HOME/.ssh/config`` when ``$HOME`` is not the passwd home ssh reads, and the file exists."""
+    home = os.environ.get("HOME")
+    try:
+        own = pwd.getpwuid(os.getuid()).pw_dir
+    except (KeyError, OSError):
+        own = None
+    if not home or (own is not None and os.path.realpath(home) == os.path.realpath(own)):
+        return None
+    path = os.path.join(home, ".ssh", "config")
+    return path if os.path.isfile(path) else None
 
 
 @dataclass(frozen=True)
@@ -196,7 +214,7 @@ class _SFTPBase:
         """``PROGRAM -s [-F CONFIG] [-p PORT] [-l USER] -- HOST sftp``, as desync runs it."""
         loc = self.location
         argv = [program, "-s"]
-        config = self._ssh_config or os.environ.get(SSH_CONFIG_ENV)
+        config = self._ssh_config or os.environ.get(SSH_CONFIG_ENV) or _home_config()
         if config:
             argv += ["-F", os.path.expanduser(config)]
         if loc.port is not None:

@@ -1,6 +1,6 @@
 """sftp:// through the OpenSSH client (``$CASYNC_SSH_PATH``), on the real sshd fixture.
 
-With ``CASYNC_SSH_PATH`` set, every SFTP session is ``PROGRAM -s ... -- HOST
+Where ssh is installed (or ``CASYNC_SSH_PATH`` names it), every SFTP session is ``PROGRAM -s ... -- HOST
 sftp`` (recorded by a wrapper around the fixture's ``ssh -F CONFIG``): the
 chunk and index stores work through it (parallel sessions, atomic writes,
 prune), the CLI makes and extracts with it, and a failing ssh's own message
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import threading
 
 import pytest
@@ -49,7 +50,9 @@ def _lines(path: str) -> list[str]:
 def test_ssh_program_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CASYNC_SSH_PATH", raising=False)
     monkeypatch.delenv(SFTP_CLIENT_ENV, raising=False)
-    assert ssh_program() is None  # paramiko's own SSH
+    assert ssh_program() == shutil.which("ssh")  # the installed ssh, as desync
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert ssh_program() is None  # no ssh program: paramiko's own SSH
     monkeypatch.setenv(SFTP_CLIENT_ENV, "openssh")
     assert ssh_program() == "ssh"
     monkeypatch.setenv("CASYNC_SSH_PATH", "/opt/ssh")
