@@ -12,8 +12,10 @@ Layout, all little-endian (``src/caformat.h``)::
 :class:`Index` reads an index from a seekable binary file without loading the
 chunk table: it validates the whole file in one streaming pass, then iterates
 or looks up items on demand, so the index of a terabyte blob costs a few
-kilobytes of memory. :class:`IndexWriter` writes one item at a time. Neither
-opens files; callers hand them file objects.
+kilobytes of memory. :class:`IndexWriter` writes one item at a time;
+:class:`IndexStream` parses and checks an index arriving in pieces (over a
+pipe), handing out each item as soon as its bytes are in. None of them opens
+files; callers hand them file objects or bytes.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .constants import (
 from .digest import Digest, digest_from_flags
 from .errors import FormatError
 
-__all__ = ["IndexHeader", "IndexChunk", "Index", "IndexWriter", "read_index", "write_index"]
+__all__ = ["IndexHeader", "IndexChunk", "Index", "IndexWriter", "IndexStream", "read_index", "write_index"]
 
 HEADER = struct.Struct("<6Q")  # CaFormatIndex
 TABLE_HEADER = struct.Struct("<2Q")  # CaFormatTable (header part)
@@ -255,6 +257,80 @@ def write_index(fileobj: BinaryIO, header: IndexHeader, chunks: Iterable[tuple[b
         writer.add(chunk_id, size)
     writer.finish()
     return writer.blob_size
+
+
+class IndexStream:
+    """Parses an index fed in pieces of any size, checking it as :class:`Index` does.
+
+    :meth:`feed` returns the items completed by the new bytes; :attr:`header`
+    is set once its 48 bytes are in; :meth:`finish` checks that the input
+    ended exactly after a valid table tail. Raises :class:`FormatError` at the
+    first byte that cannot belong to an index. Holds at most one item of
+    unparsed input.
+    """
+
+    def __init__(self) -> None:
+        self.header: IndexHeader | None = None
+        self.count = 0
+        self.blob_size = 0
+        self.done = False  #: the table tail has been read
+        self._buf = bytearray()
+        self._table = False  # the table header has been read
+
+    def feed(self, data: bytes | memoryview) -> list[IndexChunk]:
+        """Take the next bytes; the items they complete, in order."""
+        if self.done and data:
+            raise FormatError("index has trailing bytes after its table tail")
+        self._buf += data
+        if self.header is None:
+            if len(self._buf) < HEADER.size:
+                return []
+            self.header = IndexHeader.unpack(bytes(self._buf[: HEADER.size]))
+            del self._buf[: HEADER.size]
+        if not self._table:
+            if len(self._buf) < TABLE_HEADER.size:
+                return []
+            if TABLE_HEADER.unpack_from(self._buf) != (_TABLE_SIZE_UNKNOWN, CA_FORMAT_TABLE):
+                raise FormatError("index has no chunk table where one belongs")
+            del self._buf[: TABLE_HEADER.size]
+            self._table = True
+        return self._items()
+
+    def _items(self) -> list[IndexChunk]:
+        assert self.header is not None
+        items: list[IndexChunk] = []
+        pos = 0
+        while len(self._buf) - pos >= TABLE_ITEM.size:
+            end, cid = TABLE_ITEM.unpack_from(self._buf, pos)
+            if end == 0:  # an item never ends at 0: this is the tail
+                self._tail(TABLE_TAIL.unpack_from(self._buf, pos), len(self._buf) - pos)
+                break
+            size = end - self.blob_size
+            if size <= 0:
+                raise FormatError(f"index item {self.count} goes backwards or is empty (offset {end})")
+            if size > self.header.chunk_size_max:
+                raise FormatError(
+                    f"index item {self.count} is {size} bytes, above the maximum {self.header.chunk_size_max}"
+                )
+            items.append(IndexChunk(self.blob_size, size, bytes(cid)))
+            self.blob_size = end
+            self.count += 1
+            pos += TABLE_ITEM.size
+        del self._buf[:pos]
+        return items
+
+    def _tail(self, tail: tuple[int, ...], available: int) -> None:
+        if tail != (0, 0, HEADER.size, _table_size(self.count), CA_FORMAT_TABLE_TAIL_MARKER):
+            raise FormatError("index is damaged (bad table tail)")
+        if available > TABLE_TAIL.size:
+            raise FormatError("index has trailing bytes after its table tail")
+        self.done = True
+        self._buf.clear()
+
+    def finish(self) -> None:
+        """Check that the index is complete (its tail read, nothing after it)."""
+        if not self.done:
+            raise FormatError("index is truncated (it ends before its table tail)")
 
 
 def index_path_kind(path: str) -> str:

@@ -5,12 +5,14 @@ Layers, imports pointing down only (``tests/test_layering.py`` checks it)::
     pycasync.py (CLI)
       -> casync_store.ops      one module per operation: make, extract, chop, maintain
          casync_store.serve    (verify/prune/cache), info, tar, untar, tarstream, mtree,
-                               mount, cat, verifyindex, inspect, ignore; servers:
-                               httpserver, chunk-server, index-server, pull
+                               mount (+ sparse: copy-on-read), cat, verifyindex,
+                               inspect, ignore; servers: httpserver, chunk-server,
+                               index-server, pull, push
       -> casync_store.pipeline the chunk pipeline they share: Outcome, ZeroChunk,
                                ChunkReader (where bytes come from), StoreOnce, ChunkWorker
       -> casync_store.stores   base (interfaces), local, http, ssh, sftp, s3, router
-                               (chain, cache), failover, layout (xxxx/<id>.cacnk),
+                               (chain, cache), failover, swap (reloadable; store
+                               files), layout (xxxx/<id>.cacnk),
                                backends (the one table),
                                location/indexstore/indexio (strings -> stores)
       -> casync_store.plumbing atomic writes, dirfd, fileio, pool, singleflight,

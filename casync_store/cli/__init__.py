@@ -68,6 +68,7 @@ REGISTRY: tuple[Command, ...] = (
     store.Prune(),
     config.ConfigCommand(),
     serve.Pull(),
+    serve.Push(),
     serve.ChunkServer(),
     serve.IndexServer(),
     mount.MountIndex(),

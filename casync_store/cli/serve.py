@@ -1,4 +1,4 @@
-"""Server commands: pull (casync's remote protocol on stdin/stdout), chunk-server and index-server.
+"""Server commands: pull and push (casync's remote protocol on stdin/stdout), chunk-server and index-server.
 
 They hand stores to other machines by calling one server of
 :mod:`casync_store.serve`; the listening, TLS, authorization and logging flags
@@ -18,9 +18,11 @@ from casync_format.errors import ParameterError
 
 from ._common import Command, Context, add_store_flags, add_stores, log, require
 from ._parser import NotSupported, Parser, bool_value, nonnegative_int, positive_duration, positive_int
+from ._storefile import add_store_file_flag, check_store_file_flags, open_store_file
 
 __all__ = [
-    "Pull", "ChunkServer", "IndexServer", "add_pull_flags", "add_server_flags", "server_tls", "server_limits",
+    "Pull", "Push", "ChunkServer", "IndexServer",
+    "add_pull_flags", "add_server_flags", "server_tls", "server_limits",
 ]
 
 
@@ -75,6 +77,51 @@ class Pull(Command):
                   index_path=None if a.index == "-" else a.index,
                   archive_path=None if a.archive == "-" else a.archive,
                   rate_limit_bps=a.rate_limit_bps or None)
+        return 0
+
+
+class Push(Command):
+    """``push``: take the chunks and index a casync client pushes on stdin/stdout."""
+
+    name = "push"
+    summary = "Receive chunks and an index over stdin/stdout with casync's remote protocol"
+    description = (
+        "The server side of 'casync make host:/srv/x.caibx DIR': casync runs\n"
+        "'ssh host casync push - ARCHIVE INDEX WSTORE' (set CASYNC_REMOTE_PATH=pycasync\n"
+        "on the client to get this command instead). The chunks the pushed index\n"
+        "lists that no store (WSTORE, then the RSTORE arguments) holds are asked\n"
+        "of the client, checked against their ids and stored in WSTORE; the index\n"
+        "(and an ARCHIVE, when not '-') is renamed into place only once complete,\n"
+        "with every chunk it needs stored. --log-level and --rate-limit-bps, which\n"
+        "casync passes before the command, are accepted."
+    )
+    examples = (
+        "pycasync push - - /srv/x.caibx /srv/store\n"
+        "CASYNC_REMOTE_PATH=pycasync casync make --store=host:/srv/store host:/srv/x.caibx blob"
+    )
+    positionals = (
+        ("base", "'-' (casync's base path)"),
+        ("archive", "where a pushed archive goes, or '-'"),
+        ("index", "where a pushed index goes, or '-'"),
+        ("wstore", "chunk store the pushed chunks go to, or '-'"),
+    )
+
+    def add_arguments(self, p: Parser) -> None:
+        p.add_argument("rstore", nargs="*", help="more chunk stores whose chunks are not asked for")
+        add_pull_flags(p, top=False)
+
+    def run(self, ctx: Context) -> int:
+        from casync_store.serve.push import receive
+
+        a = ctx.args
+        if a.base != "-":
+            raise ParameterError("push: pushing to a base directory is not supported (casync neither)")
+        with contextlib.ExitStack() as stack:
+            wstore = ctx.open(stack, a.wstore, writable=True) if a.wstore != "-" else None
+            rstores = [ctx.open(stack, loc, must_exist=True) for loc in a.rstore if loc != "-"]
+            receive(sys.stdin.buffer, sys.stdout.buffer, wstore, rstores,
+                    index_path=None if a.index == "-" else a.index,
+                    archive_path=None if a.archive == "-" else a.archive)
         return 0
 
 
@@ -180,7 +227,10 @@ class ChunkServer(Command):
         "--max-client-connections connections per address (more are answered 503 at\n"
         "once), and when --max-connections are open the connection that has waited\n"
         "longest for its head is closed: a slowloris attack does not starve real\n"
-        "clients. Stops cleanly on SIGTERM or SIGINT."
+        "clients. --store-file FILE takes the stores and cache from desync's JSON\n"
+        "file instead of -s/-c and reads it again on SIGHUP: requests in flight\n"
+        "finish on the old stores, new ones go to the new. Stops cleanly on SIGTERM\n"
+        "or SIGINT."
     )
     examples = (
         "pycasync chunk-server -s /srv/store -l :8080\n"
@@ -196,7 +246,8 @@ class ChunkServer(Command):
                        metavar="BOOL", help="do not verify chunks read from the stores; as in desync, "
                        "compressed chunks are served as stored unless this is false (then a chunk that does "
                        "not decode to its id gets a 500); -u and cache fills verify unless this is true")
-        for flag in ("--skip-verify-write", "--store-file", "--encryption", "--encryption-key",
+        add_store_file_flag(p)
+        for flag in ("--skip-verify-write", "--encryption", "--encryption-key",
                      "--encryption-algorithm"):  # desync's; PUTs are always verified here
             p.add_argument(flag, nargs="?", action=NotSupported, help=argparse.SUPPRESS)
         add_store_flags(p)
@@ -205,18 +256,25 @@ class ChunkServer(Command):
         from casync_store.serve.chunkserver import serve_chunks
 
         a = ctx.args
-        require(a.store, "no store given (use -s)")
-        if a.writable and (len(a.store) > 1 or a.cache):
+        check_store_file_flags(a)
+        if a.store_file is None:
+            require(a.store, "no store given (use -s or --store-file)")
+        if a.writable and (len(a.store or ()) > 1 or a.cache):
             raise ParameterError("-w needs exactly one store and no cache")
         tls = server_tls(a)
         if a.skip_verify_read is not None:
             ctx.skip_verify = a.skip_verify_read
         with contextlib.ExitStack() as stack:
-            store = ctx.open_cached(stack, a.store, a.cache, writable=a.writable, must_exist=True)
+            hangup = None
+            if a.store_file is not None:
+                store, hangup = open_store_file(ctx, stack, a.store_file, writable=a.writable)
+            else:
+                store = ctx.open_cached(stack, a.store, a.cache, writable=a.writable, must_exist=True)
             ready = _log_addresses(store)
             serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
                          uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
-                         ready=ready, verify=a.skip_verify_read is False, limits=server_limits(a))
+                         ready=ready, verify=a.skip_verify_read is False, limits=server_limits(a),
+                         hangup=hangup)
         return 0
 
 

@@ -8,10 +8,14 @@ a time however many readers want it) and are verified by the store's
 ``get_chunk``; the index's all-zero chunk is never fetched. Sequential reading
 prefetches the next chunks in the background. A read that meets a missing or
 damaged chunk, or a store error, fails with EIO and logs one line naming the
-chunk and the store; the mount stays up. :func:`mount_index` runs it through
-fusepy (imported only there; the ``fuse`` extra) until the file system is
-unmounted (``fusermount -u``, SIGINT, SIGTERM). IndexFS itself needs no
-fusepy, so its logic is testable without a mount.
+chunk and the store; the mount stays up. With a copy-on-read file
+(:class:`~.sparse.CorFile`, ``--cor-file``) every chunk read is also written
+there and later reads of it come from the file, across remounts when its
+state is saved. :func:`mount_index` runs it through fusepy (imported only
+there; the ``fuse`` extra) until the file system is unmounted (``fusermount
+-u``, SIGINT, SIGTERM); SIGHUP saves the copy-on-read state and calls the
+caller's ``hangup`` (a store reload) when either is used, else it unmounts.
+IndexFS itself needs no fusepy, so its logic is testable without a mount.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..pipeline import ZeroChunk, fetch_chunk
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store
 from ..stores.location import Location
+from .sparse import CorFile, CorOptions
 
 __all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_READAHEAD", "ChunkCache", "IndexFS", "mount_index", "mount_name"]
 
@@ -148,7 +153,8 @@ class IndexFS:
     An object with fusepy's ``Operations`` interface (called as
     ``fs(op, *args)``), usable without fusepy. ``mtime`` (seconds) stamps the
     file (default: now). ``ready(path)`` is called with the file's path under
-    ``mountpoint`` once the kernel has mounted the file system. The index is
+    ``mountpoint`` once the kernel has mounted the file system. ``cor`` adds a
+    copy-on-read file (:class:`~.sparse.CorFile`), opened here. The index is
     only read under a lock, so any seekable index file works; the store must be
     thread-safe, as every store is.
     """
@@ -166,6 +172,7 @@ class IndexFS:
         mtime: float | None = None,
         mountpoint: str = "",
         ready: Callable[[str], None] | None = None,
+        cor: CorOptions | None = None,
     ) -> None:
         if not name or name in (".", "..") or "/" in name or "\0" in name:
             raise ParameterError(f"{name!r} cannot be the name of the mounted file")
@@ -189,6 +196,7 @@ class IndexFS:
         self._queued: set[bytes] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+        self.cor = CorFile(cor, index, self._chunk, self._item) if cor is not None else None
 
     def __call__(self, op: str, *args: Any) -> Any:
         method = getattr(self, op, None)
@@ -254,7 +262,7 @@ class IndexFS:
         if offset < 0 or offset >= end:
             return b""
         try:
-            data, last = self._read_range(offset, end)
+            data, last = self._read_range(offset, end) if self.cor is None else self._read_cor(offset, end)
         except (CasyncError, OSError) as exc:
             log.error("%s: read of %d bytes at offset %d failed: %s", self.name, end - offset, offset, exc)
             raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
@@ -278,6 +286,17 @@ class IndexFS:
             pos = item.start + hi
             if pos >= end:
                 return (pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)), i
+            i += 1
+            item = self._item(i)
+
+    def _read_cor(self, offset: int, end: int) -> tuple[bytes, int]:
+        """Like :meth:`_read_range`, through the copy-on-read file: its items loaded, then read."""
+        assert self.cor is not None
+        i, item = self._locate(offset)
+        while True:
+            self.cor.load(i, item)
+            if item.start + item.size >= end:
+                return self.cor.read(offset, end - offset), i
             i += 1
             item = self._item(i)
 
@@ -330,24 +349,34 @@ class IndexFS:
                 self._queued.add(item.id)
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(min(self.readahead, 4), "mount-prefetch")
-                self._pool.submit(self._prefetch, item)
+                self._pool.submit(self._prefetch, i, item)
 
-    def _prefetch(self, item: IndexChunk) -> None:
+    def _prefetch(self, i: int, item: IndexChunk) -> None:
         try:
-            self._chunk(item)
+            if self.cor is not None:
+                self.cor.load(i, item)
+            else:
+                self._chunk(item)
         except Exception:  # a reader that needs the chunk fetches it again and reports the error
             pass
         finally:
             with self._state_lock:
                 self._queued.discard(item.id)
 
+    def save_state(self) -> None:
+        """Write the copy-on-read state file, if there is one (on SIGHUP)."""
+        if self.cor is not None:
+            self.cor.save()
+
     def close(self) -> None:
-        """Stop prefetching (waits for fetches in flight)."""
+        """Stop prefetching (waits for fetches in flight); save and close the copy-on-read file."""
         with self._state_lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if self.cor is not None:
+            self.cor.close()
 
 
 for _op in _WRITE_OPS:
@@ -373,15 +402,15 @@ def _import_fuse() -> Any:
 
 
 @contextlib.contextmanager
-def _fuse_signals() -> Iterator[None]:
-    """Default SIGINT/SIGTERM/SIGHUP dispositions, so that libfuse installs its unmounting handlers.
+def _fuse_signals(hangup: bool) -> Iterator[None]:
+    """Default SIGINT/SIGTERM (and SIGHUP unless ``hangup``) dispositions: libfuse's unmounting handlers.
 
     libfuse only replaces a signal's default action; a Python handler would
     never run while the main thread sits in libfuse. Restored afterwards
     (outside the main thread nothing can be changed, and nothing is).
     """
     saved: dict[int, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM) + (() if hangup else (signal.SIGHUP,)):
         try:
             saved[sig] = signal.signal(sig, signal.SIG_DFL)
         except ValueError:
@@ -391,6 +420,46 @@ def _fuse_signals() -> Iterator[None]:
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _hangups(on_hangup: Callable[[], None] | None) -> Iterator[None]:
+    """Call ``on_hangup`` for each SIGHUP, from a thread of its own, while the block runs.
+
+    The main thread sits in libfuse, where no Python handler runs, so SIGHUP
+    is blocked in it (and in every thread started from it later: libfuse's,
+    the prefetchers) and taken with sigwait(). Its disposition is a Python
+    handler meanwhile, so that libfuse leaves it alone. Only from the main
+    thread; elsewhere SIGHUP is not touched.
+    """
+    if on_hangup is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGHUP, lambda *_: None)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+    def wait() -> None:
+        while True:
+            signal.sigwait({signal.SIGHUP})
+            if stop.is_set():
+                return
+            try:
+                on_hangup()
+            except Exception:
+                log.exception("handling SIGHUP failed")
+
+    thread = threading.Thread(target=wait, name="mount-sighup", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.ident is not None:
+            signal.pthread_kill(thread.ident, signal.SIGHUP)
+        thread.join(10)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
 
 
 def mount_index(
@@ -404,6 +473,8 @@ def mount_index(
     mtime: float | None = None,
     ready: Callable[[str], None] | None = None,
     foreground: bool = True,
+    cor: CorOptions | None = None,
+    hangup: Callable[[], None] | None = None,
 ) -> None:
     """Mount the blob of ``index`` as ``mountpoint/name`` (read-only) and serve it until unmounted.
 
@@ -413,7 +484,11 @@ def mount_index(
     ``mtime`` stamps the file (pass the index file's; default now) and
     ``ready(file_path)`` is called once mounted. ``foreground=False`` lets
     libfuse daemonize (it forks in C: only safe while the process has no
-    other threads). The caller keeps ownership of ``index`` and ``store``.
+    other threads). ``cor`` keeps the bytes read in a copy-on-read file
+    (:class:`~.sparse.CorFile`; its state saved on SIGHUP and at the end);
+    ``hangup`` is called on each SIGHUP (e.g. to reload the stores of a
+    :class:`~..stores.swap.SwapStore`). With either, SIGHUP no longer
+    unmounts. The caller keeps ownership of ``index`` and ``store``.
     Raises ParameterError for a mount point that is not a directory,
     MissingDependency without fusepy and StoreError without libfuse or when
     the mount fails.
@@ -423,14 +498,25 @@ def mount_index(
         raise ParameterError(f"mount point {mountpoint} is not a directory")
     fuse = _import_fuse()
     mountpoint = os.path.abspath(mountpoint)
-    fs = IndexFS(index, store, name, cache_bytes=cache_bytes, readahead=readahead, mtime=mtime,
-                 mountpoint=mountpoint, ready=ready)
-    fs.use_ns = "use_ns" in fuse.FUSE.__init__.__code__.co_names  # fusepy 2 takes float seconds
-    try:
-        with _fuse_signals():
-            fuse.FUSE(fs, mountpoint, foreground=foreground, nothreads=False, ro=True, fsname="pycasync",
-                      subtype="pycasync", kernel_cache=True, default_permissions=True)
-    except RuntimeError as exc:  # fuse_main failed; libfuse printed why on stderr
-        raise StoreError(f"cannot mount {name} at {mountpoint} (libfuse error {exc})") from None
-    finally:
-        fs.close()
+    made: list[IndexFS] = []
+
+    def on_hangup() -> None:
+        for fs in made:
+            fs.save_state()
+        if hangup is not None:
+            hangup()
+
+    wants_hangup = cor is not None or hangup is not None
+    with _hangups(on_hangup if wants_hangup else None):  # before any thread starts: they inherit the mask
+        fs = IndexFS(index, store, name, cache_bytes=cache_bytes, readahead=readahead, mtime=mtime,
+                     mountpoint=mountpoint, ready=ready, cor=cor)
+        made.append(fs)
+        fs.use_ns = "use_ns" in fuse.FUSE.__init__.__code__.co_names  # fusepy 2 takes float seconds
+        try:
+            with _fuse_signals(hangup=wants_hangup):
+                fuse.FUSE(fs, mountpoint, foreground=foreground, nothreads=False, ro=True, fsname="pycasync",
+                          subtype="pycasync", kernel_cache=True, default_permissions=True)
+        except RuntimeError as exc:  # fuse_main failed; libfuse printed why on stderr
+            raise StoreError(f"cannot mount {name} at {mountpoint} (libfuse error {exc})") from None
+        finally:
+            fs.close()

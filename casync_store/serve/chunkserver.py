@@ -216,10 +216,12 @@ def serve_chunks(
     ready: Callable[[list[tuple[str, int]]], None] | None = None,
     verify: bool = False,
     limits: Limits | None = None,
+    hangup: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``store`` on ``listen`` until SIGTERM or SIGINT, then return after a graceful stop.
 
     ``ready`` is called with the bound addresses once every listener is up;
+    ``hangup`` on each SIGHUP (e.g. to swap a :class:`~..stores.swap.SwapStore`'s store);
     ``verify`` checks each compressed chunk before it is served; ``limits``
     bounds connections and slow clients (:class:`~.httpserver.Limits`).
     Raises ParameterError for an unusable address, certificate or log file
@@ -227,4 +229,4 @@ def serve_chunks(
     """
     server = ChunkServer(store, listen, digest=digest, writable=writable, uncompressed=uncompressed,
                          tls=tls, authorization=authorization, log=log, verify=verify, limits=limits)
-    server.serve_until_signal(ready)
+    server.serve_until_signal(ready, hangup=hangup)

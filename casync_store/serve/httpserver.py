@@ -561,22 +561,29 @@ class Server:
             thread.join(1.0)
 
     def serve_until_signal(self, ready: Callable[[list[tuple[str, int]]], None] | None = None,
-                           grace: float = 30.0) -> None:
+                           grace: float = 30.0, hangup: Callable[[], None] | None = None) -> None:
         """Start, call ``ready(addresses)``, block until SIGTERM/SIGINT (or :meth:`shutdown`), stop.
 
-        Signal handlers are installed only when called from the main thread
-        and are restored on return.
+        With ``hangup``, each SIGHUP calls it (in this thread, while the
+        connections go on being served; it must not raise). Signal handlers
+        are installed only when called from the main thread and are restored
+        on return.
         """
         previous = {}
+        hangups = threading.Event()
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, lambda *_: self._stop_requested.set())
+            if hangup is not None:
+                previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hangups.set())
         try:
             addresses = self.start()
             if ready is not None:
                 ready(addresses)
-            while not self._stop_requested.wait(0.5):
-                pass
+            while not self._stop_requested.wait(0.1 if hangup is not None else 0.5):
+                if hangup is not None and hangups.is_set():
+                    hangups.clear()
+                    hangup()
         finally:
             self.shutdown(grace)
             for signum, handler in previous.items():

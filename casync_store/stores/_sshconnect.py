@@ -8,7 +8,11 @@ keys for ``accept-new``), authenticating with identity files, the ssh agent
 and the default ``~/.ssh/id_*`` keys in OpenSSH's order (:func:`connect`),
 and the :class:`SessionPool` that opens SFTP sessions lazily,
 :data:`SESSIONS_PER_CONNECTION` per SSH connection, each used by one thread
-at a time. paramiko is imported only inside functions (:func:`load_paramiko`),
+at a time. :class:`PipeSessionPool` opens each session instead through the
+OpenSSH client (``ssh -s HOST sftp``, as desync runs ``$CASYNC_SSH_PATH``),
+paramiko's SFTP client speaking over the process's pipes
+(:class:`PipeChannel`), so the whole of the user's ssh setup applies.
+paramiko is imported only inside functions (:func:`load_paramiko`),
 so importing this module needs no paramiko; connecting without it raises
 :class:`MissingDependency` ``ssh``.
 """
@@ -16,13 +20,16 @@ so importing this module needs no paramiko; connecting without it raises
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import getpass
 import hashlib
 import logging
 import os
+import select
 import shlex
 import socket
+import subprocess
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,6 +40,8 @@ from ..plumbing.config import StoreOptions
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "PipeChannel",
+    "PipeSessionPool",
     "SESSIONS_PER_CONNECTION",
     "SSH_CONFIG_ENV",
     "Session",
@@ -446,3 +455,101 @@ class SessionPool:
                 s.client.close()
         for c in conns:
             c.transport.close()
+
+
+# --------------------------------------------------------------------------- OpenSSH pipes
+
+
+class PipeChannel:
+    """An ssh process's stdin and stdout as the socket-like channel paramiko's SFTPClient talks over.
+
+    ``recv`` waits at most ``timeout`` seconds (then :class:`socket.timeout`);
+    the last lines ssh writes on stderr are kept for error messages.
+    """
+
+    def __init__(self, argv: list[str], timeout: float | None) -> None:
+        self.argv = argv
+        self.timeout = timeout
+        self.closed = False
+        self._errors: collections.deque[str] = collections.deque(maxlen=5)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, bufsize=0)  # fmt: skip
+        except OSError as exc:
+            raise StoreError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        self._pump = threading.Thread(target=self._pump_errors, name="ssh-stderr", daemon=True)
+        self._pump.start()
+
+    def _pump_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                log.debug("%s: %s", self.argv[0], line)
+                self._errors.append(line)
+
+    def last_error(self) -> str:
+        """What ssh last said on stderr ("" when nothing)."""
+        return self._errors[-1] if self._errors else ""
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def get_name(self) -> str:
+        """The channel's name, for paramiko's log lines."""
+        return f"ssh-pipe-{self.proc.pid}"
+
+    def send(self, data: bytes) -> int:
+        if self.closed:
+            raise EOFError("the ssh process is closed")
+        try:
+            return os.write(self._in, data)
+        except BrokenPipeError:
+            raise EOFError(f"ssh exited ({self.last_error() or 'no message'})") from None
+
+    def recv(self, n: int) -> bytes:
+        if self.closed:
+            return b""
+        ready, _, _ = select.select([self._out], [], [], self.timeout)
+        if not ready:
+            raise socket.timeout("timed out")
+        return os.read(self._out, n)
+
+    def is_active(self) -> bool:
+        return not self.closed and self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._pump.join(1)  # its last words, for the error message
+
+
+class PipeSessionPool(SessionPool):
+    """A :class:`SessionPool` whose every session is an OpenSSH process running ``argv``."""
+
+    def __init__(self, argv: list[str], name: str, size: int, timeout: float | None) -> None:
+        super().__init__(lambda: None, size)  # type: ignore[arg-type, return-value]
+        self.argv, self.name, self.timeout = argv, name, timeout
+
+    def _open(self) -> Session:
+        pipe = PipeChannel(self.argv, self.timeout)
+        try:
+            client = load_paramiko().SFTPClient(pipe)
+        except Exception as exc:
+            pipe.close()
+            said = pipe.last_error() or reason(exc)
+            command = " ".join(self.argv)
+            raise StoreError(f"store {self.name}: cannot start SFTP through '{command}': {said}") from None
+        return Session(_Connection(pipe, 1), client)

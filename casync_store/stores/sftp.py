@@ -24,6 +24,18 @@ are opened lazily, :data:`SESSIONS_PER_CONNECTION` per SSH connection, each
 used by one thread at a time; an operation whose connection dropped is
 retried on a new one ``options.error_retry`` times. paramiko is imported only
 when a store first connects (:class:`MissingDependency` ``ssh`` without it).
+
+That is the fallback: as desync does, the SSH connection is normally the
+OpenSSH client itself, ``$CASYNC_SSH_PATH`` (default ``ssh``, when it is
+installed): each session runs ``PROGRAM -s [-F CONFIG] [-p PORT] [-l USER]
+-- HOST sftp`` and paramiko's SFTP client speaks over its pipes, so
+everything of the user's ssh setup applies (ProxyJump, certificates, agents,
+Kerberos, ControlMaster); what ssh says on stderr ends up in the error
+message. ``-F`` is given for an explicit ``$PYCASYNC_SSH_CONFIG``, or for
+``$HOME/.ssh/config`` when ``$HOME`` is not the user's home (ssh itself
+reads the passwd entry's). paramiko's own SSH (everything above) is used
+when no ssh program is found or ``$PYCASYNC_SFTP_CLIENT=paramiko``
+(:func:`ssh_program` decides).
 The SSH connection machinery (config, host keys, authentication, the session
 pool) lives in :mod:`._sshconnect`; this module is the SFTP stores on top of it.
 """
@@ -37,8 +49,10 @@ import io
 import logging
 import os
 import posixpath
+import pwd
 import re
 import secrets
+import shutil
 import socket
 import stat
 import threading
@@ -60,8 +74,10 @@ from ..plumbing.atomic import TEMP_PREFIX
 from ..plumbing.config import StoreOptions
 from ..plumbing.locparse import Location
 from ._sshconnect import (
+    DEFAULT_TIMEOUT,
     SESSIONS_PER_CONNECTION,
     SSH_CONFIG_ENV,
+    PipeSessionPool,
     SessionPool,
     Target,
     load_paramiko,
@@ -84,6 +100,8 @@ __all__ = [
     "DEFAULT_SESSIONS",
     "SESSIONS_PER_CONNECTION",
     "SSH_CONFIG_ENV",
+    "SFTP_CLIENT_ENV",
+    "ssh_program",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +112,42 @@ DEFAULT_SESSIONS = 4
 _SMALL_READ = 32768  # paramiko's largest single read request; bigger reads are pipelined
 _INDEX_BLOCK = 1 << 20
 _BAD_TEXT = re.compile(r"[\x00-\x20\x7f\"'`$;|&<>\\]")
+
+
+#: Environment variable choosing the SSH client of sftp:// stores: ``openssh`` or ``paramiko``.
+SFTP_CLIENT_ENV = "PYCASYNC_SFTP_CLIENT"
+
+
+def ssh_program() -> str | None:
+    """The OpenSSH client program sftp:// stores run, or None for paramiko's own SSH.
+
+    ``$PYCASYNC_SFTP_CLIENT`` decides when set (``openssh``: ``$CASYNC_SSH_PATH``
+    or ``ssh``; ``paramiko``); otherwise ``$CASYNC_SSH_PATH`` when set, as
+    desync runs it, else ``ssh`` when it is on the PATH, else None.
+    ParameterError for another value.
+    """
+    choice = os.environ.get(SFTP_CLIENT_ENV, "").strip().lower()
+    program = os.environ.get("CASYNC_SSH_PATH") or None
+    if choice in ("", "auto"):
+        return program or shutil.which("ssh")
+    if choice == "paramiko":
+        return None
+    if choice == "openssh":
+        return program or "ssh"
+    raise ParameterError(f"${SFTP_CLIENT_ENV} must be openssh or paramiko, not {choice!r}")
+
+
+def _home_config() -> str | None:
+    """``$HOME/.ssh/config`` when ``$HOME`` is not the passwd home ssh reads, and the file exists."""
+    home = os.environ.get("HOME")
+    try:
+        own = pwd.getpwuid(os.getuid()).pw_dir
+    except (KeyError, OSError):
+        own = None
+    if not home or (own is not None and os.path.realpath(home) == os.path.realpath(own)):
+        return None
+    path = os.path.join(home, ".ssh", "config")
+    return path if os.path.isfile(path) else None
 
 
 @dataclass(frozen=True)
@@ -148,7 +202,26 @@ class _SFTPBase:
         self._target_lock = threading.Lock()
         self._posix_rename = True
         sessions = options.concurrency if options.concurrency > 0 else DEFAULT_SESSIONS
-        self._pool = SessionPool(self._resolve, sessions)
+        program = ssh_program()
+        self.openssh = program is not None  #: sessions run the OpenSSH client
+        if program is not None:
+            timeout = options.timeout or DEFAULT_TIMEOUT
+            self._pool: SessionPool = PipeSessionPool(self._ssh_argv(program), self.name, sessions, timeout)
+        else:
+            self._pool = SessionPool(self._resolve, sessions)
+
+    def _ssh_argv(self, program: str) -> list[str]:
+        """``PROGRAM -s [-F CONFIG] [-p PORT] [-l USER] -- HOST sftp``, as desync runs it."""
+        loc = self.location
+        argv = [program, "-s"]
+        config = self._ssh_config or os.environ.get(SSH_CONFIG_ENV) or _home_config()
+        if config:
+            argv += ["-F", os.path.expanduser(config)]
+        if loc.port is not None:
+            argv += ["-p", str(loc.port)]
+        if loc.user is not None:
+            argv += ["-l", loc.user]
+        return [*argv, "--", loc.host, "sftp"]
 
     def __str__(self) -> str:
         return self.name
@@ -183,7 +256,7 @@ class _SFTPBase:
                 if healthy and isinstance(exc, OSError):
                     raise StoreError(f"store {self}: cannot {doing}: {reason(exc)}") from None
                 if attempt >= self.retries or not retry:
-                    who = self._resolve().who
+                    who = self.location.host if self.openssh else self._resolve().who
                     raise StoreError(f"store {self}: connection to {who} lost while trying to {doing}: "
                                      f"{reason(exc)}") from None  # fmt: skip
                 log.info("store %s: connection lost (%s); retrying", self, reason(exc))

@@ -22,7 +22,7 @@ from tests.support.cli import CLI, ROOT, chunk_files, data, ok, one_error, read,
 
 COMMANDS = [
     "make", "extract", "list-chunks", "info", "chunk", "verify", "chop", "cache", "prune", "config",
-    "pull", "chunk-server", "tar", "untar", "mtree", "index-server", "mount-index", "upgrade-s3",
+    "pull", "push", "chunk-server", "tar", "untar", "mtree", "index-server", "mount-index", "upgrade-s3",
 ]
 
 

@@ -30,6 +30,7 @@ from casync_format.index import (
     Index,
     IndexChunk,
     IndexHeader,
+    IndexStream,
     IndexWriter,
     read_index,
     write_index,
@@ -380,3 +381,47 @@ def test_two_million_items_in_flat_memory(tmp_path: os.PathLike[str]) -> None:
         assert ix.find(blob_size - 1) == n - 1
     grown = (_rss_kib("VmHWM" if peak else "VmRSS") - before) // 1024
     assert grown < 20, f"RSS grew by {grown} MiB"
+
+
+# --------------------------------------------------------------------------- IndexStream
+
+
+def _stream(raw: bytes, cuts: list[int]) -> tuple[IndexStream, list[IndexChunk]]:
+    parser = IndexStream()
+    items: list[IndexChunk] = []
+    pos = 0
+    for cut in [*sorted(cuts), len(raw)]:
+        items += parser.feed(raw[pos:cut])
+        pos = max(pos, cut)
+    parser.finish()
+    return parser, items
+
+
+@given(header_and_chunks(), st.lists(st.integers(0, 2000), max_size=12))
+def test_stream_in_any_pieces_matches_index(
+    hc: tuple[IndexHeader, list[tuple[bytes, int]]], cuts: list[int]
+) -> None:
+    header, chunks = hc
+    out = io.BytesIO()
+    write_index(out, header, chunks)
+    raw = out.getvalue()
+    parser, items = _stream(raw, [min(c, len(raw)) for c in cuts])
+    assert parser.header == header and parser.done
+    assert items == list(open_bytes(raw))
+    assert parser.count == len(chunks) and parser.blob_size == sum(size for _, size in chunks)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_stream_rejects_damaged_index(name: str) -> None:
+    with pytest.raises(FormatError):
+        _stream(BAD[name], [len(BAD[name]) // 2])
+
+
+def test_stream_rejects_every_strict_prefix_and_trailing_bytes() -> None:
+    raw = good()
+    for n in range(len(raw)):
+        with pytest.raises(FormatError):
+            _stream(raw[:n], [n // 3])
+    parser, _ = _stream(raw, [])
+    with pytest.raises(FormatError, match="trailing"):
+        parser.feed(b"\0")

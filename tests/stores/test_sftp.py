@@ -1,7 +1,9 @@
 """The sftp:// chunk and index stores against a real OpenSSH server (tests/support/sshd.py).
 
 One sshd serves the whole session; every store here connects to it through
-paramiko with an ssh client config written for the test (a ``Host`` alias,
+paramiko's own SSH (``$PYCASYNC_SFTP_CLIENT=paramiko``: the OpenSSH client,
+the default where ssh is installed, is tested in test_sftp_openssh.py) with
+an ssh client config written for the test (a ``Host`` alias,
 keys, known_hosts), so host-key policy, authentication (identity files, the
 default ``~/.ssh/id_*``, a real ``ssh-agent``) and config discovery
 (``HOME``, ``$PYCASYNC_SSH_CONFIG``) are exercised for real. The server's
@@ -48,6 +50,12 @@ from casync_store.stores.sftp import SFTPIndexStore, SFTPStore, parse_location
 from tests.support.sshd import SSHServer, require_paramiko, start_ssh_agent, write_ssh_home
 
 FAST = StoreOptions(error_retry=1, error_retry_base_interval=0.01)
+
+
+@pytest.fixture(autouse=True)
+def _paramiko_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are of paramiko's SSH (config, host keys, authentication), not of the ssh program."""
+    monkeypatch.setenv("PYCASYNC_SFTP_CLIENT", "paramiko")
 
 
 @pytest.fixture
