@@ -72,8 +72,9 @@ def _write(items: list[Item]) -> bytes:
 def test_xattrs_become_pax_records(tmp_path: Any) -> None:
     xattrs = [(b"user.comment", b"hello"), (b"user.bin", b"\x00\xff=\n"), (b"security.selinux", b"ctx")]
     data = b"payload" * 100
+    f_entry = Entry(b"f", stat.S_IFREG | 0o640, uid=7, gid=8, mtime_ns=T, size=len(data), xattrs=xattrs)
     blob = _write(_items(
-        (b"f", Entry(b"f", stat.S_IFREG | 0o640, uid=7, gid=8, mtime_ns=T, size=len(data), xattrs=xattrs), data),
+        (b"f", f_entry, data),
         (b"d", Entry(b"d", stat.S_IFDIR | 0o700, mtime_ns=T, xattrs=xattrs[:1]), None),
     ))  # fmt: skip
     with tarfile.open(fileobj=io.BytesIO(blob), encoding="utf-8", errors="surrogateescape") as tf:
