@@ -55,9 +55,14 @@ class StoreRouter(Store):
         size: int | None = None,
         max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
     ) -> bytes:
-        # Each member decodes with its own verify setting and is named on error.
-        store, blob = self._first(chunk_id)
-        return store.decode(chunk_id, blob, digest, size, max_size)
+        # Each member reads (an uncompressed store its data as it is, S3 again after a
+        # short body) and decodes with its own verify setting, and is named on error.
+        for store in self.stores:
+            try:
+                return store.get_chunk(chunk_id, digest, size, max_size)
+            except ChunkMissing:
+                continue
+        raise ChunkMissing(chunk_id, self)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
