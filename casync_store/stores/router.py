@@ -64,6 +64,20 @@ class StoreRouter(Store):
                 continue
         raise ChunkMissing(chunk_id, self)
 
+    def fetch_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, bytes]:
+        for store in self.stores:
+            try:
+                return store.fetch_chunk(chunk_id, digest, size, max_size)
+            except ChunkMissing:
+                continue
+        raise ChunkMissing(chunk_id, self)
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
 
@@ -151,8 +165,7 @@ class CachedStore(Store):
             if isinstance(exc, ChunkInvalid) and not self.repair:
                 raise
             # A damaged cached copy is replaced by a good one from the remote.
-            blob = self.remote.get_raw(chunk_id)
-            data = self.remote.decode(chunk_id, blob, digest, size, max_size)
+            blob, data = self.remote.fetch_chunk(chunk_id, digest, size, max_size)
             self.cache.put_raw(chunk_id, blob)
             return data
         self._touch(chunk_id)

@@ -391,12 +391,22 @@ class S3Store(PruneStore):
         size: int | None = None,
         max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
     ) -> bytes:
-        """The chunk's verified data; a body that arrives whole but does not decode (cut
+        """The chunk's verified data (see :meth:`fetch_chunk`)."""
+        return self.fetch_chunk(chunk_id, digest, size, max_size)[1]
+
+    def fetch_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, bytes]:
+        """(stored bytes, verified data); a body that arrives whole but does not decode (cut
         short on the way, e.g. by a proxy) is fetched again, as often as other errors are."""
         for attempt in itertools.count(1):
             blob = self.get_raw(chunk_id)
             try:
-                return self.decode(chunk_id, blob, digest, size, max_size)
+                return blob, self.decode(chunk_id, blob, digest, size, max_size)
             except ChunkInvalid as exc:
                 if attempt > self._s3.retries:
                     raise

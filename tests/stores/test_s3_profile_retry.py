@@ -22,6 +22,7 @@ import pytest
 from casync_format import chunk as chunk_codec
 from casync_format.digest import SHA512_256
 from casync_format.errors import ChunkInvalid, StoreError
+from casync_store import LocalStore, combine
 from casync_store.plumbing.config import StoreOptions, load_config
 from casync_store.stores.s3 import S3Store
 from tests.support.faulty_http import FaultyServer, Short, Status
@@ -91,6 +92,18 @@ def test_a_whole_but_short_body_is_fetched_again(retries: int) -> None:
         with pytest.raises(ChunkInvalid):
             store.get_chunk(cid, SHA512_256)
         assert server.count("GET", path) - before == retries + 1
+
+
+def test_behind_a_cache_too(tmp_path: Any) -> None:
+    cid, data, blob = _chunk(4)
+    path = f"/bkt/{cid.hex()[:4]}/{cid.hex()}.cacnk"
+    with FaultyServer() as server:
+        server.chunks[path] = blob
+        remote = S3Store(f"s3+{server.url}/bkt", StoreOptions(error_retry=1, error_retry_base_interval=0.01))
+        cache = LocalStore(str(tmp_path / "cache"))
+        server.plan(path, Status(200, blob[:7]))
+        assert combine([remote], cache).get_chunk(cid, SHA512_256) == data
+        assert server.count("GET", path) == 2 and cache.get_raw(cid) == blob  # the whole body cached
 
 
 def test_no_retry_with_e_0() -> None:
