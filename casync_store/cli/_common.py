@@ -27,7 +27,7 @@ from casync_store.plumbing.config import Config, StoreOptions
 from casync_store.stores.base import WriteStore
 from casync_store.stores.location import open_store
 
-from ._parser import PROG, Parser, duration, nonnegative_int, positive_int, store_list
+from ._parser import PROG, Parser, duration, nonnegative_int, positive_int
 
 __all__ = [
     "EXIT_FAILURE",
@@ -80,8 +80,12 @@ def add_global_flags(p: Parser, top: bool) -> None:
                    help="log what happens, and show tracebacks of errors")
 
 
-def add_store_flags(p: Parser, cache_repair: bool = False) -> None:
-    """desync's common store options (command-line values override the config file)."""
+def add_store_flags(p: Parser, cache_repair: bool = True) -> None:
+    """desync's common store options (command-line values override the config file).
+
+    ``-r/--cache-repair`` comes with them (as in desync) unless ``cache_repair``
+    is False or the command has a ``-r`` of its own (verify's ``--repair``).
+    """
     g = p.add_argument_group("store options")
     add_concurrency(g)
     g.add_argument("--client-cert", metavar="FILE", help="client certificate for TLS authentication")
@@ -93,9 +97,10 @@ def add_store_flags(p: Parser, cache_repair: bool = False) -> None:
                    help="how often to retry a failed network request (default 3)")
     g.add_argument("-b", "--error-retry-base-interval", type=duration, metavar="DURATION",
                    help="delay before the first retry, growing with each (default 500ms)")
-    if cache_repair:
-        g.add_argument("-r", "--cache-repair", action="store_true",
-                       help="replace damaged chunks in the cache from the store (always on)")
+    if cache_repair and "-r" not in p.option_arity:
+        g.add_argument("-r", "--cache-repair", action="store_true", default=True,
+                       help="replace an invalid chunk in the cache (-c) from the store (default true; "
+                            "--cache-repair=false: an invalid cached chunk is an error)")
 
 
 def add_concurrency(p: Any) -> None:
@@ -107,7 +112,7 @@ def add_concurrency(p: Any) -> None:
 def add_stores(p: Parser, many: bool, text: str) -> None:
     """``-s/--store``: one location, or (``many``) a list tried in order."""
     if many:  # -s a -s b, or -s a,b as in desync
-        p.add_argument("-s", "--store", action="extend", type=store_list, default=[], metavar="LOCATION",
+        p.add_argument("-s", "--store", action="append", default=[], metavar="LOCATION",
                        help=text + " (repeatable; tried in order)")
     else:
         p.add_argument("-s", "--store", metavar="LOCATION", help=text)
@@ -205,8 +210,8 @@ class Context:
             for name in ("client_cert", "client_key", "ca_cert", "error_retry", "error_retry_base_interval")
             if getattr(self.args, name, None) is not None
         }
-        if getattr(self.args, "trust_insecure", None):
-            changes["trust_insecure"] = True
+        if getattr(self.args, "trust_insecure", None) is not None:  # given: true or =false
+            changes["trust_insecure"] = self.args.trust_insecure
         if self.concurrency:
             changes["concurrency"] = self.concurrency
         if self.skip_verify is not None:
@@ -232,7 +237,8 @@ class Context:
         from casync_store.stores.router import combine
 
         stores = [self.open(stack, loc, writable=writable, must_exist=must_exist) for loc in locations]
-        return combine(stores, self.open(stack, cache, writable=True) if cache else None)
+        repair = getattr(self.args, "cache_repair", True)
+        return combine(stores, self.open(stack, cache, writable=True) if cache else None, repair=repair)
 
     def indexes(self, stack: contextlib.ExitStack, paths: Sequence[str]) -> list[Any]:
         """Open index files (``-`` = stdin, at most once), closed when ``stack`` unwinds."""

@@ -2,9 +2,15 @@
 
 :class:`Parser` is an :class:`argparse.ArgumentParser` that raises
 :class:`UsageError` instead of printing usage and exiting, and remembers which
-of its options take a value; :func:`modernize_argv` uses that to turn the
-single-dash spellings of pre-2018 desync (``-clientCert x``, ``-stats``,
-``-s=x``) into the GNU ones before parsing. The argument types (Go-style
+of its options take a value and which are booleans; :func:`modernize_argv`
+uses that to turn the single-dash spellings of pre-2018 desync (``-clientCert
+x``, ``-stats``, ``-s=x``) into the GNU ones before parsing. Two rules of
+desync's (cobra's) flag syntax hold for every option, in this one place: a
+boolean takes an explicit value (``--in-place=true``, ``-k=false``,
+``--cache-repair=false``; the last one given wins), and a repeatable option
+(``action="append"``) also takes a comma-separated list (``-s a,b``,
+``-l :8080,:8081``; as in cobra, a part in double quotes may hold a comma).
+The argument types (Go-style
 booleans, bounded integers, durations, comma-separated store lists) and the
 ``--version`` and "known but not supported" actions live here too.
 """
@@ -12,6 +18,7 @@ booleans, bounded integers, durations, comma-separated store lists) and the
 from __future__ import annotations
 
 import argparse
+import csv
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -33,6 +40,7 @@ __all__ = [
     "duration",
     "positive_duration",
     "store_list",
+    "split_list",
     "modernize_argv",
 ]
 
@@ -49,6 +57,8 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: option string -> whether it takes a separate value (for argv rewriting)
         self.option_arity: dict[str, bool] = {}
+        #: the option strings of boolean flags (each also takes ``=true`` / ``=false``)
+        self.booleans: set[str] = set()
         #: command name -> its parser (on the top-level parser)
         self.commands: dict[str, Parser] = {}
         kwargs.setdefault("allow_abbrev", False)
@@ -56,21 +66,47 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        return self._record(super().add_argument(*args, **kwargs))
+        return self._record(super().add_argument(*args, **_as_list(kwargs)))
 
     def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
         group = super().add_argument_group(*args, **kwargs)
         add = group.add_argument
-        group.add_argument = lambda *a, **k: self._record(add(*a, **k))  # type: ignore[method-assign]
+        group.add_argument = lambda *a, **k: self._record(add(*a, **_as_list(k)))  # type: ignore[method-assign]
         return group
 
     def _record(self, action: argparse.Action) -> argparse.Action:
         for opt in action.option_strings:
             self.option_arity[opt] = action.nargs not in (0, "?")
+        if action.option_strings and _is_boolean(action):
+            # ``OPT=false`` is an option string of its own (hidden): argparse matches it whole.
+            self.booleans.update(action.option_strings)
+            argparse.ArgumentParser.add_argument(
+                self, *(opt + "=false" for opt in action.option_strings), action="store_const",
+                const=not action.const, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+            )
         return action
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _is_boolean(action: argparse.Action) -> bool:
+    return action.nargs == 0 and isinstance(action.const, bool) and isinstance(
+        action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)
+    )
+
+
+def _as_list(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A repeatable option (``action="append"``) that also takes comma-separated lists."""
+    if kwargs.get("action") != "append":
+        return kwargs
+    item = kwargs.get("type") or str
+
+    def items(text: str) -> list[Any]:
+        return [item(part) for part in split_list(text)]
+
+    items.__name__ = getattr(item, "__name__", "list")  # argparse names the type in its errors
+    return {**kwargs, "action": "extend", "type": items}
 
 
 class VersionAction(argparse.Action):
@@ -137,9 +173,18 @@ def positive_duration(text: str) -> float:
     return value
 
 
+def split_list(text: str) -> list[str]:
+    """A comma-separated list as cobra reads one (CSV: ``"a,b",c`` is two); empty parts dropped."""
+    try:
+        rows = list(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        raise argparse.ArgumentTypeError(f"invalid list {text!r}: {exc}") from None
+    return [part for row in rows for part in row if part]
+
+
 def store_list(text: str) -> list[str]:
     """An argument type: ``-s a,b`` as desync takes it (empty parts dropped)."""
-    return [part for part in text.split(",") if part]
+    return split_list(text)
 
 
 # --------------------------------------------------------------------------- argv rewriting
@@ -172,9 +217,25 @@ def _modern(token: str, parser: Parser, everywhere: set[str]) -> list[str]:
     return [token]
 
 
+def _boolean(token: str, parser: Parser) -> str:
+    """``--flag=VALUE`` of a boolean as the parser takes it: ``--flag`` or ``--flag=false``."""
+    name, eq, value = token.partition("=")
+    if not eq or name not in parser.booleans:
+        return token
+    try:
+        return name if bool_value(value) else name + "=false"
+    except argparse.ArgumentTypeError:
+        raise UsageError(
+            f"argument {name}: invalid boolean value {value!r}: use true or false "
+            f"(see '{parser.prog} --help')"
+        ) from None
+
+
 def modernize_argv(argv: Sequence[str], parser: Parser) -> list[str]:
     """Rewrite old desync spellings (``-clientCert x``, ``-stats``, ``-s=x``) to GNU ones.
 
+    A boolean's ``=VALUE`` (``true``/``false``, ``1``/``0``, ``t``/``f``, any
+    case) becomes the flag itself or its hidden ``OPT=false`` option.
     ``parser`` is the complete top-level parser. Values of options are never
     rewritten, and nothing after ``--`` is.
     """
@@ -194,7 +255,7 @@ def modernize_argv(argv: Sequence[str], parser: Parser) -> list[str]:
         if not token.startswith("-") or token == "-":
             out.append(token)
             continue
-        new = _modern(token, current, everywhere)
+        new = [_boolean(t, current) for t in _modern(token, current, everywhere)]
         out.extend(new)
         if len(new) == 1 and "=" not in new[0] and current.option_arity.get(new[0]) and i < len(argv):
             out.append(argv[i])  # the option's value, verbatim

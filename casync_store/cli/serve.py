@@ -17,7 +17,7 @@ from typing import Any
 from casync_format.errors import ParameterError
 
 from ._common import Command, Context, add_store_flags, add_stores, log, require
-from ._parser import NotSupported, Parser, bool_value, nonnegative_int, positive_duration, positive_int
+from ._parser import NotSupported, Parser, nonnegative_int, positive_duration, positive_int
 from ._storefile import add_store_file_flag, check_store_file_flags, open_store_file
 
 __all__ = [
@@ -242,8 +242,8 @@ class ChunkServer(Command):
         p.add_argument("-c", "--cache", metavar="LOCATION", help="writable store used as a cache")
         add_server_flags(p, "chunks")
         p.add_argument("-u", "--uncompressed", action="store_true", help="serve uncompressed chunks")
-        p.add_argument("--skip-verify-read", nargs="?", const=True, default=None, type=bool_value,
-                       metavar="BOOL", help="do not verify chunks read from the stores; as in desync, "
+        p.add_argument("--skip-verify-read", action="store_true", default=None,
+                       help="do not verify chunks read from the stores; as in desync, "
                        "compressed chunks are served as stored unless this is false (then a chunk that does "
                        "not decode to its id gets a 500); -u and cache fills verify unless this is true")
         add_store_file_flag(p)

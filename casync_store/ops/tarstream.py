@@ -20,10 +20,11 @@ gives the root it adds with ``--tar-add-root``). The archive root is the
 stream's ``.`` member when it has one; otherwise, without ``add_root``, the
 single top-level directory (as desync, which takes the first member as the
 root), and with ``add_root`` a synthetic root holding every top-level member.
-Writing: decoder items become tar members through :mod:`tarfile` in streaming
-mode, payloads copied in bounded blocks; GNU format carries whole-second
-mtimes (floored, as desync), PAX format also nanoseconds and xattrs
-(``SCHILY.xattr.*``); sockets cannot be represented and are skipped.
+Writing: decoder items become tar members, payloads copied in bounded
+blocks; GNU format is desync's byte for byte (:mod:`._gnutar`: whole-second
+mtimes, floored; xattrs as PAX records), PAX and ustar go through
+:mod:`tarfile` in streaming mode (PAX also nanoseconds and
+``SCHILY.xattr.*``); sockets cannot be represented and are skipped.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from ..plumbing.config import StoreOptions
 from ..plumbing.progress import Progress
 from ..stores.base import WriteStore, require_writable
 from ..stores.indexio import STDIO
+from ._gnutar import write_gnu
 from .tar import TarStats, TreeEvent, index_events, index_flags, write_tree
 
 if TYPE_CHECKING:
@@ -504,7 +506,8 @@ def _tarinfo(path: bytes, entry: Entry, fmt: int) -> tarfile.TarInfo | None:
 def write_tarstream(items: Iterable[Item], out: BinaryIO, *, format: str = "gnu") -> TarStreamStats:
     """Write decoder ``items`` to ``out`` as a tar stream; return counts.
 
-    ``format`` is ``gnu`` (default; whole-second mtimes, no xattrs), ``pax``
+    ``format`` is ``gnu`` (default: desync's bytes, whole-second mtimes,
+    xattrs as PAX ``SCHILY.xattr.*`` records; see :mod:`._gnutar`), ``pax``
     (nanosecond mtimes and ``SCHILY.xattr.*`` records) or ``ustar``. Member
     names are relative to the archive root, which is ``.``; payloads stream
     through in bounded blocks. Sockets are skipped with a warning. On an
@@ -514,6 +517,11 @@ def write_tarstream(items: Iterable[Item], out: BinaryIO, *, format: str = "gnu"
     fmt = _FORMATS.get(format)
     if fmt is None:
         raise ParameterError(f"unknown tar format {format!r}: use gnu, pax or ustar")
+    if fmt == tarfile.GNU_FORMAT:  # desync's bytes (see _gnutar)
+        entries, files, payload, skipped = write_gnu(items, out)
+        for path in skipped:
+            log.warning("%s: sockets cannot be stored in a tar stream, skipped", _s(path))
+        return TarStreamStats(entries=entries, files=files, payload_bytes=payload, skipped=len(skipped))
     stats = TarStreamStats()
     with tarfile.open(fileobj=out, mode="w|", format=fmt, encoding="utf-8", errors="surrogateescape") as tf:
         for item in items:

@@ -37,7 +37,7 @@ from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 
 from ..plumbing.singleflight import SingleFlight
 from ..stores.base import Store, require_writable
-from ..stores.layout import CHUNK_SUFFIX, parse_chunk_path
+from ..stores.layout import chunk_suffix, parse_chunk_path
 from .httpserver import (
     HTTPError,
     Limits,
@@ -64,7 +64,7 @@ def chunk_id_from_target(target: str, uncompressed: bool = False) -> bytes | Non
         target = target[absolute.end():]
     if not target.startswith("/"):
         return None
-    return parse_chunk_path(target, "" if uncompressed else CHUNK_SUFFIX, start=1)
+    return parse_chunk_path(target, chunk_suffix(uncompressed), start=1)
 
 
 def max_body_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
@@ -110,7 +110,7 @@ class ChunkRoutes(ResourceRoutes):
             require_writable(store)
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._budget = _Budget(_BODY_BUDGET)
-        self._suffix = "" if uncompressed else CHUNK_SUFFIX
+        self._suffix = chunk_suffix(uncompressed)
 
     def key(self, target: str) -> bytes | None:
         return chunk_id_from_target(target, self.uncompressed)

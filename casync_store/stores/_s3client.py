@@ -158,11 +158,17 @@ def _session(creds: _Credentials, where: str) -> tuple[Any, bool]:
 
     try:
         if not creds.chain:
+            # Keys chosen here need no AWS profile: $AWS_PROFILE may name one of the
+            # aws-credentials-file's profiles that ~/.aws does not know (botocore would refuse it).
+            import botocore.session
+
+            no_profile = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
             return boto3.session.Session(
                 aws_access_key_id=creds.access_key,
                 aws_secret_access_key=creds.secret_key,
                 aws_session_token=creds.token or None,
                 region_name=creds.region or None,
+                botocore_session=no_profile,
             ), False
         session = boto3.session.Session(region_name=creds.region or None)
         return session, session.get_credentials() is None

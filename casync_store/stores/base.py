@@ -65,6 +65,21 @@ class Store(ABC):
         """
         return self.decode(chunk_id, self.get_raw(chunk_id), digest, size, max_size)
 
+    def fetch_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, bytes]:
+        """(stored bytes, verified data) of a chunk, for a cache that keeps the bytes as stored.
+
+        A store that reads again what did not decode (S3: a body cut short)
+        does so here as in :meth:`get_chunk`.
+        """
+        blob = self.get_raw(chunk_id)
+        return blob, self.decode(chunk_id, blob, digest, size, max_size)
+
     def decode(
         self,
         chunk_id: bytes,

@@ -98,6 +98,16 @@ class FailoverGroup(Store):
         """Decoded by the member that served it, so a damaged copy fails over too (as in desync)."""
         return self._run(lambda s: s.get_chunk(chunk_id, digest, size, max_size))
 
+    def fetch_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, bytes]:
+        """(stored bytes, data), from the member that served and decoded it (failing over)."""
+        return self._run(lambda s: s.fetch_chunk(chunk_id, digest, size, max_size))
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         """Whether the active member holds the chunk (failing over on errors)."""
         return self._run(lambda s: s.has_chunk(chunk_id))

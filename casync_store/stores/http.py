@@ -79,7 +79,7 @@ from ._httpclient import (
 )
 from .base import WriteStore
 from .indexstore import WriteIndexStore, check_index_name
-from .layout import CHUNK_SUFFIX, chunk_path
+from .layout import chunk_path, chunk_suffix
 
 __all__ = [
     "HTTPStore",
@@ -430,7 +430,7 @@ class HTTPStore(_HTTPBase, WriteStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """The request path of a chunk (base path included)."""
-        return self.base_path + chunk_path(chunk_id, "" if self.uncompressed else CHUNK_SUFFIX)
+        return self.base_path + chunk_path(chunk_id, chunk_suffix(self.uncompressed))
 
     # ------------------------------------------------------------------ the Store API
 

@@ -1,8 +1,9 @@
 """casync's chunk layout, written once: chunk ``<id>`` lives at ``xxxx/<id>.cacnk``.
 
 ``xxxx`` is the first four of the id's 64 lowercase hex digits; the suffix is
-``.cacnk`` for stored (compressed) chunks and ``""`` for an uncompressed HTTP
-store. Local directories, HTTP stores and the chunk server, SFTP and S3 (under
+``.cacnk`` for stored (compressed) chunks and ``""`` for an uncompressed store
+(local or HTTP, as desync names them: :func:`chunk_suffix`). Local
+directories, HTTP stores and the chunk server, SFTP and S3 (under
 the store's prefix) all use these names; the parsers accept exactly what the
 builders make (lowercase hex, a matching prefix directory, the given suffix)
 and nothing else, so a foreign file (``README``, a temporary file, an upper-case
@@ -16,6 +17,8 @@ import re
 
 __all__ = [
     "CHUNK_SUFFIX",
+    "UNCOMPRESSED_SUFFIX",
+    "chunk_suffix",
     "chunk_dir",
     "chunk_file",
     "chunk_path",
@@ -26,6 +29,8 @@ __all__ = [
 
 #: The file name suffix of a stored chunk.
 CHUNK_SUFFIX = ".cacnk"
+#: The file name suffix of a chunk in an uncompressed store (none: ``xxxx/<id>``).
+UNCOMPRESSED_SUFFIX = ""
 
 _DIR = re.compile(r"[0-9a-f]{4}")
 
@@ -33,6 +38,11 @@ _DIR = re.compile(r"[0-9a-f]{4}")
 def chunk_dir(chunk_id: bytes) -> str:
     """The chunk's directory: the first four hex digits of its id."""
     return chunk_id[:2].hex()
+
+
+def chunk_suffix(uncompressed: bool) -> str:
+    """The suffix of the chunk files of a compressed or an ``uncompressed`` store."""
+    return UNCOMPRESSED_SUFFIX if uncompressed else CHUNK_SUFFIX
 
 
 def chunk_file(chunk_id: bytes, suffix: str = CHUNK_SUFFIX) -> str:

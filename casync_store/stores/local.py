@@ -1,5 +1,10 @@
 """The local directory store: casync's layout ``<dir>/xxxx/<id>.cacnk``.
 
+An ``uncompressed`` store (desync's store option) keeps each chunk's data as
+it is, at ``<dir>/xxxx/<id>`` (:func:`~.layout.chunk_suffix`); it keeps the
+Store contract all the same (``get_raw`` returns encoded bytes, ``put_raw``
+takes them), so ``cache`` and ``chop`` convert between the two kinds.
+
 Chunks are filed under the first four hex digits of their id. Writes go to a
 temporary file in the chunk's directory, are fsynced and then renamed, so a
 chunk is visible under its final name only when it is complete, and any
@@ -53,13 +58,15 @@ try:
 except ImportError:  # no flock (not POSIX): writers are not registered
     fcntl = None  # type: ignore[assignment]
 
+from casync_format import chunk as chunk_codec
 from casync_format.chunk import max_encoded_size
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from casync_format.digest import Digest
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing, StoreError
 
 from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
 from .base import PruneStore
-from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, is_chunk_dir, parse_chunk_file
+from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, chunk_suffix, is_chunk_dir, parse_chunk_file
 
 _log = logging.getLogger(__name__)
 
@@ -88,12 +95,17 @@ class LocalStore(PruneStore):
     """A chunk store in a local directory (created on first write)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], verify: bool = True, sync: bool = True, compression: str = "zstd"
+        self, path: str | os.PathLike[str], verify: bool = True, sync: bool = True, compression: str = "zstd",
+        uncompressed: bool = False,
     ) -> None:
         self.path = path = os.fspath(path)
         self.verify = verify
         self.sync = sync
         self.compression = compression
+        #: chunks kept as plain data at ``xxxx/<id>`` (desync's ``uncompressed`` store option)
+        self.uncompressed = uncompressed
+        self._suffix = chunk_suffix(uncompressed)
+        self._max_file = CA_CHUNK_SIZE_LIMIT_MAX if uncompressed else MAX_CHUNK_FILE
         if os.path.exists(path) and not os.path.isdir(path):
             raise StoreError(f"store {path} is not a directory")
         self._writers_lock = threading.Lock()  # writing(): one registration per store object
@@ -106,10 +118,32 @@ class LocalStore(PruneStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """Where the chunk's file lives."""
-        return os.path.join(self.path, chunk_dir(chunk_id), chunk_file(chunk_id))
+        return os.path.join(self.path, chunk_dir(chunk_id), self._file(chunk_id))
+
+    def _file(self, chunk_id: bytes) -> str:
+        return chunk_file(chunk_id, self._suffix)
 
     def get_raw(self, chunk_id: bytes) -> bytes:
-        return self._read_chunk(chunk_id, MAX_CHUNK_FILE)
+        """The chunk's stored bytes; an uncompressed store's data is encoded here."""
+        blob = self._read_chunk(chunk_id, self._max_file)
+        return chunk_codec.encode(blob, self.compression) if self.uncompressed else blob
+
+    def get_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> bytes:
+        """The chunk's verified data; an uncompressed store's file is the data itself."""
+        if not self.uncompressed:
+            return super().get_chunk(chunk_id, digest, size, max_size)
+        data = self._read_chunk(chunk_id, size if size is not None else max_size)
+        if size is not None and len(data) != size:
+            raise ChunkInvalid(chunk_id, None, f"has {len(data)} bytes, index says {size}", self)
+        if self.verify:
+            chunk_codec.verify(chunk_id, data, digest, self)
+        return data
 
     def _read_chunk(self, chunk_id: bytes, limit: int) -> bytes:
         """The bytes of the chunk's file, if it is a regular file of at most ``limit`` bytes."""
@@ -119,7 +153,7 @@ class LocalStore(PruneStore):
         except OSError as exc:
             raise self._open_error(chunk_id, exc, f"its directory {directory}") from None
         try:
-            fd = os.open(chunk_file(chunk_id), _OPEN_FILE, dir_fd=dir_fd)
+            fd = os.open(self._file(chunk_id), _OPEN_FILE, dir_fd=dir_fd)
         except OSError as exc:
             raise self._open_error(chunk_id, exc, "it") from None
         finally:
@@ -176,7 +210,7 @@ class LocalStore(PruneStore):
             st = os.lstat(path)
         except OSError:
             return False
-        return stat.S_ISREG(st.st_mode) and st.st_size <= MAX_CHUNK_FILE
+        return stat.S_ISREG(st.st_mode) and st.st_size <= self._max_file
 
     def check(self) -> None:
         if not os.path.isdir(self.path):
@@ -195,7 +229,7 @@ class LocalStore(PruneStore):
         name being there afterwards means the prune's recheck came later (and
         keeps it) or the chunk was put back or stored anew.
         """
-        name = chunk_file(chunk_id)
+        name = self._file(chunk_id)
         try:
             dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
         except FileNotFoundError:
@@ -335,6 +369,19 @@ class LocalStore(PruneStore):
             os.close(lock_fd)
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
+        """Store encoded bytes (decoded to the data first for an uncompressed store)."""
+        if self.uncompressed:
+            blob = chunk_codec.decode(blob, chunk_id, None, store=self)
+        self._write(chunk_id, blob)
+
+    def store_chunk(self, chunk_id: bytes, data: bytes | memoryview, blob: bytes | None = None) -> None:
+        """Store a chunk: its data as it is in an uncompressed store, else encoded (or ``blob``)."""
+        if self.uncompressed:
+            self._write(chunk_id, bytes(data))
+        else:
+            super().store_chunk(chunk_id, data, blob)
+
+    def _write(self, chunk_id: bytes, blob: bytes) -> None:
         if self._register_later:
             self._register_now()
         path = self.chunk_path(chunk_id)
@@ -364,7 +411,7 @@ class LocalStore(PruneStore):
             except OSError as exc:
                 raise StoreError(f"store {self}: cannot list {prefix}: {exc.strerror}") from None
             for name in names:
-                chunk_id = parse_chunk_file(name, prefix)
+                chunk_id = parse_chunk_file(name, prefix, self._suffix)
                 if chunk_id is not None:
                     yield chunk_id
 
@@ -387,7 +434,7 @@ class LocalStore(PruneStore):
     def _remove_unused(self, chunk_id: bytes, cutoff: int) -> bool:
         """Remove an unreferenced chunk unless its mtime is at or after ``cutoff``; True if removed."""
         name = chunk_id.hex()
-        file_name = chunk_file(chunk_id)
+        file_name = self._file(chunk_id)
         try:
             dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
         except FileNotFoundError:

@@ -59,9 +59,7 @@ def open_local(location: str, options: StoreOptions) -> Store:
         path = urllib.parse.unquote(loc.path)
     if not path:
         raise ParameterError("empty store location")
-    if options.uncompressed:
-        raise StoreError(f"store {loc}: uncompressed stores are not supported in this version")
-    return LocalStore(path, verify=not options.skip_verify)
+    return LocalStore(path, verify=not options.skip_verify, uncompressed=options.uncompressed)
 
 
 def _open_one(location: str, options: StoreOptions, must_exist: bool = False) -> Store:

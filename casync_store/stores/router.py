@@ -7,7 +7,8 @@ writable local store in front of another store: hits are served (and their
 mtime refreshed) from the cache, misses are fetched, verified, and written back
 in the exact bytes the remote holds (raw reads, which cannot verify, are
 served but not cached); a cached copy that is damaged (or is no chunk file at
-all) is replaced from the remote. Both implement the Store interface, so an
+all) is replaced from the remote, unless repair is off (desync's
+``--cache-repair=false``): then it is an error. Both implement the Store interface, so an
 operation never knows what it talks to.
 """
 
@@ -54,9 +55,28 @@ class StoreRouter(Store):
         size: int | None = None,
         max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
     ) -> bytes:
-        # Each member decodes with its own verify setting and is named on error.
-        store, blob = self._first(chunk_id)
-        return store.decode(chunk_id, blob, digest, size, max_size)
+        # Each member reads (an uncompressed store its data as it is, S3 again after a
+        # short body) and decodes with its own verify setting, and is named on error.
+        for store in self.stores:
+            try:
+                return store.get_chunk(chunk_id, digest, size, max_size)
+            except ChunkMissing:
+                continue
+        raise ChunkMissing(chunk_id, self)
+
+    def fetch_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, bytes]:
+        for store in self.stores:
+            try:
+                return store.fetch_chunk(chunk_id, digest, size, max_size)
+            except ChunkMissing:
+                continue
+        raise ChunkMissing(chunk_id, self)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
@@ -69,9 +89,11 @@ class StoreRouter(Store):
 class CachedStore(Store):
     """A read-through, write-back cache (a writable store) in front of a store."""
 
-    def __init__(self, remote: Store, cache: WriteStore) -> None:
+    def __init__(self, remote: Store, cache: WriteStore, repair: bool = True) -> None:
         self.remote = remote
         self.cache = cache
+        #: replace an invalid cached chunk from the remote (desync's --cache-repair); else raise
+        self.repair = repair
 
     def __str__(self) -> str:
         return f"{self.remote} (cache {self.cache})"
@@ -80,7 +102,11 @@ class CachedStore(Store):
         # Raw reads cannot verify (no digest here), so only get_chunk fills the cache.
         try:
             blob = self.cache.get_raw(chunk_id)
-        except (ChunkMissing, ChunkInvalid):  # e.g. a symlink where the chunk should be
+        except ChunkMissing:
+            return self.remote.get_raw(chunk_id)
+        except ChunkInvalid:  # e.g. a symlink where the chunk should be
+            if not self.repair:
+                raise
             return self.remote.get_raw(chunk_id)
         self._touch(chunk_id)
         return blob
@@ -100,8 +126,12 @@ class CachedStore(Store):
                 blob = self.cache.get_raw(chunk_id)
                 if verify:
                     chunk_codec.decode(blob, chunk_id, digest, max_size=max_size, store=self.cache)
-            except (ChunkMissing, ChunkInvalid):
-                pass  # gone meanwhile, or damaged: fetched again below
+            except ChunkMissing:
+                pass  # gone meanwhile: fetched again below
+            except ChunkInvalid:
+                if not self.repair:
+                    raise
+                # damaged: fetched again below
             else:
                 self._touch(chunk_id)
                 return blob
@@ -131,10 +161,11 @@ class CachedStore(Store):
     ) -> bytes:
         try:
             data = self.cache.get_chunk(chunk_id, digest, size, max_size)
-        except (ChunkMissing, ChunkInvalid):
+        except (ChunkMissing, ChunkInvalid) as exc:
+            if isinstance(exc, ChunkInvalid) and not self.repair:
+                raise
             # A damaged cached copy is replaced by a good one from the remote.
-            blob = self.remote.get_raw(chunk_id)
-            data = self.remote.decode(chunk_id, blob, digest, size, max_size)
+            blob, data = self.remote.fetch_chunk(chunk_id, digest, size, max_size)
             self.cache.put_raw(chunk_id, blob)
             return data
         self._touch(chunk_id)
@@ -148,11 +179,15 @@ class CachedStore(Store):
         self.cache.close()
 
 
-def combine(stores: Sequence[Store], cache: WriteStore | None = None) -> Store:
-    """The store an operation reads from: the chain of ``stores``, behind ``cache``."""
+def combine(stores: Sequence[Store], cache: WriteStore | None = None, repair: bool = True) -> Store:
+    """The store an operation reads from: the chain of ``stores``, behind ``cache``.
+
+    ``repair`` (desync's ``--cache-repair``, default on): an invalid chunk in
+    the cache is replaced from ``stores``; off, it is an error (:class:`ChunkInvalid`).
+    """
     if not stores:
         if cache is None:
             raise StoreError("no store given")
         return cache
     source: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
-    return CachedStore(source, cache) if cache is not None else source
+    return CachedStore(source, cache, repair) if cache is not None else source

@@ -68,7 +68,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
-from casync_format.errors import ChunkMissing, IndexNotFound, ParameterError, StoreError
+from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from casync_format.digest import Digest
+from casync_format.errors import ChunkInvalid, ChunkMissing, IndexNotFound, ParameterError, StoreError
 
 from ..plumbing.config import StoreOptions
 from ..plumbing.locparse import Location
@@ -381,6 +383,36 @@ class S3Store(PruneStore):
             return self._s3.read(self.chunk_key(chunk_id), MAX_BLOB_SIZE, f"chunk {chunk_id.hex()}")
         except NoSuchObject:
             raise ChunkMissing(chunk_id, self) from None
+
+    def get_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> bytes:
+        """The chunk's verified data (see :meth:`fetch_chunk`)."""
+        return self.fetch_chunk(chunk_id, digest, size, max_size)[1]
+
+    def fetch_chunk(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, bytes]:
+        """(stored bytes, verified data); a body that arrives whole but does not decode (cut
+        short on the way, e.g. by a proxy) is fetched again, as often as other errors are."""
+        for attempt in itertools.count(1):
+            blob = self.get_raw(chunk_id)
+            try:
+                return blob, self.decode(chunk_id, blob, digest, size, max_size)
+            except ChunkInvalid as exc:
+                if attempt > self._s3.retries:
+                    raise
+                log.debug("store %s: chunk %s: %s: fetched again", self, chunk_id.hex(), exc.cause)
+            time.sleep(attempt * self._s3.retry_interval)
+        raise AssertionError("unreachable")
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return self._s3.exists(self.chunk_key(chunk_id), f"chunk {chunk_id.hex()}")

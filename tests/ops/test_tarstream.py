@@ -329,8 +329,9 @@ def test_catar_to_tar_extracts_like_the_source(tmp_path, fmt: str) -> None:
     assert snapshot(dest, seconds=not pax, owners=IS_ROOT, xattrs=pax) == want
     listing = gnu_tar("-tvf", packed, "--numeric-owner", "--quoting-style=escape").decode().splitlines()
     assert len(listing) == len(want) == stats.entries
-    assert listing[0].startswith("d") and listing[0].endswith(" ./")
-    assert any(line.endswith(" sub/deeper/") for line in listing)
+    slash = "/" if pax else ""  # desync's GNU tar (and so ours) names directories without a slash
+    assert listing[0].startswith("d") and listing[0].endswith(" ." + slash)
+    assert any(line.endswith(" sub/deeper" + slash) for line in listing)
     assert any(line.endswith(" sp\\ ace") or line.endswith(" sp ace") for line in listing)
 
 
@@ -344,9 +345,9 @@ def test_write_to_stdout(tree: str, tmp_path) -> None:
     )
     packed = subprocess.run([sys.executable, "-c", code, catar], cwd=ROOT, check=True,
                             capture_output=True).stdout
-    assert len(packed) % 10240 == 0
+    assert len(packed) % 512 == 0 and packed.endswith(bytes(1024))  # as desync: no 10 KiB record padding
     names = gnu_tar("-tf", "-", "--quoting-style=literal", input=packed).split(b"\n")
-    assert b"./" in names and b"sub/big" in names and b"deep/" in names
+    assert b"." in names and b"sub/big" in names and b"deep" in names
 
 
 def test_write_rejects_unknown_format_and_short_payload(tree: str, tmp_path) -> None:
