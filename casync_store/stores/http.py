@@ -77,7 +77,7 @@ from ._httpclient import (
     snippet,
     tls_context,
 )
-from .base import WriteStore
+from .base import Store, WriteStore
 from .indexstore import WriteIndexStore, check_index_name
 from .layout import CHUNK_SUFFIX, chunk_path
 
@@ -457,6 +457,19 @@ class HTTPStore(_HTTPBase, WriteStore):
         if self.verify:
             chunk_codec.verify(chunk_id, data, digest, self)
         return data
+
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`get_chunk`, with the bytes of the answer's body (see :meth:`.base.Store.fetch`)."""
+        if not self.uncompressed:
+            return self.fetch_stored(chunk_id, digest, size, max_size)
+        data = self.get_chunk(chunk_id, digest, size, max_size)
+        return data, self, len(data)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         """HEAD the chunk: 200 = present, 404 = absent, anything else an error."""

@@ -22,7 +22,7 @@ from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 
 from .base import Store, WriteStore
 
-__all__ = ["StoreRouter", "CachedStore", "combine"]
+__all__ = ["StoreRouter", "CachedStore", "combine", "sources"]
 
 
 class StoreRouter(Store):
@@ -37,9 +37,10 @@ class StoreRouter(Store):
         return ", ".join(str(s) for s in self.stores)
 
     def get_raw(self, chunk_id: bytes) -> bytes:
-        return self._first(chunk_id)[1]
+        return self.first(chunk_id)[1]
 
-    def _first(self, chunk_id: bytes) -> tuple[Store, bytes]:
+    def first(self, chunk_id: bytes) -> tuple[Store, bytes]:
+        """The first member that holds the chunk, and its stored bytes (ChunkMissing: none does)."""
         for store in self.stores:
             try:
                 return store, store.get_raw(chunk_id)
@@ -55,11 +56,33 @@ class StoreRouter(Store):
         max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
     ) -> bytes:
         # Each member decodes with its own verify setting and is named on error.
-        store, blob = self._first(chunk_id)
+        store, blob = self.first(chunk_id)
         return store.decode(chunk_id, blob, digest, size, max_size)
+
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """The first member's fetch that holds the chunk (that member named as the source)."""
+        for store in self.stores:
+            try:
+                return store.fetch(chunk_id, digest, size, max_size)
+            except ChunkMissing:
+                continue
+        raise ChunkMissing(chunk_id, self)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        for store in self.stores:
+            found = store.stat_chunk(chunk_id)
+            if found is not None:
+                return found
+        return None
 
     def close(self) -> None:
         for store in self.stores:
@@ -140,8 +163,32 @@ class CachedStore(Store):
         self._touch(chunk_id)
         return data
 
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`get_chunk`, naming the cache on a hit and the remote's member otherwise."""
+        try:
+            found = self.cache.fetch(chunk_id, digest, size, max_size)
+        except (ChunkMissing, ChunkInvalid):
+            remote = self.remote
+            holder, blob = remote.first(chunk_id) if isinstance(remote, StoreRouter) else (
+                remote, remote.get_raw(chunk_id))
+            data = remote.decode(chunk_id, blob, digest, size, max_size)  # as get_chunk: verified
+            self.cache.put_raw(chunk_id, blob)
+            return data, holder, len(blob)
+        self._touch(chunk_id)
+        return found
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return self.cache.has_chunk(chunk_id) or self.remote.has_chunk(chunk_id)
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        found = self.cache.stat_chunk(chunk_id)
+        return found if found is not None else self.remote.stat_chunk(chunk_id)
 
     def close(self) -> None:
         self.remote.close()
@@ -156,3 +203,17 @@ def combine(stores: Sequence[Store], cache: WriteStore | None = None) -> Store:
         return cache
     source: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     return CachedStore(source, cache) if cache is not None else source
+
+
+def sources(store: Store) -> list[tuple[str, Store]]:
+    """Where ``store`` may take a chunk from, in the order it asks: ``("cache", s)`` then ``("store", s)``.
+
+    The members :meth:`~.base.Store.fetch` names as sources: the cache of a
+    :class:`CachedStore`, each store of a :class:`StoreRouter`, else the store
+    itself (a failover group is one store).
+    """
+    if isinstance(store, CachedStore):
+        return [("cache", store.cache), *sources(store.remote)]
+    if isinstance(store, StoreRouter):
+        return [found for member in store.stores for found in sources(member)]
+    return [("store", store)]
