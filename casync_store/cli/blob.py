@@ -75,6 +75,7 @@ class Make(Command):
                          options_for=ctx.options_for)
         if a.print_stats:  # stderr: stdout may be carrying the index
             print_json(stats.to_dict(), sys.stderr)
+        ctx.tell(stats.summary())
         return 0
 
 
@@ -146,6 +147,7 @@ class Extract(Command):
                             progress=ctx.progress, seeds=seeds, invalid_seeds=action)
         if a.print_stats:
             print_json(stats.to_dict(), sys.stderr if a.output == "-" else sys.stdout)
+        ctx.tell(stats.summary())
         return 0
 
 

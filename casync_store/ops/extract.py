@@ -36,9 +36,10 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 from casync_format.index import Index, IndexChunk
 
@@ -46,37 +47,69 @@ from ..pipeline import ChunkReader, Outcome, ZeroChunk, is_zero
 from ..plumbing.clone import block_size, can_clone, copy_range
 from ..plumbing.fileio import fdatasync, pread, pwrite_all
 from ..plumbing.pool import ThreadMap, default_workers
-from ..plumbing.progress import Progress, phase
+from ..plumbing.progress import Progress, counted, format_bytes, phase, timed
 from ..stores.base import Store
 from ..stores.indexio import STDIO
+from ..stores.local import LocalStore
+from ..stores.router import sources
 from ._outputlock import in_place as locked_in_place
 from ._outputlock import replacing
 from .seed import ATTEMPT, Job, Seed, SeedSet, SelfSeed, parse_seed, prepare
 
-__all__ = ["ExtractStats", "extract"]
+__all__ = ["ExtractStats", "SourceStats", "extract"]
 
 _BATCH = 4  # chunks a worker takes at a time
 _FLUSH_EVERY = 128 * 1024 * 1024  # start writeback after this many bytes, so the last fsync is short
 
 
 @dataclass
+class SourceStats:
+    """What one store (or the cache) gave an extract: chunks, their bytes, the stored bytes read."""
+
+    location: str
+    cache: bool = False
+    remote: bool = False  # not a local directory: bytes_read crossed the network
+    chunks: int = 0
+    bytes: int = 0  # data bytes of the chunks
+    bytes_read: int = 0  # stored (compressed) bytes read: what was downloaded from a remote store
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"location": self.location, "cache": self.cache, "remote": self.remote, "chunks": self.chunks,
+                "bytes": self.bytes, "bytes-read": self.bytes_read}
+
+
+@dataclass
 class ExtractStats:
-    """What ``extract`` did with each chunk of the index (desync's numbers, plus ours)."""
+    """What ``extract`` did with each chunk of the index (desync's numbers, plus ours).
+
+    Every chunk is counted once: in place, from seeds (the null-chunk seed
+    and the output itself included, as desync counts them), from the cache,
+    or from a store; ``sources`` splits the last two by store.
+    """
 
     chunks_total: int = 0
     chunks_from_seeds: int = 0  # from seeds, the self-seed or known zero (as desync counts its null seed)
-    chunks_from_store: int = 0  # fetched and verified (written, or a hole if all zero)
+    chunks_from_store: int = 0  # fetched from a store (not the cache) and verified
     chunks_in_place: int = 0  # the output held the right bytes already
+    chunks_from_cache: int = 0  # read from the cache (-c) and verified
     chunks_zero: int = 0  # all-zero chunks known by id: never fetched (part of chunks_from_seeds)
     chunks_from_self_seed: int = 0  # copied from the output itself (part of chunks_from_seeds)
     bytes_total: int = 0  # blob size
     bytes_written: int = 0  # bytes actually written (holes and chunks in place are not)
+    bytes_in_place: int = 0  # bytes of the chunks in place
+    bytes_from_seeds: int = 0  # bytes of the chunks from seeds (copied, cloned, or known zero)
     bytes_copied_from_seeds: int = 0  # seed and self-seed bytes copied into the output
     bytes_cloned_from_seeds: int = 0  # seed and self-seed bytes cloned (blocks shared, nothing copied)
+    bytes_from_cache: int = 0  # bytes of the chunks from the cache
+    bytes_from_store: int = 0  # bytes of the chunks from the stores
+    bytes_read_from_store: int = 0  # stored (compressed) bytes read from the stores: downloaded
     blocksize: int = 0  # the output filesystem's block size (what clones align to)
     seeds: int = 0  # seeds used, plus the null-chunk seed (as desync counts)
+    seconds: float = 0.0  # how long the extract took
+    sources: list[SourceStats] = field(default_factory=list)  # the cache, then each store, in order
+    _by_store: dict[int, SourceStats] = field(default_factory=dict, repr=False, compare=False)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """The stats for --print-stats: desync's keys in desync's order, then ours."""
         return {
             "chunks-from-seeds": self.chunks_from_seeds,
@@ -88,25 +121,77 @@ class ExtractStats:
             "bytes-total": self.bytes_total,
             "chunks-total": self.chunks_total,
             "seeds": self.seeds,
+            "chunks-from-cache": self.chunks_from_cache,
             "chunks-zero": self.chunks_zero,
             "chunks-from-self-seed": self.chunks_from_self_seed,
+            "bytes-in-place": self.bytes_in_place,
+            "bytes-from-seeds": self.bytes_from_seeds,
+            "bytes-from-cache": self.bytes_from_cache,
+            "bytes-from-store": self.bytes_from_store,
+            "bytes-read-from-store": self.bytes_read_from_store,
             "bytes-written": self.bytes_written,
+            "seconds": round(self.seconds, 3),
+            "stores": [source.to_dict() for source in self.sources],
         }
 
-    def count(self, outcome: Outcome, written: int) -> None:
-        """Add one chunk by its outcome, ``written`` of its bytes written to the output."""
+    def add_sources(self, store: Store) -> None:
+        """Count each source of ``store`` (:func:`~..stores.router.sources`) separately."""
+        for role, member in sources(store):
+            self._source(member, role == "cache")
+
+    def _source(self, store: Store | None, cache: bool = False) -> SourceStats:
+        found = self._by_store.get(id(store))
+        if found is None:
+            remote = store is not None and not isinstance(store, LocalStore)
+            found = SourceStats(str(store) if store is not None else "store", cache, remote)
+            self._by_store[id(store)] = found
+            self.sources.append(found)
+        return found
+
+    def count(
+        self, outcome: Outcome, size: int, written: int, source: Store | None = None, read: int = 0
+    ) -> None:
+        """Add one chunk of ``size`` bytes by its outcome; ``written`` of them written to the output,
+        ``source`` the store it was fetched from, ``read`` the stored bytes read there."""
         self.chunks_total += 1
         self.bytes_written += written
         if outcome is Outcome.IN_PLACE:
             self.chunks_in_place += 1
+            self.bytes_in_place += size
         elif outcome is Outcome.FETCHED:
-            self.chunks_from_store += 1
+            tally = self._source(source)
+            tally.chunks += 1
+            tally.bytes += size
+            tally.bytes_read += read
+            if tally.cache:
+                self.chunks_from_cache += 1
+                self.bytes_from_cache += size
+            else:
+                self.chunks_from_store += 1
+                self.bytes_from_store += size
+                self.bytes_read_from_store += read
         else:
             self.chunks_from_seeds += 1
+            self.bytes_from_seeds += size
             if outcome is Outcome.ZERO:
                 self.chunks_zero += 1
             elif outcome is Outcome.SELF_SEED:
                 self.chunks_from_self_seed += 1
+
+    def summary(self) -> str:
+        """One line for people: size, time, throughput, and where the chunks came from."""
+        parts = [
+            counted(self.chunks_in_place, "in place", self.bytes_in_place),
+            counted(self.chunks_from_seeds, "from seeds", self.bytes_from_seeds),
+        ]
+        for source in self.sources:
+            where = "from the cache" if source.cache else f"from {source.location}"
+            downloaded = source.remote and source.bytes_read
+            extra = f"{format_bytes(source.bytes_read)} downloaded" if downloaded else ""
+            parts.append(counted(source.chunks, where, source.bytes, extra))
+        done = ", ".join(part for part in parts if part)
+        head = f"{timed(self.bytes_total, self.seconds)}: {self.chunks_total} chunks"
+        return head + (f": {done}" if done else "")
 
 
 class _Flusher:
@@ -179,7 +264,9 @@ def extract(
     """
     output_path = os.fspath(output_path)
     wanted = [parse_seed(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else s for s in seeds]
+    began = time.monotonic()
     stats = ExtractStats(bytes_total=index.blob_size)
+    stats.add_sources(store)
     with prepare(wanted, index, invalid_seeds, concurrency, progress) as seedset:
         stats.seeds = len(seedset.seeds) + 1
         with phase(progress, f"{ATTEMPT}Assembling", index.blob_size):
@@ -200,6 +287,7 @@ def extract(
                     old = min(leftover, index.blob_size)
                     work = _FileWriter(fd, store, index, old, old > 0, seedset)
                     _run(work, index, concurrency, stats, progress, fd)
+    stats.seconds = time.monotonic() - began
     return stats
 
 
@@ -218,9 +306,9 @@ def _run(
     ) as results:
         try:
             for done in results:
-                for fate, size, written in done.chunks:
+                for fate, size, written, source, read in done.chunks:
                     flusher.add(written)
-                    stats.count(fate, written)
+                    stats.count(fate, size, written, source, read)
                     if progress is not None:
                         progress.add(size)
                 stats.bytes_copied_from_seeds += done.copied
@@ -231,12 +319,13 @@ def _run(
 
 
 class _Done:
-    """What one job did: ``(outcome, size, bytes written)`` per chunk, bytes copied and cloned."""
+    """What one job did: ``(outcome, size, bytes written, source store, stored bytes read)`` per chunk,
+    bytes copied and cloned."""
 
     __slots__ = ("chunks", "cloned", "copied")
 
     def __init__(self) -> None:
-        self.chunks: list[tuple[Outcome, int, int]] = []
+        self.chunks: list[tuple[Outcome, int, int, Store | None, int]] = []
         self.copied = 0
         self.cloned = 0
 
@@ -305,7 +394,7 @@ class _FileWriter:
         old = pread(self.fd, item.size, item.start)
         if len(old) != item.size or self.digest(old) != item.id:
             return False
-        done.chunks.append((Outcome.IN_PLACE, item.size, 0))
+        done.chunks.append((Outcome.IN_PLACE, item.size, 0, None, 0))
         self.self_seed.written(item)
         return True
 
@@ -335,7 +424,7 @@ class _FileWriter:
             if len(piece) == item.size and self.digest(piece) == item.id:
                 if not clonable:
                     pwrite_all(self.fd, piece, item.start)
-                done.chunks.append((fate, item.size, item.size))
+                done.chunks.append((fate, item.size, item.size, None, 0))
                 self.self_seed.written(item)
             else:
                 bad.append(item)
@@ -347,13 +436,13 @@ class _FileWriter:
         done.cloned += cloned
 
     def _fetch(self, item: IndexChunk, done: _Done) -> None:
-        fate, data = self.source.read(item)
+        fate, data, source, read = self.source.fetch(item)
         # Past the old end a zero chunk reads as zero from the hole truncate makes.
         if item.start >= self.old_size and is_zero(data):
-            done.chunks.append((fate, item.size, 0))
+            done.chunks.append((fate, item.size, 0, source, read))
             return
         pwrite_all(self.fd, data, item.start)
-        done.chunks.append((fate, item.size, item.size))
+        done.chunks.append((fate, item.size, item.size, source, read))
         self.self_seed.written(item)
 
 
@@ -414,24 +503,25 @@ class _StreamReader:
         self.source = ChunkReader(store, index)
         self.digest = index.digest
 
-    def __call__(self, job: Job) -> tuple[list[Outcome], bytes, int]:
+    def __call__(self, job: Job) -> tuple[list[tuple[Outcome, int, Store | None, int]], bytes, int]:
         if job.seed is None:
-            fate, data = self.source.read(job.items[0])
-            return [fate], data, 0
+            fate, data, source, read = self.source.fetch(job.items[0])
+            return [(fate, len(data), source, read)], data, 0
         try:
             raw = memoryview(pread(job.seed.fd, job.length, job.src))
         except OSError:  # an unreadable seed is one that does not match: the store fills in
             raw = memoryview(b"")
-        base, fates, parts, copied = job.items[0].start, [], [], 0
+        base, parts, copied = job.items[0].start, [], 0
+        fates: list[tuple[Outcome, int, Store | None, int]] = []
         for item in job.items:
             piece = raw[item.start - base : item.start - base + item.size]
             if len(piece) == item.size and self.digest(piece) == item.id:
-                fates.append(Outcome.SEED)
+                fates.append((Outcome.SEED, item.size, None, 0))
                 copied += item.size
                 parts.append(piece)
             else:
-                fate, data = self.source.read(item)
-                fates.append(fate)
+                fate, data, source, read = self.source.fetch(item)
+                fates.append((fate, item.size, source, read))
                 parts.append(memoryview(data))
         return fates, b"".join(parts), copied
 
@@ -451,8 +541,8 @@ def _to_stream(
     with ThreadMap(reader, jobs, threads, 4 * _BATCH * threads, batch=_BATCH) as results:
         for fates, data, copied in results:
             out.write(data)
-            for fate in fates:
-                stats.count(fate, 0)
+            for fate, size, source, read in fates:
+                stats.count(fate, size, 0, source, read)
             stats.bytes_written += len(data)
             stats.bytes_copied_from_seeds += copied
             if progress is not None:

@@ -112,7 +112,7 @@ def verify_store(
 
     stats = VerifyStats()
     threads = io_workers(concurrency)
-    with phase(progress, "Verifying", 0), ThreadMap(
+    with phase(progress, "Verifying", 0, "chunks"), ThreadMap(
         check, store.iter_chunk_ids(), threads, 4 * threads, ordered=False
     ) as results:
         for chunk_id, valid in results:
@@ -213,7 +213,7 @@ def fill_cache(
     stats = CacheStats()
     threads = io_workers(concurrency)
     total = sum(len(index) for index in indexes)
-    with cache.writing(), phase(progress, "Caching", total), ThreadMap(
+    with cache.writing(), phase(progress, "Caching", total, "chunks"), ThreadMap(
         copy, _items(indexes), threads, 4 * threads, ordered=False
     ) as results:
         for fate, nbytes in results:

@@ -451,7 +451,7 @@ def upgrade_s3(store: S3Store, progress: Progress | None = None) -> int:
     """
     s3 = store._s3
     moved = 0
-    with phase(progress, "Upgrading", 0):
+    with phase(progress, "Upgrading", 0, "chunks"):
         for key in s3.keys(store.where.prefix):
             name = key[len(store.where.prefix) :]
             if not _OLD_CHUNK_KEY.match(name):
