@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 
 from casync_format.errors import ParameterError
 
-from ._common import Command, Context, add_store_flags, add_stores, log, require
-from ._parser import NotSupported, Parser
+from ._common import Command, Context, add_store_flags, add_stores, require
+from ._parser import PROG, NotSupported, Parser
 
 __all__ = ["MountIndex"]
 
@@ -56,5 +57,13 @@ class MountIndex(Command):
             (index,) = ctx.indexes(stack, [a.index])
             mtime = os.stat(a.index).st_mtime if os.path.isfile(a.index) else None
             mount_index(index, store, a.mountpoint, mount_name(a.index), mtime=mtime,
-                        ready=lambda path: log.info("mounted %s", path))
+                        ready=lambda path: _mounted(a.index, path))
         return 0
+
+
+def _mounted(index: str, path: str) -> None:
+    """The one line a mount prints once it is ready: what is where."""
+    from casync_store.plumbing.locparse import redact
+
+    sys.stderr.write(f"{PROG} mount-index: {redact(index)} mounted at {path} (read-only)\n")
+    sys.stderr.flush()

@@ -16,11 +16,12 @@ from typing import Any
 
 from casync_format.errors import ParameterError
 
-from ._common import Command, Context, add_store_flags, add_stores, log, require
-from ._parser import NotSupported, Parser, bool_value, nonnegative_int, positive_duration, positive_int
+from ._common import Command, Context, add_store_flags, add_stores, require
+from ._parser import PROG, NotSupported, Parser, bool_value, nonnegative_int, positive_duration, positive_int
 
 __all__ = [
     "Pull", "ChunkServer", "IndexServer", "add_pull_flags", "add_server_flags", "server_tls", "server_limits",
+    "announce",
 ]
 
 
@@ -152,10 +153,21 @@ def _authorization(a: argparse.Namespace) -> str | None:
     return a.authorization or os.environ.get("DESYNC_HTTP_AUTH") or None
 
 
-def _log_addresses(what: object) -> Callable[[list[tuple[str, int]]], None]:
+def announce(command: str, what: object, tls: bool, mode: str) -> Callable[[list[tuple[str, int]]], None]:
+    """The ``ready`` callback of a server: one line on stderr with its addresses, always.
+
+    ``pycasync chunk-server: serving /srv/store on http://127.0.0.1:8080 (read-only)``;
+    the store's name is redacted as in every message (no password of a URL).
+    """
+    from casync_store.plumbing.locparse import redact
+
+    scheme = "https" if tls else "http"
+
     def ready(addresses: list[tuple[str, int]]) -> None:
-        for host, port in addresses:
-            log.info("serving %s on %s:%d", what, host, port)
+        hosts = [(f"[{host}]" if ":" in host else host, port) for host, port in addresses]
+        urls = ", ".join(f"{scheme}://{host}:{port}" for host, port in hosts)
+        sys.stderr.write(f"{PROG} {command}: serving {redact(str(what))} on {urls} ({mode})\n")
+        sys.stderr.flush()
 
     return ready
 
@@ -213,7 +225,8 @@ class ChunkServer(Command):
             ctx.skip_verify = a.skip_verify_read
         with contextlib.ExitStack() as stack:
             store = ctx.open_cached(stack, a.store, a.cache, writable=a.writable, must_exist=True)
-            ready = _log_addresses(store)
+            mode = ("writable" if a.writable else "read-only") + (", uncompressed" if a.uncompressed else "")
+            ready = announce(self.name, store, tls is not None, mode)
             serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
                          uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
                          ready=ready, verify=a.skip_verify_read is False, limits=server_limits(a))
@@ -258,6 +271,8 @@ class IndexServer(Command):
             if a.writable and not isinstance(store, WriteIndexStore):
                 raise ParameterError(f"index store {a.store} is read-only: -w cannot be used")
             serve_indexes(store, a.listen or [":http"], writable=a.writable, tls=tls,
-                          authorization=_authorization(a), log=a.log, ready=_log_addresses(store),
+                          authorization=_authorization(a), log=a.log,
+                          ready=announce(self.name, store, tls is not None,
+                                         "writable" if a.writable else "read-only"),
                           limits=server_limits(a))
         return 0
