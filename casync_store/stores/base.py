@@ -43,6 +43,8 @@ class Store(ABC):
 
     #: When False, chunk data is not hashed on read (the store is trusted).
     verify: bool = True
+    #: Whether :meth:`stat_chunk` gives stored sizes cheaply (without a request per chunk).
+    tells_sizes: bool = False
 
     @abstractmethod
     def get_raw(self, chunk_id: bytes) -> bytes:

@@ -88,6 +88,8 @@ def _kind(mode: int) -> str:
 class LocalStore(PruneStore):
     """A chunk store in a local directory (created on first write)."""
 
+    tells_sizes = True  # a stat per chunk
+
     def __init__(
         self, path: str | os.PathLike[str], verify: bool = True, sync: bool = True, compression: str = "zstd"
     ) -> None:
