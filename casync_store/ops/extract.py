@@ -98,6 +98,8 @@ class ExtractStats:
     bytes_written: int = 0  # bytes actually written (holes and chunks in place are not)
     bytes_in_place: int = 0  # bytes of the chunks in place
     bytes_from_seeds: int = 0  # bytes of the chunks from seeds (copied, cloned, or known zero)
+    bytes_zero: int = 0  # bytes of the all-zero chunks (part of bytes_from_seeds)
+    bytes_from_self_seed: int = 0  # bytes copied from the output itself (part of bytes_from_seeds)
     bytes_copied_from_seeds: int = 0  # seed and self-seed bytes copied into the output
     bytes_cloned_from_seeds: int = 0  # seed and self-seed bytes cloned (blocks shared, nothing copied)
     bytes_from_cache: int = 0  # bytes of the chunks from the cache
@@ -126,6 +128,8 @@ class ExtractStats:
             "chunks-from-self-seed": self.chunks_from_self_seed,
             "bytes-in-place": self.bytes_in_place,
             "bytes-from-seeds": self.bytes_from_seeds,
+            "bytes-zero": self.bytes_zero,
+            "bytes-from-self-seed": self.bytes_from_self_seed,
             "bytes-from-cache": self.bytes_from_cache,
             "bytes-from-store": self.bytes_from_store,
             "bytes-read-from-store": self.bytes_read_from_store,
@@ -175,14 +179,20 @@ class ExtractStats:
             self.bytes_from_seeds += size
             if outcome is Outcome.ZERO:
                 self.chunks_zero += 1
+                self.bytes_zero += size
             elif outcome is Outcome.SELF_SEED:
                 self.chunks_from_self_seed += 1
+                self.bytes_from_self_seed += size
 
     def summary(self) -> str:
         """One line for people: size, time, throughput, and where the chunks came from."""
+        seeded = self.chunks_from_seeds - self.chunks_zero - self.chunks_from_self_seed
+        seeded_bytes = self.bytes_from_seeds - self.bytes_zero - self.bytes_from_self_seed
         parts = [
             counted(self.chunks_in_place, "in place", self.bytes_in_place),
-            counted(self.chunks_from_seeds, "from seeds", self.bytes_from_seeds),
+            counted(seeded, "from seeds", seeded_bytes),
+            counted(self.chunks_from_self_seed, "repeats copied", self.bytes_from_self_seed),
+            counted(self.chunks_zero, "all-zero", self.bytes_zero),
         ]
         for source in self.sources:
             where = "from the cache" if source.cache else f"from {source.location}"

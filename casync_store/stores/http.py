@@ -334,10 +334,15 @@ class _HTTPBase:
         return conn.getresponse()
 
     def _read(self, resp: http.client.HTTPResponse, method: str, limit: int) -> tuple[int, str, bytes, bool]:
-        """(status, reason, body, connection reusable) of a response."""
+        """(status, reason, body, connection reusable) of a response.
+
+        The body of a HEAD's 200 (empty by definition) is given as its
+        Content-Length header's value instead (``b""`` without one)."""
         status, reason = resp.status, resp.reason or ""
         if method == "HEAD":
             data = resp.read()
+            if status == 200:
+                data = (resp.getheader("Content-Length") or "").strip().encode("ascii", "replace")
         elif status != 200:
             data = resp.read(_ERROR_BODY_LIMIT)
         elif resp.length is not None and resp.length > limit:
@@ -479,6 +484,16 @@ class HTTPStore(_HTTPBase, WriteStore):
         if status == 404:
             return False
         raise self._status_error("HEAD", chunk_id, status, reason, body)
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        """HEAD the chunk: None for a 404; a 200's Content-Length is its stored size (-1 without one,
+        and for an uncompressed store, whose bodies are the data)."""
+        status, reason, body = self._request("HEAD", chunk_id)
+        if status == 404:
+            return None
+        if status != 200:
+            raise self._status_error("HEAD", chunk_id, status, reason, body)
+        return int(body) if body.isdigit() and not self.uncompressed else -1
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
         """PUT the blob (decoded to raw data first for an uncompressed store)."""
