@@ -192,7 +192,8 @@ class ChunkServer(Command):
         "--max-client-connections connections per address (more are answered 503 at\n"
         "once), and when --max-connections are open the connection that has waited\n"
         "longest for its head is closed: a slowloris attack does not starve real\n"
-        "clients. Stops cleanly on SIGTERM or SIGINT."
+        "clients. Once listening it prints one line on stderr with its addresses.\n"
+        "Stops cleanly on SIGTERM or SIGINT."
     )
     examples = (
         "pycasync chunk-server -s /srv/store -l :8080\n"

@@ -37,8 +37,9 @@ class Verify(Command):
         "Reads every chunk in the store, decompresses it and checks that it hashes to\n"
         "its name (with --digest). Damaged chunks are listed on stderr and make the\n"
         "command fail; with -r they are deleted instead, so that the next 'make',\n"
-        "'chop' or 'cache' writes them again. With --json the counts go to stdout as\n"
-        '{"checked": N, "invalid": [ID, ...], "removed": N} (also when it fails).'
+        "'chop' or 'cache' writes them again. A last line on stderr says how many\n"
+        "chunks were checked and how many were invalid. With --json the counts go to\n"
+        'stdout as {"checked": N, "invalid": [ID, ...], "removed": N} (also when it fails).'
     )
     examples = "pycasync verify -s /srv/store\npycasync verify -r --json -s /srv/store"
 
@@ -129,7 +130,9 @@ class Prune(Command):
     summary = "Delete the chunks of a store that no index references"
     description = (
         "Collects the chunk ids of every INDEX and deletes every other chunk from the\n"
-        "store (-s). This cannot be undone, so it asks first unless -y is given. One\n"
+        "store (-s). It first says how many chunks the store holds and how many (and,\n"
+        "for a local store, how many bytes) no INDEX uses; this cannot be undone, so\n"
+        "it asks then unless -y is given, and says at the end what it removed. One\n"
         "INDEX may be '-' (standard input), with -y.\n\n"
         "Beside writers, for a local store only: a chunk that a make, chop, tar -i or\n"
         "cache into the same store writes or finds present is never deleted if that\n"
@@ -139,8 +142,9 @@ class Prune(Command):
         "is protected only by its index being an INDEX here. For remote stores (S3,\n"
         "SFTP, HTTP) and chunk-server uploads nothing is promised: do not prune while\n"
         "writing to them.\n\n"
-        'With --json: {"indexes": N, "removed": N} on stdout (removed 0 when the\n'
-        "answer is no)."
+        'With --json: {"indexes": N, "removed": N, "bytes-removed": N, "chunks": N,\n'
+        '"unused": N, "unused-bytes": N} on stdout (removed 0 when the answer is no;\n'
+        "byte counts null where the store cannot tell sizes)."
     )
     examples = "pycasync prune -s /srv/store -y current.caibx previous.caibx"
     positionals = (("index...", "index files whose chunks are kept"),)
