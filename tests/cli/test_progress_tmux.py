@@ -71,7 +71,6 @@ def test_bar_and_summaries_in_a_terminal(tmux: str, tmp_path: Path, env: dict[st
     py, cli = sys.executable, CLI
     script.write_text(
         f"cd {tmp_path}\n"
-        "clear\n"
         f"'{py}' '{cli}' make -s '{store}' blob.caibx blob.bin; echo \"make=$?\"\n"
         f"'{py}' '{cli}' extract -s '{store}' blob.caibx out.bin; echo \"extract=$?\"\n"
         "sleep 600\n"
