@@ -486,8 +486,7 @@ class HTTPStore(_HTTPBase, WriteStore):
         raise self._status_error("HEAD", chunk_id, status, reason, body)
 
     def stat_chunk(self, chunk_id: bytes) -> int | None:
-        """HEAD the chunk: None for a 404; a 200's Content-Length is its stored size (-1 without one,
-        and for an uncompressed store, whose bodies are the data)."""
+        """HEAD: None for 404; a 200's Content-Length is the stored size (-1: none, or uncompressed)."""
         status, reason, body = self._request("HEAD", chunk_id)
         if status == 404:
             return None
