@@ -38,6 +38,9 @@ and the output itself (self-seed: a repeated chunk) come before the store:
 the plan copies runs of chunks consecutive in a seed as one range, cloned
 with ``plumbing.clone`` where the filesystem shares blocks, and every byte
 taken from a seed is verified (a mismatch is fetched from the store instead).
+Each fetch names the store that held the chunk (``Store.fetch``: the cache or
+a member of the chain, and the stored bytes read), so the stats count every
+store, the cache and the seeds apart without a counter in the read path.
 
 A new store backend is one module in ``stores/`` plus one row in
 ``stores/backends.py``; a new operation is one module in ``ops/`` (using

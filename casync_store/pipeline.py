@@ -31,7 +31,7 @@ from .stores.base import Store, WriteStore
 
 __all__ = [
     "Outcome", "StoreStats", "ZeroChunk", "ChunkReader", "StoreOnce", "ChunkWorker", "Span",
-    "naming_chunk", "fetch_chunk", "is_zero",
+    "naming_chunk", "fetch_chunk", "is_zero", "Got",
 ]  # fmt: skip
 
 Span = Union[tuple[int, int], tuple[int, bytes]]  # (start, size) of a mapped input, or (start, data)
@@ -63,6 +63,9 @@ class StoreStats:
     chunks_in_store: int = 0  # chunks the store held already
     bytes_total: int = 0  # blob size
     bytes_stored: int = 0  # compressed bytes written to the store
+    bytes_stored_uncompressed: int = 0  # data bytes of the chunks stored
+    bytes_in_store: int = 0  # data bytes of the chunks the store held already
+    bytes_duplicate: int = 0  # data bytes of the repeats
 
     def to_dict(self) -> dict[str, int]:
         """The stats with desync-style dashed keys, for --print-stats."""
@@ -74,11 +77,14 @@ class StoreStats:
         self.bytes_total += size
         if outcome is Outcome.REPEAT:
             self.chunks_duplicate += 1
+            self.bytes_duplicate += size
         elif outcome is Outcome.STORED:
             self.chunks_stored += 1
             self.bytes_stored += nbytes
+            self.bytes_stored_uncompressed += size
         elif outcome is Outcome.PRESENT:
             self.chunks_in_store += 1
+            self.bytes_in_store += size
 
 
 def _named(exc: StoreError, store: Store, chunk_id: bytes) -> StoreError | None:
@@ -110,6 +116,10 @@ def fetch_chunk(store: Store, item: IndexChunk, digest: Digest) -> bytes:
         return store.get_chunk(item.id, digest, item.size)
 
 
+#: where a chunk's bytes came from: (outcome, data, the store that held it or None, stored bytes read)
+Got = tuple[Outcome, bytes, Union[Store, None], int]
+
+
 def is_zero(data: bytes | memoryview) -> bool:
     """Whether ``data`` is all zero bytes (fast for the common non-zero case)."""
     return not data or (not data[0] and not data[-1] and data == bytes(len(data)))
@@ -135,7 +145,9 @@ class ChunkReader:
     """Where an index item's bytes come from: the all-zero chunk, else the store.
 
     ``read(item)`` returns ``(Outcome.ZERO or Outcome.FETCHED, data)``;
-    fetched data is verified against its id. Thread-safe.
+    fetched data is verified against its id; :meth:`fetch` also names the
+    store that held it (the cache, or a member of the chain: see
+    :meth:`~.stores.base.Store.fetch`). Thread-safe.
     """
 
     def __init__(self, store: Store, index: Index) -> None:
@@ -148,6 +160,15 @@ class ChunkReader:
         if self.zero.matches(item):
             return Outcome.ZERO, bytes(item.size)  # immutable, one per call: nothing shared
         return Outcome.FETCHED, fetch_chunk(self.store, item, self.digest)
+
+    def fetch(self, item: IndexChunk) -> Got:
+        """Like :meth:`read`, plus the source store (None for ZERO) and the stored bytes read."""
+        if self.zero.matches(item):
+            return Outcome.ZERO, bytes(item.size), None, 0
+        store = self.store
+        with naming_chunk(store, item.id):
+            data, source, stored = store.fetch(item.id, self.digest, item.size)
+        return Outcome.FETCHED, data, source, stored
 
     def data(self, item: IndexChunk) -> bytes:
         """The verified bytes of ``item``."""

@@ -203,6 +203,16 @@ class Context:
         if (getattr(args, "client_cert", None) is None) != (getattr(args, "client_key", None) is None):
             raise ParameterError("--client-cert and --client-key must be given together")
 
+    def tell(self, line: str) -> None:
+        """``pycasync COMMAND: line`` on stderr when it is a terminal or with -v (a summary for people)."""
+        try:
+            wanted = bool(getattr(self.args, "verbose", False)) or sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            wanted = False
+        if wanted:
+            sys.stderr.write(f"{PROG} {getattr(self.args, 'command', None) or ''}: {line}\n")
+            sys.stderr.flush()
+
     def options_for(self, location: str) -> StoreOptions:
         """The config file's options for ``location`` with command-line flags on top."""
         changes = {

@@ -48,7 +48,8 @@ class Make(Command):
         "is byte-for-byte what casync writes for the same settings. INDEX may be '-'\n"
         "(standard output) and FILE may be '-' (standard input). A FILE that changes\n"
         "while it is read fails with 'FILE changed while it was read' and writes no\n"
-        "index."
+        "index. When stderr is a terminal, or with -v, a last line there says what\n"
+        "was done: size, time, throughput, chunks stored and already in the store."
     )
     examples = (
         "pycasync make -s /srv/store image.caibx image.raw\n"
@@ -75,6 +76,7 @@ class Make(Command):
                          options_for=ctx.options_for)
         if a.print_stats:  # stderr: stdout may be carrying the index
             print_json(stats.to_dict(), sys.stderr)
+        ctx.tell(stats.summary())
         return 0
 
 
@@ -104,7 +106,11 @@ class Extract(Command):
         "(reflinks) where the filesystem allows, else copied. A seed whose data is\n"
         "missing or does not match its index is an error unless --skip-invalid-seeds\n"
         "(leave it out) or --regenerate-invalid-seeds (chunk its data afresh, in\n"
-        "memory; nothing on disk changes)."
+        "memory; nothing on disk changes).\n"
+        "\n"
+        "When stderr is a terminal, or with -v, a last line there says what was done:\n"
+        "size, time, throughput, and how many chunks (and bytes) were in place, came\n"
+        "from seeds, from the cache and from each store (with the bytes downloaded)."
     )
     examples = (
         "pycasync extract -s /mnt/store -c /var/cache/store image.caibx image.raw\n"
@@ -146,6 +152,7 @@ class Extract(Command):
                             progress=ctx.progress, seeds=seeds, invalid_seeds=action)
         if a.print_stats:
             print_json(stats.to_dict(), sys.stderr if a.output == "-" else sys.stdout)
+        ctx.tell(stats.summary())
         return 0
 
 
@@ -217,6 +224,10 @@ _PLAIN_INFO = [
     ("chunk-size-min", "Minimum chunk size"),
     ("chunk-size-avg", "Average chunk size"),
     ("chunk-size-max", "Maximum chunk size"),
+    ("not-in-store", "Unique chunks in no store"),
+    ("dedup-size-in-store", "Bytes of unique chunks in the stores"),
+    ("dedup-size-in-store-compressed", "Stored bytes of unique chunks in the stores"),
+    ("dedup-size-not-in-store", "Bytes of unique chunks in no store"),
 ]
 
 
@@ -230,10 +241,13 @@ class Info(Command):
         "size limits; with -s, how many of the unique chunks the stores hold; with -c,\n"
         "how many the cache holds; with --seed/--seed-dir, how many the seeds hold\n"
         "(seeds as for extract: INDEX[:DATA[:OPTIONS]] counts the index's chunks,\n"
-        "a file or device without an index is chunked like INDEX). With --chunks-info\n"
-        "FILE (the JSON of inspect-chunks -s STORE), the compressed size of the chunks\n"
-        "in neither seeds nor cache (0 when FILE lacks one of them). The output is\n"
-        "JSON unless -f plain. INDEX may be '-' (standard input)."
+        "a file or device without an index is chunked like INDEX). With -s, also the\n"
+        "bytes of the unique chunks the stores hold and lack, and their stored\n"
+        "(compressed) size where the stores tell it (local stores; HTTP stores whose\n"
+        "server sends Content-Length for HEAD; else null). With --chunks-info FILE\n"
+        "(the JSON of inspect-chunks -s STORE), the compressed size of the chunks in\n"
+        "neither seeds nor cache (0 when FILE lacks one of them). The output is JSON\n"
+        "unless -f plain. INDEX may be '-' (standard input)."
     )
     examples = "pycasync info -s /srv/store image.caibx\npycasync info -f plain image.caibx"
     positionals = (INDEX_IN,)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from typing import Any
 
 from casync_format.errors import ParameterError
 
-from ._common import Command, Context, add_store_flags, add_stores, log, require
-from ._parser import NotSupported, Parser, positive_int
+from ._common import Command, Context, add_store_flags, add_stores, require
+from ._parser import PROG, NotSupported, Parser, positive_int
 from ._storefile import add_store_file_flag, check_store_file_flags, open_store_file
 
 __all__ = ["MountIndex"]
@@ -88,7 +89,7 @@ class MountIndex(Command):
             (index,) = ctx.indexes(stack, [a.index])
             mtime = os.stat(a.index).st_mtime if os.path.isfile(a.index) else None
             mount_index(index, store, a.mountpoint, mount_name(a.index), mtime=mtime,
-                        ready=lambda path: log.info("mounted %s", path), cor=cor, hangup=hangup)
+                        ready=lambda path: _mounted(a.index, path), cor=cor, hangup=hangup)
         return 0
 
 
@@ -106,3 +107,11 @@ def _cor_options(a: argparse.Namespace) -> Any:
         return None
     return CorOptions(a.cor_file, state_save=a.cor_state_save, state_init=a.cor_state_init,
                       init_workers=a.cor_init_n)
+
+
+def _mounted(index: str, path: str) -> None:
+    """The one line a mount prints once it is ready: what is where."""
+    from casync_store.plumbing.locparse import redact
+
+    sys.stderr.write(f"{PROG} mount-index: {redact(index)} mounted at {path} (read-only)\n")
+    sys.stderr.flush()

@@ -16,13 +16,13 @@ from typing import Any
 
 from casync_format.errors import ParameterError
 
-from ._common import Command, Context, add_store_flags, add_stores, log, require
-from ._parser import NotSupported, Parser, nonnegative_int, positive_duration, positive_int
+from ._common import Command, Context, add_store_flags, add_stores, require
+from ._parser import PROG, NotSupported, Parser, nonnegative_int, positive_duration, positive_int
 from ._storefile import add_store_file_flag, check_store_file_flags, open_store_file
 
 __all__ = [
     "Pull", "Push", "ChunkServer", "IndexServer",
-    "add_pull_flags", "add_server_flags", "server_tls", "server_limits",
+    "add_pull_flags", "add_server_flags", "server_tls", "server_limits", "announce",
 ]
 
 
@@ -199,10 +199,21 @@ def _authorization(a: argparse.Namespace) -> str | None:
     return a.authorization or os.environ.get("DESYNC_HTTP_AUTH") or None
 
 
-def _log_addresses(what: object) -> Callable[[list[tuple[str, int]]], None]:
+def announce(command: str, what: object, tls: bool, mode: str) -> Callable[[list[tuple[str, int]]], None]:
+    """The ``ready`` callback of a server: one line on stderr with its addresses, always.
+
+    ``pycasync chunk-server: serving /srv/store on http://127.0.0.1:8080 (read-only)``;
+    the store's name is redacted as in every message (no password of a URL).
+    """
+    from casync_store.plumbing.locparse import redact
+
+    scheme = "https" if tls else "http"
+
     def ready(addresses: list[tuple[str, int]]) -> None:
-        for host, port in addresses:
-            log.info("serving %s on %s:%d", what, host, port)
+        hosts = [(f"[{host}]" if ":" in host else host, port) for host, port in addresses]
+        urls = ", ".join(f"{scheme}://{host}:{port}" for host, port in hosts)
+        sys.stderr.write(f"{PROG} {command}: serving {redact(str(what))} on {urls} ({mode})\n")
+        sys.stderr.flush()
 
     return ready
 
@@ -229,8 +240,8 @@ class ChunkServer(Command):
         "longest for its head is closed: a slowloris attack does not starve real\n"
         "clients. --store-file FILE takes the stores and cache from desync's JSON\n"
         "file instead of -s/-c and reads it again on SIGHUP: requests in flight\n"
-        "finish on the old stores, new ones go to the new. Stops cleanly on SIGTERM\n"
-        "or SIGINT."
+        "finish on the old stores, new ones go to the new. Once listening it prints\n"
+        "one line on stderr with its addresses. Stops cleanly on SIGTERM or SIGINT."
     )
     examples = (
         "pycasync chunk-server -s /srv/store -l :8080\n"
@@ -270,7 +281,8 @@ class ChunkServer(Command):
                 store, hangup = open_store_file(ctx, stack, a.store_file, writable=a.writable)
             else:
                 store = ctx.open_cached(stack, a.store, a.cache, writable=a.writable, must_exist=True)
-            ready = _log_addresses(store)
+            mode = ("writable" if a.writable else "read-only") + (", uncompressed" if a.uncompressed else "")
+            ready = announce(self.name, store, tls is not None, mode)
             serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
                          uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
                          ready=ready, verify=a.skip_verify_read is False, limits=server_limits(a),
@@ -316,6 +328,8 @@ class IndexServer(Command):
             if a.writable and not isinstance(store, WriteIndexStore):
                 raise ParameterError(f"index store {a.store} is read-only: -w cannot be used")
             serve_indexes(store, a.listen or [":http"], writable=a.writable, tls=tls,
-                          authorization=_authorization(a), log=a.log, ready=_log_addresses(store),
+                          authorization=_authorization(a), log=a.log,
+                          ready=announce(self.name, store, tls is not None,
+                                         "writable" if a.writable else "read-only"),
                           limits=server_limits(a))
         return 0

@@ -23,7 +23,7 @@ from ._common import (
     print_json,
     require,
 )
-from ._parser import Parser
+from ._parser import PROG, Parser
 
 __all__ = ["Verify", "Cache", "Prune", "UpgradeS3", "confirm"]
 
@@ -39,8 +39,10 @@ class Verify(Command):
         "either digest (SHA512/256 or SHA256: one store may hold chunks of both);\n"
         "with --digest ALG only that digest counts. Damaged chunks are listed on\n"
         "stderr and make the command fail; with -r they are deleted instead, so that\n"
-        "the next 'make', 'chop' or 'cache' writes them again. With --json the counts\n"
-        'go to stdout as {"checked": N, "invalid": [ID, ...], "removed": N} (also when it fails).'
+        "the next 'make', 'chop' or 'cache' writes them again. A last line on stderr\n"
+        "says how many chunks were checked and how many were invalid. With --json\n"
+        "the counts go to stdout as\n"
+        '{"checked": N, "invalid": [ID, ...], "removed": N} (also when it fails).'
     )
     examples = "pycasync verify -s /srv/store\npycasync verify -r --json -s /srv/store"
 
@@ -52,6 +54,7 @@ class Verify(Command):
 
     def run(self, ctx: Context) -> int:
         from casync_store.ops.maintain import verify_store
+        from casync_store.plumbing.locparse import redact
 
         a = ctx.args
         require(a.store, "no store given (use -s)")
@@ -61,7 +64,9 @@ class Verify(Command):
                                  either_digest=not ctx.digest_given)
         for chunk_id in stats.invalid:
             print(f"chunk {chunk_id.hex()} is invalid" + (": removed" if a.repair else ""), file=sys.stderr)
-        log.info("checked %d chunk(s)", stats.checked)
+        found = f"{len(stats.invalid)} invalid" + (f", {stats.removed} removed" if a.repair else "")
+        _say(self.name, f"checked {stats.checked} chunks of store {redact(a.store)}: "
+                        + (found if stats.invalid else "all valid"))
         if a.json:
             print_json(stats.to_dict())
         if stats.invalid and not a.repair:
@@ -137,7 +142,9 @@ class Prune(Command):
     summary = "Delete the chunks of a store that no index references"
     description = (
         "Collects the chunk ids of every INDEX and deletes every other chunk from the\n"
-        "store (-s). This cannot be undone, so it asks first unless -y is given. One\n"
+        "store (-s). It first says how many chunks the store holds and how many (and,\n"
+        "for a local store, how many bytes) no INDEX uses; this cannot be undone, so\n"
+        "it asks then unless -y is given, and says at the end what it removed. One\n"
         "INDEX may be '-' (standard input), with -y.\n\n"
         "Beside writers, for a local store only: a chunk that a make, chop, tar -i or\n"
         "cache into the same store writes or finds present is never deleted if that\n"
@@ -147,8 +154,9 @@ class Prune(Command):
         "is protected only by its index being an INDEX here. For remote stores (S3,\n"
         "SFTP, HTTP) and chunk-server uploads nothing is promised: do not prune while\n"
         "writing to them.\n\n"
-        'With --json: {"indexes": N, "removed": N} on stdout (removed 0 when the\n'
-        "answer is no)."
+        'With --json: {"indexes": N, "removed": N, "bytes-removed": N, "chunks": N,\n'
+        '"unused": N, "unused-bytes": N} on stdout (removed 0 when the answer is no;\n'
+        "byte counts null where the store cannot tell sizes)."
     )
     examples = "pycasync prune -s /srv/store -y current.caibx previous.caibx"
     positionals = (("index...", "index files whose chunks are kept"),)
@@ -160,7 +168,8 @@ class Prune(Command):
         add_store_flags(p)
 
     def run(self, ctx: Context) -> int:
-        from casync_store.ops.maintain import prune_store
+        from casync_store.ops.maintain import prune_plan, prune_store
+        from casync_store.plumbing.locparse import redact
         from casync_store.stores.base import require_prunable
 
         a = ctx.args
@@ -172,16 +181,45 @@ class Prune(Command):
         with contextlib.ExitStack() as stack:
             store = require_prunable(ctx.open(stack, a.store))
             indexes = ctx.indexes(stack, a.index)
-            question = f"Delete every chunk of store {a.store} that the {len(indexes)} index(es) do not use?"
-            if not a.yes and not confirm(question):
-                sys.stderr.write("Nothing deleted.\n")
-                removed = 0
+            plan = prune_plan(store, indexes, ctx.concurrency)
+            unused = f"{plan.unused} chunks" + _bytes(plan.unused_bytes)
+            _say(self.name, f"store {redact(a.store)} holds {plan.chunks} chunks; {unused} are used by none "
+                            f"of the {len(indexes)} index(es)")
+            removed, sizes = 0, _Sizes()
+            if not plan.unused and not a.yes:
+                _say(self.name, "nothing to delete")
+            elif not a.yes and not confirm(f"Delete these {unused}?"):
+                _say(self.name, "nothing deleted")
             else:
-                removed = prune_store(store, indexes)
-                log.info("removed %d chunk(s)", removed)
+                removed = prune_store(store, indexes, removed=sizes)
+                _say(self.name, f"removed {removed} chunks{_bytes(sizes.total)} from store {redact(a.store)}")
         if a.json:
-            print_json({"indexes": len(indexes), "removed": removed})
+            print_json({"indexes": len(indexes), "removed": removed, "bytes-removed": sizes.total,
+                        **plan.to_dict()})
         return 0
+
+
+class _Sizes:
+    """Sums the sizes of the chunks a prune removed (None once one is unknown)."""
+
+    def __init__(self) -> None:
+        self.total: int | None = 0
+
+    def __call__(self, chunk_id: bytes, size: int) -> None:
+        self.total = None if size < 0 or self.total is None else self.total + size
+
+
+def _bytes(n: int | None) -> str:
+    """`` (1.50 MiB)``, or nothing for an unknown size."""
+    from casync_store.plumbing.progress import format_bytes
+
+    return f" ({format_bytes(n)})" if n is not None else ""
+
+
+def _say(command: str, line: str) -> None:
+    """``pycasync COMMAND: line`` on stderr (stdout stays for --json)."""
+    sys.stderr.write(f"{PROG} {command}: {line}\n")
+    sys.stderr.flush()
 
 
 class UpgradeS3(Command):

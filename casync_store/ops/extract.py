@@ -36,8 +36,8 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from casync_format.index import Index, IndexChunk
@@ -49,64 +49,15 @@ from ..plumbing.pool import ThreadMap, default_workers
 from ..plumbing.progress import Progress, phase
 from ..stores.base import Store
 from ..stores.indexio import STDIO
+from ._extractstats import ExtractStats, SourceStats
 from ._outputlock import in_place as locked_in_place
 from ._outputlock import replacing
 from .seed import ATTEMPT, Job, Seed, SeedSet, SelfSeed, parse_seed, prepare
 
-__all__ = ["ExtractStats", "extract"]
+__all__ = ["ExtractStats", "SourceStats", "extract"]
 
 _BATCH = 4  # chunks a worker takes at a time
 _FLUSH_EVERY = 128 * 1024 * 1024  # start writeback after this many bytes, so the last fsync is short
-
-
-@dataclass
-class ExtractStats:
-    """What ``extract`` did with each chunk of the index (desync's numbers, plus ours)."""
-
-    chunks_total: int = 0
-    chunks_from_seeds: int = 0  # from seeds, the self-seed or known zero (as desync counts its null seed)
-    chunks_from_store: int = 0  # fetched and verified (written, or a hole if all zero)
-    chunks_in_place: int = 0  # the output held the right bytes already
-    chunks_zero: int = 0  # all-zero chunks known by id: never fetched (part of chunks_from_seeds)
-    chunks_from_self_seed: int = 0  # copied from the output itself (part of chunks_from_seeds)
-    bytes_total: int = 0  # blob size
-    bytes_written: int = 0  # bytes actually written (holes and chunks in place are not)
-    bytes_copied_from_seeds: int = 0  # seed and self-seed bytes copied into the output
-    bytes_cloned_from_seeds: int = 0  # seed and self-seed bytes cloned (blocks shared, nothing copied)
-    blocksize: int = 0  # the output filesystem's block size (what clones align to)
-    seeds: int = 0  # seeds used, plus the null-chunk seed (as desync counts)
-
-    def to_dict(self) -> dict[str, int]:
-        """The stats for --print-stats: desync's keys in desync's order, then ours."""
-        return {
-            "chunks-from-seeds": self.chunks_from_seeds,
-            "chunks-from-store": self.chunks_from_store,
-            "chunks-in-place": self.chunks_in_place,
-            "bytes-copied-from-seeds": self.bytes_copied_from_seeds,
-            "bytes-cloned-from-seeds": self.bytes_cloned_from_seeds,
-            "blocksize": self.blocksize,
-            "bytes-total": self.bytes_total,
-            "chunks-total": self.chunks_total,
-            "seeds": self.seeds,
-            "chunks-zero": self.chunks_zero,
-            "chunks-from-self-seed": self.chunks_from_self_seed,
-            "bytes-written": self.bytes_written,
-        }
-
-    def count(self, outcome: Outcome, written: int) -> None:
-        """Add one chunk by its outcome, ``written`` of its bytes written to the output."""
-        self.chunks_total += 1
-        self.bytes_written += written
-        if outcome is Outcome.IN_PLACE:
-            self.chunks_in_place += 1
-        elif outcome is Outcome.FETCHED:
-            self.chunks_from_store += 1
-        else:
-            self.chunks_from_seeds += 1
-            if outcome is Outcome.ZERO:
-                self.chunks_zero += 1
-            elif outcome is Outcome.SELF_SEED:
-                self.chunks_from_self_seed += 1
 
 
 class _Flusher:
@@ -179,7 +130,9 @@ def extract(
     """
     output_path = os.fspath(output_path)
     wanted = [parse_seed(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else s for s in seeds]
+    began = time.monotonic()
     stats = ExtractStats(bytes_total=index.blob_size)
+    stats.add_sources(store)
     with prepare(wanted, index, invalid_seeds, concurrency, progress) as seedset:
         stats.seeds = len(seedset.seeds) + 1
         with phase(progress, f"{ATTEMPT}Assembling", index.blob_size):
@@ -200,6 +153,7 @@ def extract(
                     old = min(leftover, index.blob_size)
                     work = _FileWriter(fd, store, index, old, old > 0, seedset)
                     _run(work, index, concurrency, stats, progress, fd)
+    stats.seconds = time.monotonic() - began
     return stats
 
 
@@ -218,9 +172,9 @@ def _run(
     ) as results:
         try:
             for done in results:
-                for fate, size, written in done.chunks:
+                for fate, size, written, source, read in done.chunks:
                     flusher.add(written)
-                    stats.count(fate, written)
+                    stats.count(fate, size, written, source, read)
                     if progress is not None:
                         progress.add(size)
                 stats.bytes_copied_from_seeds += done.copied
@@ -231,12 +185,13 @@ def _run(
 
 
 class _Done:
-    """What one job did: ``(outcome, size, bytes written)`` per chunk, bytes copied and cloned."""
+    """What one job did: ``(outcome, size, bytes written, source store, stored bytes read)`` per chunk,
+    bytes copied and cloned."""
 
     __slots__ = ("chunks", "cloned", "copied")
 
     def __init__(self) -> None:
-        self.chunks: list[tuple[Outcome, int, int]] = []
+        self.chunks: list[tuple[Outcome, int, int, Store | None, int]] = []
         self.copied = 0
         self.cloned = 0
 
@@ -305,7 +260,7 @@ class _FileWriter:
         old = pread(self.fd, item.size, item.start)
         if len(old) != item.size or self.digest(old) != item.id:
             return False
-        done.chunks.append((Outcome.IN_PLACE, item.size, 0))
+        done.chunks.append((Outcome.IN_PLACE, item.size, 0, None, 0))
         self.self_seed.written(item)
         return True
 
@@ -335,7 +290,7 @@ class _FileWriter:
             if len(piece) == item.size and self.digest(piece) == item.id:
                 if not clonable:
                     pwrite_all(self.fd, piece, item.start)
-                done.chunks.append((fate, item.size, item.size))
+                done.chunks.append((fate, item.size, item.size, None, 0))
                 self.self_seed.written(item)
             else:
                 bad.append(item)
@@ -347,13 +302,13 @@ class _FileWriter:
         done.cloned += cloned
 
     def _fetch(self, item: IndexChunk, done: _Done) -> None:
-        fate, data = self.source.read(item)
+        fate, data, source, read = self.source.fetch(item)
         # Past the old end a zero chunk reads as zero from the hole truncate makes.
         if item.start >= self.old_size and is_zero(data):
-            done.chunks.append((fate, item.size, 0))
+            done.chunks.append((fate, item.size, 0, source, read))
             return
         pwrite_all(self.fd, data, item.start)
-        done.chunks.append((fate, item.size, item.size))
+        done.chunks.append((fate, item.size, item.size, source, read))
         self.self_seed.written(item)
 
 
@@ -414,24 +369,25 @@ class _StreamReader:
         self.source = ChunkReader(store, index)
         self.digest = index.digest
 
-    def __call__(self, job: Job) -> tuple[list[Outcome], bytes, int]:
+    def __call__(self, job: Job) -> tuple[list[tuple[Outcome, int, Store | None, int]], bytes, int]:
         if job.seed is None:
-            fate, data = self.source.read(job.items[0])
-            return [fate], data, 0
+            fate, data, source, read = self.source.fetch(job.items[0])
+            return [(fate, len(data), source, read)], data, 0
         try:
             raw = memoryview(pread(job.seed.fd, job.length, job.src))
         except OSError:  # an unreadable seed is one that does not match: the store fills in
             raw = memoryview(b"")
-        base, fates, parts, copied = job.items[0].start, [], [], 0
+        base, parts, copied = job.items[0].start, [], 0
+        fates: list[tuple[Outcome, int, Store | None, int]] = []
         for item in job.items:
             piece = raw[item.start - base : item.start - base + item.size]
             if len(piece) == item.size and self.digest(piece) == item.id:
-                fates.append(Outcome.SEED)
+                fates.append((Outcome.SEED, item.size, None, 0))
                 copied += item.size
                 parts.append(piece)
             else:
-                fate, data = self.source.read(item)
-                fates.append(fate)
+                fate, data, source, read = self.source.fetch(item)
+                fates.append((fate, item.size, source, read))
                 parts.append(memoryview(data))
         return fates, b"".join(parts), copied
 
@@ -451,8 +407,8 @@ def _to_stream(
     with ThreadMap(reader, jobs, threads, 4 * _BATCH * threads, batch=_BATCH) as results:
         for fates, data, copied in results:
             out.write(data)
-            for fate in fates:
-                stats.count(fate, 0)
+            for fate, size, source, read in fates:
+                stats.count(fate, size, 0, source, read)
             stats.bytes_written += len(data)
             stats.bytes_copied_from_seeds += copied
             if progress is not None:

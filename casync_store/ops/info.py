@@ -4,9 +4,13 @@
 field names and meanings: chunk counts (total, unique), how many unique
 chunks the given stores, seed indexes and cache hold, the blob size, the
 deduplicated sizes not available from seeds (and cache; compressed, given
-desync's per-chunk infos of ``inspect-chunks``), and the chunk size
-limits from the index header. :func:`list_chunks` yields an index's chunk ids
-as ``desync list-chunks`` prints them, :func:`chunk_file` the chunks a file
+desync's per-chunk infos of ``inspect-chunks``, else from the stores), and
+the chunk size limits from the index header. With stores, their byte fields
+too: the size of the unique chunks they hold and lack, and the stored
+(compressed) sizes where the stores tell them (local stores: the chunk
+files' sizes; others: unknown, so ``null``, and desync's ``...-compressed``
+estimate stays 0). :func:`list_chunks` yields an index's chunk ids as
+``desync list-chunks`` prints them, :func:`chunk_file` the chunks a file
 would be cut into, like ``desync chunk``.
 """
 
@@ -42,13 +46,19 @@ class InfoStats:
     size: int = 0  # blob size
     dedup_size_not_in_seed: int = 0  # bytes of unique chunks not in a seed
     dedup_size_not_in_seed_nor_cache: int = 0  # ... nor in the cache
-    dedup_size_not_in_seed_nor_cache_compressed: int = 0  # from chunks infos; 0 when one is missing
+    dedup_size_not_in_seed_nor_cache_compressed: int = 0  # chunks infos, else stores; 0 when unknown
     chunk_size_min: int = 0
     chunk_size_avg: int = 0
     chunk_size_max: int = 0
+    # ours, with stores given (-s): what they hold and what an extract would have to fetch elsewhere
+    not_in_store: int = 0  # unique chunks no store holds
+    dedup_size_in_store: int = 0  # bytes of the unique chunks the stores hold
+    dedup_size_in_store_compressed: int | None = 0  # their stored size; None when a store cannot tell
+    dedup_size_not_in_store: int = 0  # bytes of the unique chunks no store holds
+    stores_given: bool = False
 
-    def to_dict(self) -> dict[str, int]:
-        """The fields under desync's JSON keys, in desync's order."""
+    def to_dict(self) -> dict[str, int | None]:
+        """The fields under desync's JSON keys, in desync's order; with stores, ours after them."""
         return {
             "total": self.total,
             "unique": self.unique,
@@ -63,6 +73,12 @@ class InfoStats:
             "chunk-size-min": self.chunk_size_min,
             "chunk-size-avg": self.chunk_size_avg,
             "chunk-size-max": self.chunk_size_max,
+            **({
+                "not-in-store": self.not_in_store,
+                "dedup-size-in-store": self.dedup_size_in_store,
+                "dedup-size-in-store-compressed": self.dedup_size_in_store_compressed,
+                "dedup-size-not-in-store": self.dedup_size_not_in_store,
+            } if self.stores_given else {}),
         }
 
 
@@ -96,13 +112,14 @@ def index_info(
     seed_ids: set[bytes] = set()
     for seed in seeds:
         seed_ids.update(item.id for item in seed)
-    unique: set[bytes] = set()
+    unique: dict[bytes, int] = {}  # id -> size
+    wanted: list[bytes] = []  # unique chunks in neither seeds nor cache
     compressed: int | None = 0 if chunks_info is not None else None
     for item in index:
         info.total += 1
         if item.id in unique:
             continue
-        unique.add(item.id)
+        unique[item.id] = item.size
         in_seed = item.id in seed_ids
         in_cache = cache is not None and cache.has_chunk(item.id)
         info.in_seed += in_seed
@@ -112,17 +129,14 @@ def index_info(
             if not in_cache:
                 info.not_in_seed_nor_cache += 1
                 info.dedup_size_not_in_seed_nor_cache += item.size
+                wanted.append(item.id)
                 if compressed is not None and chunks_info is not None:
                     compressed = _add_compressed(compressed, chunks_info.get(item.id), item)
     info.unique = len(unique)
-    info.dedup_size_not_in_seed_nor_cache_compressed = compressed or 0
     if stores:
-
-        def held(chunk_id: bytes) -> bool:
-            return any(store.has_chunk(chunk_id) for store in stores)
-
-        with ThreadMap(held, iter(unique), default_workers(concurrency), ordered=False) as results:
-            info.in_store = sum(results)
+        _count_stores(info, unique, wanted, stores, concurrency)
+    if chunks_info is not None:  # desync's source of that estimate wins over the stores'
+        info.dedup_size_not_in_seed_nor_cache_compressed = compressed or 0
     return info
 
 
@@ -134,6 +148,37 @@ def _add_compressed(total: int, known: ChunkInfo | None, item: IndexChunk) -> in
         raise FormatError(f"the chunks info has size {known.uncompressed_size} for chunk "
                           f"{item.id.hex()}, the index {item.size}")
     return total + known.compressed_size if known.compressed_size else None
+
+
+def _count_stores(
+    info: InfoStats, unique: dict[bytes, int], wanted: list[bytes], stores: Sequence[Store],
+    concurrency: int | None,
+) -> None:
+    """The store fields of ``info``: which unique chunks the stores hold, and their stored sizes."""
+
+    def held(chunk_id: bytes) -> tuple[bytes, int | None]:
+        for store in stores:
+            found = store.stat_chunk(chunk_id)
+            if found is not None:
+                return chunk_id, found
+        return chunk_id, None
+
+    stored: dict[bytes, int] = {}
+    info.stores_given = True
+    with ThreadMap(held, iter(unique), default_workers(concurrency), ordered=False) as results:
+        for chunk_id, found in results:
+            if found is None:
+                info.not_in_store += 1
+                info.dedup_size_not_in_store += unique[chunk_id]
+                continue
+            stored[chunk_id] = found
+            info.in_store += 1
+            info.dedup_size_in_store += unique[chunk_id]
+    known = all(size >= 0 for size in stored.values())
+    info.dedup_size_in_store_compressed = sum(stored.values()) if known else None
+    # desync's estimate of what an extract downloads: 0 unless every such chunk's size is known.
+    sizes = [stored.get(chunk_id, -1) for chunk_id in wanted]
+    info.dedup_size_not_in_seed_nor_cache_compressed = sum(sizes) if all(n >= 0 for n in sizes) else 0
 
 
 def list_chunks(index: Index) -> Iterator[str]:

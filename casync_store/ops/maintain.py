@@ -3,7 +3,8 @@
 :func:`verify_store` reads every chunk of a store, decompresses it and checks
 it against its id, whatever the store's own verify setting; with ``repair``
 it removes the damaged ones. :func:`prune_store` removes every chunk no given
-index references (asking for confirmation is the CLI's job).
+index references (asking for confirmation is the CLI's job; :func:`prune_plan`
+counts first what it would remove).
 :func:`fill_cache` copies the chunks a set of indexes needs from a source
 store into a cache store, verified and in the exact bytes the source holds;
 a chunk the cache holds is checked too and replaced when it is damaged. All
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from casync_format import chunk as chunk_codec
 from casync_format.digest import SHA256, SHA512_256, Digest
@@ -26,7 +28,10 @@ from ..plumbing.pool import Claims, ThreadMap, io_workers
 from ..plumbing.progress import Progress, phase
 from ..stores.base import PruneStore, Store, WriteStore, require_prunable, require_writable
 
-__all__ = ["VerifyStats", "CacheStats", "verify_store", "prune_store", "fill_cache", "referenced_ids"]
+__all__ = [
+    "VerifyStats", "CacheStats", "PrunePlan", "verify_store", "prune_plan", "prune_store", "fill_cache",
+    "referenced_ids",
+]
 
 
 @dataclass
@@ -114,7 +119,7 @@ def verify_store(
 
     stats = VerifyStats()
     threads = io_workers(concurrency)
-    with phase(progress, "Verifying", 0), ThreadMap(
+    with phase(progress, "Verifying", 0, "chunks"), ThreadMap(
         check, store.iter_chunk_ids(), threads, 4 * threads, ordered=False
     ) as results:
         for chunk_id, valid in results:
@@ -138,10 +143,53 @@ def referenced_ids(indexes: Iterable[Index]) -> set[bytes]:
     return keep
 
 
-def prune_store(store: PruneStore, indexes: Sequence[Index]) -> int:
-    """Remove every chunk of ``store`` no index in ``indexes`` references; returns how many."""
+@dataclass
+class PrunePlan:
+    """What a prune of a store would delete now (sizes None where the store cannot tell them)."""
+
+    chunks: int = 0  # chunks the store holds
+    unused: int = 0  # of them, referenced by none of the indexes
+    unused_bytes: int | None = 0  # their stored size
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"chunks": self.chunks, "unused": self.unused, "unused-bytes": self.unused_bytes}
+
+
+def prune_plan(store: PruneStore, indexes: Sequence[Index], concurrency: int | None = None) -> PrunePlan:
+    """Count what :func:`prune_store` would delete: the chunks no index in ``indexes`` references.
+
+    Their sizes are summed where the store tells them cheaply
+    (:attr:`~.stores.base.Store.tells_sizes`: a local store's file sizes),
+    else ``unused_bytes`` is None. Nothing is changed.
+    """
     store = require_prunable(store)
-    return store.prune(frozenset(referenced_ids(indexes)))
+    keep = referenced_ids(indexes)
+    plan = PrunePlan()
+    unused: list[bytes] = []
+    for chunk_id in store.iter_chunk_ids():
+        plan.chunks += 1
+        if chunk_id not in keep:
+            unused.append(chunk_id)
+    plan.unused = len(unused)
+    if not store.tells_sizes:
+        plan.unused_bytes = None if unused else 0
+        return plan
+    threads = io_workers(concurrency)
+    with ThreadMap(store.stat_chunk, iter(unused), threads, 4 * threads, ordered=False) as sizes:
+        plan.unused_bytes = sum(max(size or 0, 0) for size in sizes)  # gone meanwhile: 0
+    return plan
+
+
+def prune_store(
+    store: PruneStore, indexes: Sequence[Index], removed: Callable[[bytes, int], None] | None = None
+) -> int:
+    """Remove every chunk of ``store`` no index in ``indexes`` references; returns how many.
+
+    ``removed(id, stored size)`` is called for each chunk removed (size -1
+    where the store cannot tell it).
+    """
+    store = require_prunable(store)
+    return store.prune(frozenset(referenced_ids(indexes)), removed=removed)
 
 
 def _items(indexes: Sequence[Index], ignore: Collection[bytes]) -> Iterator[tuple[IndexChunk, Digest]]:
@@ -220,7 +268,7 @@ def fill_cache(
     stats = CacheStats()
     threads = io_workers(concurrency)
     total = sum(1 for _ in _items(indexes, ignore)) if ignore else sum(len(index) for index in indexes)
-    with cache.writing(), phase(progress, "Caching", total), ThreadMap(
+    with cache.writing(), phase(progress, "Caching", total, "chunks"), ThreadMap(
         copy, _items(indexes, ignore), threads, 4 * threads, ordered=False
     ) as results:
         for fate, nbytes in results:

@@ -23,8 +23,10 @@ import contextlib
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterator
-from typing import BinaryIO, Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable
 
 from casync_format.chunker import DEFAULT_PARAMS, ChunkerParams, chunk_stream, iter_file_chunks
 from casync_format.compress import COMPRESSIONS
@@ -37,7 +39,7 @@ from ..pipeline import ChunkWorker, Span, StoreStats
 from ..plumbing.config import StoreOptions
 from ..plumbing.fileio import pread, same_file
 from ..plumbing.pool import ThreadMap, default_workers, io_workers
-from ..plumbing.progress import Progress, phase
+from ..plumbing.progress import Progress, counted, format_bytes, phase, timed
 from ..stores.base import WriteStore, require_writable
 from ..stores.indexio import STDIO, index_writer
 from ..stores.indexstore import is_remote_location
@@ -47,7 +49,33 @@ __all__ = ["MakeStats", "make", "blob_index_header", "iter_chunk_ids"]
 _SEGMENT = 4 * 1024 * 1024  # parallel cut search: bytes per segment (bounds read-ahead)
 
 
-MakeStats = StoreStats  # what make did: its chunks by outcome, and byte counts
+@dataclass
+class MakeStats(StoreStats):
+    """What make did: its chunks by outcome, byte counts, and the time it took."""
+
+    seconds: float = 0.0
+    stored_into: str = ""  # the store's location ("" without a store)
+
+    def to_dict(self) -> dict[str, Any]:
+        """desync's keys first (``ChunksAccepted``: chunks in the index; ``ChunksProduced``: chunks the
+        chunker cut, the same number here, as no cut is thrown away), then ours, dashed."""
+        left_out = ("seconds", "stored-into")
+        ours = {key: value for key, value in super().to_dict().items() if key not in left_out}
+        return {"ChunksAccepted": self.chunks_total, "ChunksProduced": self.chunks_total, **ours,
+                "seconds": round(self.seconds, 3)}
+
+    def summary(self) -> str:
+        """One line for people: size, time, throughput, and what happened to the chunks."""
+        head = f"{timed(self.bytes_total, self.seconds)}"
+        if not self.stored_into:
+            return f"{head}: {self.chunks_total} chunks ({self.chunks_unique} unique), index only (no store)"
+        head += f" into {self.stored_into}: {self.chunks_total} chunks"
+        stored = counted(self.chunks_stored, "stored", self.bytes_stored_uncompressed,
+                         f"{format_bytes(self.bytes_stored)} compressed")
+        parts = [stored, counted(self.chunks_in_store, "already in the store", self.bytes_in_store),
+                 counted(self.chunks_duplicate, "repeats", self.bytes_duplicate)]
+        done = ", ".join(part for part in parts if part)
+        return head + (f": {done}" if done else "")
 
 
 def blob_index_header(params: ChunkerParams, digest: Digest) -> IndexHeader:
@@ -86,7 +114,8 @@ def make(
     if compression is not None and compression not in COMPRESSIONS:
         raise ParameterError(f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     workers = default_workers(concurrency)
-    stats = MakeStats()
+    began = time.monotonic()
+    stats = MakeStats(stored_into=str(store) if store is not None else "")
     header = blob_index_header(params, digest)
     with contextlib.ExitStack() as stack:
         if store is not None:
@@ -107,6 +136,7 @@ def make(
                     progress.add(size)
         source.check()  # before the index is committed: a changed input leaves none
         stats.chunks_unique = stats.chunks_total - stats.chunks_duplicate
+    stats.seconds = time.monotonic() - began
     return stats
 
 

@@ -7,9 +7,11 @@ shown as desync does (``progressbar.go``, over the ``pb`` v1 library): when
 ``DESYNC_ENABLE_PARSABLE_PROGRESS`` is set non-empty, a
 :class:`ParsableProgress` writes one line per update to stderr, in desync's
 format; otherwise a :class:`ProgressBar` is drawn on stderr when stderr is a
-terminal or ``DESYNC_PROGRESSBAR_ENABLED`` is set non-empty. The bar redraws
-at most five times a second, so calling :meth:`add` per chunk costs a lock
-and a clock read.
+terminal or ``DESYNC_PROGRESSBAR_ENABLED`` is set non-empty. The bar shows
+the throughput, redraws at most five times a second (so calling :meth:`add`
+per chunk costs a lock and a clock read) and blanks its line when a phase
+ends. The ``format_*`` helpers write sizes and times for people (the
+one-line summaries of make and extract).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ __all__ = [
     "progress_wanted",
     "parsable_wanted",
     "phase",
+    "format_bytes",
+    "format_seconds",
+    "timed",
+    "counted",
 ]
 
 _REFRESH = 0.2  # seconds between redraws
@@ -50,24 +56,34 @@ class Progress(Protocol):
 
 
 class ProgressBar:
-    """A one-line text progress bar, redrawn in place with carriage returns."""
+    """A one-line text progress bar with throughput, redrawn in place with carriage returns.
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    Each redraw pads over what the previous one left and is cut to the
+    terminal's width (so it never wraps); :meth:`finish` blanks the line, so
+    nothing of the bar stays once a phase ends. Units are bytes unless a
+    phase is started with another ``unit`` (``"chunks"``).
+    """
+
+    def __init__(self, stream: TextIO | None = None, columns: int | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
+        self._fixed_columns = columns
         self._lock = threading.Lock()
         self._label = ""
+        self._unit = "bytes"
         self._total = 0
         self._done = 0
         self._began = 0.0
         self._drawn = 0.0
+        self._shown = 0  # characters of the bar on the line now
         self._active = False
 
-    def start(self, label: str, total: int) -> None:
+    def start(self, label: str, total: int, unit: str = "bytes") -> None:
         """Begin a phase of ``total`` units (0 when unknown)."""
         with self._lock:
             if self._active:
-                self._end_line()
+                self._clear()
             self._label = label
+            self._unit = unit
             self._total = max(0, int(total))
             self._done = 0
             self._began = self._drawn = time.monotonic()
@@ -84,29 +100,95 @@ class ProgressBar:
                 self._draw()
 
     def finish(self) -> None:
-        """Draw the final state and end the line."""
+        """End the phase: the bar's line is blanked and the cursor left at its start."""
         with self._lock:
             if self._active:
-                self._draw()
-                self._end_line()
+                self._active = False
+                self._clear()
 
-    def _end_line(self) -> None:
-        self._active = False
-        self._stream.write("\n")
-        self._stream.flush()
+    def _columns(self) -> int:
+        if self._fixed_columns:
+            return self._fixed_columns
+        try:
+            return os.get_terminal_size(self._stream.fileno()).columns or 80
+        except (AttributeError, OSError, ValueError):
+            return 80
+
+    def _write(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr gone: progress is not worth failing for
+            pass
+
+    def _clear(self) -> None:
+        if self._shown:
+            self._write("\r" + " " * self._shown + "\r")
+            self._shown = 0
 
     def _draw(self) -> None:
-        elapsed = max(time.monotonic() - self._began, 1e-9)
-        if self._total:
-            frac = min(1.0, self._done / self._total)
-            filled = int(frac * _WIDTH)
-            bar = "=" * filled + (">" if filled < _WIDTH else "") + " " * max(0, _WIDTH - filled - 1)
-            eta = (elapsed / frac - elapsed) if frac > 0 else 0.0
-            text = f"{self._label} {int(frac * 100):3d}% |{bar}| {_clock(elapsed)} ETA {_clock(eta)}"
-        else:
-            text = f"{self._label} {self._done} {_clock(elapsed)}"
-        self._stream.write("\r" + text)
-        self._stream.flush()
+        text = self.line(self._columns() - 1)
+        # Spaces over whatever the longer previous line left: no stray characters.
+        self._write("\r" + text + " " * max(0, self._shown - len(text)))
+        self._shown = len(text)
+
+    def line(self, width: int) -> str:
+        """The bar's text now, at most ``width`` characters."""
+        elapsed = time.monotonic() - self._began
+        done, total = self._done, self._total
+        rate = done / elapsed if elapsed > 0.05 else 0.0
+        in_bytes = self._unit == "bytes"
+        amount = format_bytes(done) if in_bytes else f"{done} {self._unit}"
+        speed = f"{format_bytes(rate)}/s" if in_bytes else f"{rate:.0f} {self._unit}/s"
+        if not total:
+            return f"{self._label} {amount}  {speed}  {_clock(elapsed)}"[:width]
+        frac = min(1.0, done / total)
+        whole = format_bytes(total) if in_bytes else str(total)
+        eta = _clock((total - done) / rate) if rate > 0 and done < total else "-:--:--"
+        head = f"{self._label} {int(frac * 100):3d}% "
+        tail = f" {amount} / {whole}  {speed}  {_clock(elapsed)} ETA {eta}"
+        room = min(_WIDTH, width - len(head) - len(tail) - 2)
+        if room < 10:  # a narrow terminal: the numbers, not the bar
+            return (head + tail.lstrip())[:width]
+        filled = int(frac * room)
+        bar = "=" * filled + (">" if filled < room else "") + " " * max(0, room - filled - 1)
+        return f"{head}|{bar}|{tail}"
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes for people, three digits: ``512 B``, ``1.50 KiB``, ``25.3 MiB``, ``805 MiB``."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024
+        if n < 1000 or unit == "PiB":
+            break
+    return f"{n:.2f} {unit}" if n < 10 else f"{n:.1f} {unit}" if n < 100 else f"{n:.0f} {unit}"
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for people: ``0.42 s``, ``12.3 s``, ``2m05s``, ``1h02m05s``."""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole // 60 % 60:02d}m{whole % 60:02d}s"
+
+
+def timed(nbytes: int, seconds: float) -> str:
+    """``1.00 GiB in 4.10 s (250 MiB/s)``: a size, the time it took and the throughput."""
+    rate = f" ({format_bytes(nbytes / seconds)}/s)" if seconds > 0 else ""
+    return f"{format_bytes(nbytes)} in {format_seconds(seconds)}{rate}"
+
+
+def counted(chunks: int, what: str, nbytes: int, extra: str = "") -> str:
+    """``12 from seeds (1.50 MiB)`` (and ``extra`` in the brackets); empty for no chunks."""
+    if not chunks:
+        return ""
+    return f"{chunks} {what} ({format_bytes(nbytes)}" + (f", {extra})" if extra else ")")
 
 
 _SECOND = 1_000_000_000  # nanoseconds, the unit of desync's (Go's) durations
@@ -288,12 +370,19 @@ def make_progress(enabled: bool = True) -> ProgressBar | ParsableProgress | None
 
 
 @contextlib.contextmanager
-def phase(progress: Progress | None, label: str, total: int) -> Iterator[None]:
-    """Run a block as one phase of ``progress`` (started, and finished even on error)."""
+def phase(progress: Progress | None, label: str, total: int, unit: str = "bytes") -> Iterator[None]:
+    """Run a block as one phase of ``progress`` (started, and finished even on error).
+
+    ``unit`` is what ``total`` and :meth:`Progress.add` count: bytes, or
+    e.g. ``"chunks"`` (only :class:`ProgressBar` shows it; the protocol
+    stays three plain methods)."""
     if progress is None:
         yield
         return
-    progress.start(label, total)
+    if unit != "bytes" and isinstance(progress, ProgressBar):
+        progress.start(label, total, unit)
+    else:
+        progress.start(label, total)
     try:
         yield
     finally:

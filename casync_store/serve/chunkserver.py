@@ -141,12 +141,14 @@ class ChunkRoutes(ResourceRoutes):
 
     def _head(self, chunk_id: bytes) -> Response:
         try:
-            present = self.store.has_chunk(chunk_id)
+            found = self.store.stat_chunk(chunk_id)
         except (CasyncError, OSError) as exc:
             return self._failed("look up", chunk_id.hex(), exc)
-        if not present:
+        if found is None:
             return text_response(404, f"chunk {chunk_id.hex()} not found")
-        return Response(200, b"", [_OCTETS])
+        # The size a GET would send, where the store tells it (a local store: the file's size).
+        known = found >= 0 and not self.uncompressed
+        return Response(200, b"", [_OCTETS, *([("Content-Length", str(found))] if known else [])])
 
     def _put(self, chunk_id: bytes, request: Request) -> Response:
         if not self.writable:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Callable
 
 from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
@@ -42,6 +43,8 @@ class Store(ABC):
 
     #: When False, chunk data is not hashed on read (the store is trusted).
     verify: bool = True
+    #: Whether :meth:`stat_chunk` gives stored sizes cheaply (without a request per chunk).
+    tells_sizes: bool = False
 
     @abstractmethod
     def get_raw(self, chunk_id: bytes) -> bytes:
@@ -79,6 +82,42 @@ class Store(ABC):
         """
         blob = self.get_raw(chunk_id)
         return blob, self.decode(chunk_id, blob, digest, size, max_size)
+
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`get_chunk` that also says where the data came from.
+
+        Returns ``(data, source, stored)``: the verified data, the store that
+        held it (this one; a chain or cache names its member, see
+        :mod:`.router`) and how many stored bytes were read for it (what
+        crossed the network for a remote store; 0 when not known). Costs
+        nothing over :meth:`get_chunk`.
+        """
+        if type(self).get_chunk is not Store.get_chunk:  # a store with its own read path
+            return self.get_chunk(chunk_id, digest, size, max_size), self, 0
+        return self.fetch_stored(chunk_id, digest, size, max_size)
+
+    def fetch_stored(
+        self, chunk_id: bytes, digest: Digest, size: int | None, max_size: int
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`fetch` by :meth:`get_raw` and :meth:`decode` (the default read path)."""
+        blob = self.get_raw(chunk_id)
+        return self.decode(chunk_id, blob, digest, size, max_size), self, len(blob)
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        """Whether the store holds the chunk and, where it can tell cheaply, its stored size.
+
+        ``None`` when it does not hold it, else the stored (compressed)
+        size in bytes, or -1 when the store cannot tell it without reading
+        the chunk. A local store gives the file's size, an HTTP store the
+        Content-Length of a HEAD; the others answer -1.
+        """
+        return -1 if self.has_chunk(chunk_id) else None
 
     def decode(
         self,
@@ -181,13 +220,21 @@ class PruneStore(WriteStore):
     def remove_chunk(self, chunk_id: bytes) -> None:
         """Delete a chunk; a chunk that is already gone is not an error."""
 
-    def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
-        """Remove every chunk whose id is not in ``keep``; returns how many."""
+    def prune(
+        self, keep: set[bytes] | frozenset[bytes], *, removed: Callable[[bytes, int], None] | None = None
+    ) -> int:
+        """Remove every chunk whose id is not in ``keep``; returns how many.
+
+        ``removed(id, stored size)`` is called for each chunk removed (size
+        -1 when the store cannot tell it).
+        """
         count = 0
         for cid in self.iter_chunk_ids():
             if cid not in keep:
                 self.remove_chunk(cid)
                 count += 1
+                if removed is not None:
+                    removed(cid, -1)
         return count
 
 

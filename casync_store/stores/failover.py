@@ -108,9 +108,24 @@ class FailoverGroup(Store):
         """(stored bytes, data), from the member that served and decoded it (failing over)."""
         return self._run(lambda s: s.fetch_chunk(chunk_id, digest, size, max_size))
 
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`get_chunk`; the group (one store to its user) is named as the source."""
+        data, _member, stored = self._run(lambda s: s.fetch(chunk_id, digest, size, max_size))
+        return data, self, stored
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         """Whether the active member holds the chunk (failing over on errors)."""
         return self._run(lambda s: s.has_chunk(chunk_id))
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        """The active member's answer (failing over on errors)."""
+        return self._run(lambda s: s.stat_chunk(chunk_id))
 
     def close(self) -> None:
         """Close every member, even when one of them fails to close."""

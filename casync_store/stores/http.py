@@ -77,7 +77,7 @@ from ._httpclient import (
     snippet,
     tls_context,
 )
-from .base import WriteStore
+from .base import Store, WriteStore
 from .indexstore import WriteIndexStore, check_index_name
 from .layout import chunk_path, chunk_suffix
 
@@ -334,10 +334,15 @@ class _HTTPBase:
         return conn.getresponse()
 
     def _read(self, resp: http.client.HTTPResponse, method: str, limit: int) -> tuple[int, str, bytes, bool]:
-        """(status, reason, body, connection reusable) of a response."""
+        """(status, reason, body, connection reusable) of a response.
+
+        The body of a HEAD's 200 (empty by definition) is given as its
+        Content-Length header's value instead (``b""`` without one)."""
         status, reason = resp.status, resp.reason or ""
         if method == "HEAD":
             data = resp.read()
+            if status == 200:
+                data = (resp.getheader("Content-Length") or "").strip().encode("ascii", "replace")
         elif status != 200:
             data = resp.read(_ERROR_BODY_LIMIT)
         elif resp.length is not None and resp.length > limit:
@@ -458,6 +463,19 @@ class HTTPStore(_HTTPBase, WriteStore):
             chunk_codec.verify(chunk_id, data, digest, self)
         return data
 
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`get_chunk`, with the bytes of the answer's body (see :meth:`.base.Store.fetch`)."""
+        if not self.uncompressed:
+            return self.fetch_stored(chunk_id, digest, size, max_size)
+        data = self.get_chunk(chunk_id, digest, size, max_size)
+        return data, self, len(data)
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         """HEAD the chunk: 200 = present, 404 = absent, anything else an error."""
         status, reason, body = self._request("HEAD", chunk_id)
@@ -466,6 +484,15 @@ class HTTPStore(_HTTPBase, WriteStore):
         if status == 404:
             return False
         raise self._status_error("HEAD", chunk_id, status, reason, body)
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        """HEAD: None for 404; a 200's Content-Length is the stored size (-1: none, or uncompressed)."""
+        status, reason, body = self._request("HEAD", chunk_id)
+        if status == 404:
+            return None
+        if status != 200:
+            raise self._status_error("HEAD", chunk_id, status, reason, body)
+        return int(body) if body.isdigit() and not self.uncompressed else -1
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
         """PUT the blob (decoded to raw data first for an uncompressed store)."""

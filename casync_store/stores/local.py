@@ -52,6 +52,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from typing import Callable
 
 try:
     import fcntl
@@ -93,6 +94,8 @@ def _kind(mode: int) -> str:
 
 class LocalStore(PruneStore):
     """A chunk store in a local directory (created on first write)."""
+
+    tells_sizes = True  # a stat per chunk
 
     def __init__(
         self, path: str | os.PathLike[str], verify: bool = True, sync: bool = True, compression: str = "zstd",
@@ -415,54 +418,75 @@ class LocalStore(PruneStore):
                 if chunk_id is not None:
                     yield chunk_id
 
-    def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
+    def prune(
+        self, keep: set[bytes] | frozenset[bytes], *, removed: Callable[[bytes, int], None] | None = None
+    ) -> int:
         """Remove unreferenced chunks, and temp files that crashed writers left behind.
 
         A chunk a live writer wrote or found present is kept (see the
         module's notes); anything under a chunk name that is not a regular
-        file goes whatever its time.
+        file goes whatever its time. ``removed(id, file size)`` is called
+        for each chunk removed (-1: not a regular file).
         """
         cutoff = self.prune_cutoff()
         _log.info("store %s: prune keeps every chunk with an mtime at or after %d ns", self, cutoff)
         count = 0
         for cid in self.iter_chunk_ids():
-            if cid not in keep and self._remove_unused(cid, cutoff):
-                count += 1
+            if cid not in keep:
+                size = self._remove_unused(cid, cutoff)
+                if size is not None:
+                    count += 1
+                    if removed is not None:
+                        removed(cid, size)
         self.remove_stale_temps()
         return count
 
-    def _remove_unused(self, chunk_id: bytes, cutoff: int) -> bool:
-        """Remove an unreferenced chunk unless its mtime is at or after ``cutoff``; True if removed."""
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        """The chunk file's size (what :meth:`has_chunk` accepts), None when there is none."""
+        path = self.chunk_path(chunk_id)
+        try:
+            if stat.S_ISLNK(os.lstat(os.path.dirname(path)).st_mode):
+                return None
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_CHUNK_FILE else None
+
+    def _remove_unused(self, chunk_id: bytes, cutoff: int) -> int | None:
+        """Remove an unreferenced chunk unless its mtime is at or after ``cutoff``.
+
+        Returns the size of the file removed (-1 for what was no regular
+        file), None when nothing was removed."""
         name = chunk_id.hex()
         file_name = self._file(chunk_id)
         try:
             dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlinked prefix: no part of the store
                 self.remove_chunk(chunk_id)
-                return True
+                return -1
             raise StoreError(f"store {self}: cannot remove chunk {name}: {exc.strerror}") from None
         aside = f"{_PRUNE_ASIDE}{os.getpid()}-{file_name}"
         try:
             st = os.stat(file_name, dir_fd=dir_fd, follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode):  # a link, FIFO, directory ...: never a chunk
                 self.remove_chunk(chunk_id)
-                return True
+                return -1
             if st.st_mtime_ns >= cutoff:
-                return False  # written or found present by a live writer
+                return None  # written or found present by a live writer
             os.rename(file_name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             if os.stat(aside, dir_fd=dir_fd, follow_symlinks=False).st_mtime_ns >= cutoff:
                 # Refreshed between the look and the rename: put it back (unless stored anew).
                 with contextlib.suppress(FileExistsError):
                     os.link(aside, file_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
                 os.unlink(aside, dir_fd=dir_fd)
-                return False
+                return None
             os.unlink(aside, dir_fd=dir_fd)
-            return True
+            return st.st_size
         except FileNotFoundError:
-            return False  # removed meanwhile
+            return None  # removed meanwhile
         except OSError as exc:
             raise StoreError(f"store {self}: cannot remove chunk {name}: {exc.strerror}") from None
         finally:

@@ -23,7 +23,7 @@ from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 
 from .base import Store, WriteStore
 
-__all__ = ["StoreRouter", "CachedStore", "combine"]
+__all__ = ["StoreRouter", "CachedStore", "combine", "sources"]
 
 
 class StoreRouter(Store):
@@ -38,9 +38,10 @@ class StoreRouter(Store):
         return ", ".join(str(s) for s in self.stores)
 
     def get_raw(self, chunk_id: bytes) -> bytes:
-        return self._first(chunk_id)[1]
+        return self.first(chunk_id)[1]
 
-    def _first(self, chunk_id: bytes) -> tuple[Store, bytes]:
+    def first(self, chunk_id: bytes) -> tuple[Store, bytes]:
+        """The first member that holds the chunk, and its stored bytes (ChunkMissing: none does)."""
         for store in self.stores:
             try:
                 return store, store.get_raw(chunk_id)
@@ -78,8 +79,30 @@ class StoreRouter(Store):
                 continue
         raise ChunkMissing(chunk_id, self)
 
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """The first member's fetch that holds the chunk (that member named as the source)."""
+        for store in self.stores:
+            try:
+                return store.fetch(chunk_id, digest, size, max_size)
+            except ChunkMissing:
+                continue
+        raise ChunkMissing(chunk_id, self)
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        for store in self.stores:
+            found = store.stat_chunk(chunk_id)
+            if found is not None:
+                return found
+        return None
 
     def close(self) -> None:
         for store in self.stores:
@@ -171,8 +194,40 @@ class CachedStore(Store):
         self._touch(chunk_id)
         return data
 
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`get_chunk`, naming the cache on a hit and the remote's member otherwise."""
+        try:
+            found = self.cache.fetch(chunk_id, digest, size, max_size)
+        except (ChunkMissing, ChunkInvalid) as exc:
+            if isinstance(exc, ChunkInvalid) and not self.repair:
+                raise
+            # As get_chunk: the member's own read path (verified), named as the source.
+            remote = self.remote
+            for holder in remote.stores if isinstance(remote, StoreRouter) else [remote]:
+                try:
+                    blob, data = holder.fetch_chunk(chunk_id, digest, size, max_size)
+                    break
+                except ChunkMissing:
+                    continue
+            else:
+                raise ChunkMissing(chunk_id, remote) from None
+            self.cache.put_raw(chunk_id, blob)
+            return data, holder, len(blob)
+        self._touch(chunk_id)
+        return found
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return self.cache.has_chunk(chunk_id) or self.remote.has_chunk(chunk_id)
+
+    def stat_chunk(self, chunk_id: bytes) -> int | None:
+        found = self.cache.stat_chunk(chunk_id)
+        return found if found is not None else self.remote.stat_chunk(chunk_id)
 
     def close(self) -> None:
         self.remote.close()
@@ -191,3 +246,17 @@ def combine(stores: Sequence[Store], cache: WriteStore | None = None, repair: bo
         return cache
     source: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     return CachedStore(source, cache, repair) if cache is not None else source
+
+
+def sources(store: Store) -> list[tuple[str, Store]]:
+    """Where ``store`` may take a chunk from, in the order it asks: ``("cache", s)`` then ``("store", s)``.
+
+    The members :meth:`~.base.Store.fetch` names as sources: the cache of a
+    :class:`CachedStore`, each store of a :class:`StoreRouter`, else the store
+    itself (a failover group is one store).
+    """
+    if isinstance(store, CachedStore):
+        return [("cache", store.cache), *sources(store.remote)]
+    if isinstance(store, StoreRouter):
+        return [found for member in store.stores for found in sources(member)]
+    return [("store", store)]

@@ -431,17 +431,28 @@ class S3Store(PruneStore):
         with contextlib.suppress(NoSuchObject):
             self._s3.call("delete_object", f"DELETE chunk {chunk_id.hex()}", Key=self.chunk_key(chunk_id))
 
-    def prune(self, keep: set[bytes] | frozenset[bytes]) -> int:
-        """Remove chunks not in ``keep``, up to :data:`DELETE_BATCH` per request; returns how many."""
+    def prune(
+        self, keep: set[bytes] | frozenset[bytes], *, removed: Callable[[bytes, int], None] | None = None
+    ) -> int:
+        """Remove chunks not in ``keep``, up to :data:`DELETE_BATCH` per request; returns how many.
+
+        ``removed(id, -1)`` is called for each chunk in a batch deleted."""
         count = 0
         batch: list[bytes] = []
         for cid in self.iter_chunk_ids():
             if cid not in keep:
                 batch.append(cid)
             if len(batch) >= DELETE_BATCH:
-                count += self._remove_many(batch)
+                count += self._remove_batch(batch, removed)
                 batch = []
-        return count + (self._remove_many(batch) if batch else 0)
+        return count + (self._remove_batch(batch, removed) if batch else 0)
+
+    def _remove_batch(self, ids: list[bytes], removed: Callable[[bytes, int], None] | None) -> int:
+        count = self._remove_many(ids)
+        if removed is not None:
+            for cid in ids:
+                removed(cid, -1)
+        return count
 
     def _remove_many(self, ids: list[bytes]) -> int:
         objects = [{"Key": self.chunk_key(cid)} for cid in ids]
@@ -472,7 +483,7 @@ def upgrade_s3(store: S3Store, progress: Progress | None = None) -> int:
     """
     s3 = store._s3
     moved = 0
-    with phase(progress, "Upgrading", 0):
+    with phase(progress, "Upgrading", 0, "chunks"):
         for key in s3.keys(store.where.prefix):
             name = key[len(store.where.prefix) :]
             if not _OLD_CHUNK_KEY.match(name):

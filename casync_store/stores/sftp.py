@@ -427,7 +427,10 @@ class SFTPStore(_SFTPBase, PruneStore):
                 if chunk_id is not None and stat.S_ISREG(entry.st_mode or 0):
                     yield chunk_id
 
-    def prune(self, keep: set[bytes] | frozenset[bytes], max_temp_age: float = STALE_TEMP_AGE) -> int:
+    def prune(
+        self, keep: set[bytes] | frozenset[bytes], max_temp_age: float = STALE_TEMP_AGE, *,
+        removed: Callable[[bytes, int], None] | None = None,
+    ) -> int:
         """Remove unreferenced chunks, and temp files of writers that died ``max_temp_age`` s ago."""
         count = 0
         cutoff = time.time() - max_temp_age
@@ -438,6 +441,8 @@ class SFTPStore(_SFTPBase, PruneStore):
                 if chunk_id is not None and chunk_id not in keep:
                     self.remove_chunk(chunk_id)
                     count += 1
+                    if removed is not None:
+                        removed(chunk_id, entry.st_size if entry.st_size is not None else -1)
                 elif entry.filename.startswith(TEMP_PREFIX) and (entry.st_mtime or 0) < cutoff:
                     tmp = posixpath.join(directory, entry.filename)
                     self._run(f"remove {tmp}", functools.partial(_remove_quietly, path=tmp))

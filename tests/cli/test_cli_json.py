@@ -60,10 +60,14 @@ def test_prune_json(env: dict[str, str], made: tuple[Path, Path, Path], tmp_path
     # answered "no": nothing removed, still one JSON document
     proc = run(env, "prune", "--json", "-s", str(store), str(index), input=b"n\n")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"indexes": 1, "removed": 0}
+    answered_no = json.loads(proc.stdout)
+    assert answered_no["removed"] == answered_no["bytes-removed"] == 0
+    counts = (answered_no["indexes"], answered_no["chunks"], answered_no["unused"])
+    assert counts == (1, before, before - kept)
     assert len(chunk_files(str(store))) == before
     data = json.loads(ok(env, "prune", "-y", "--json", "-s", str(store), str(index)).stdout)
-    assert data == {"indexes": 1, "removed": before - kept}
+    assert (data["indexes"], data["removed"]) == (1, before - kept)
+    assert data["bytes-removed"] == data["unused-bytes"] == answered_no["unused-bytes"] > 0
     assert len(chunk_files(str(store))) == kept
 
 

@@ -105,4 +105,22 @@ def test_operations_report_progress(tmp_path, rng_bytes):
     store = LocalStore(str(tmp_path / "s"), sync=False)
     (tmp_path / "a").write_bytes(rng_bytes(300_000, 5))
     make(str(tmp_path / "a.caibx"), str(tmp_path / "a"), store, progress=ProgressBar(out))
-    assert out.getvalue().endswith("\n") and "100%" in out.getvalue()
+    assert out.getvalue().startswith("\rStoring ") and out.getvalue().endswith(" \r")  # drawn, then blanked
+
+    class Record:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, int]] = []
+            self.done = 0
+
+        def start(self, label: str, total: int) -> None:
+            self.calls.append((label, total))
+
+        def add(self, n: int) -> None:
+            self.done += n
+
+        def finish(self) -> None:
+            self.calls.append(("finish", self.done))
+
+    record = Record()
+    make(str(tmp_path / "b.caibx"), str(tmp_path / "a"), store, progress=record)
+    assert record.calls == [("Storing", 300_000), ("finish", 300_000)]

@@ -42,7 +42,7 @@ from tests.support import CLI, ROOT
 from tests.support.certs import Certs, make_certs
 from tests.support.cli import ok, one_error
 
-_SERVING = re.compile(rb"serving .* on 127\.0\.0\.1:(\d+)")
+_SERVING = re.compile(rb"serving .* on (?:https?://)?127\.0\.0\.1:(\d+)")
 
 
 class ServerProcess:

@@ -76,7 +76,7 @@ def chunk_files(store: str) -> list[str]:
     return sorted(n for _, _, names in os.walk(store) for n in names if n.endswith(".cacnk"))
 
 
-_SERVING = re.compile(rb"serving .* on 127\.0\.0\.1:(\d+)")
+_SERVING = re.compile(rb"serving .* on (?:https?://)?127\.0\.0\.1:(\d+)")
 
 
 class Server:
