@@ -258,8 +258,10 @@ class ChunkServer(Command):
                        "compressed chunks are served as stored unless this is false (then a chunk that does "
                        "not decode to its id gets a 500); -u and cache fills verify unless this is true")
         add_store_file_flag(p)
-        for flag in ("--skip-verify-write", "--encryption", "--encryption-key",
-                     "--encryption-algorithm"):  # desync's; PUTs are always verified here
+        p.add_argument("--skip-verify-write", action="store_true", default=None,
+                       help="accepted for desync (whose default it is); a PUT (-w) is always "
+                       "verified against its id here, whatever this says")
+        for flag in ("--encryption", "--encryption-key", "--encryption-algorithm"):  # desync's
             p.add_argument(flag, nargs="?", action=NotSupported, help=argparse.SUPPRESS)
         add_store_flags(p)
 

@@ -9,12 +9,15 @@ on the command line, and bad chunk-server flags are one-line usage errors.
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 from typing import Callable
 
 import pytest
 
+from casync_format import chunk as chunk_codec
+from casync_format.digest import SHA512_256
 from tests.support.cli import Server, chunk_files, ok, one_error, read, run
 
 
@@ -78,7 +81,7 @@ def test_failover_and_proxy_cache(
         (["-s", "/x", "--mutual-tls"], "--mutual-tls needs"),
         (["-l", ":1"], "no store given"),
         (["-s", ".", "-l", "nonsense"], "nonsense"),
-        (["-s", "/x", "--skip-verify-write"], "--skip-verify-write is not supported"),
+        (["-s", "/x", "--encryption"], "--encryption is not supported"),
         (["-s", "/x", "--encryption-key", "00"], "--encryption-key is not supported"),
         (["-s", "/x", "--skip-verify-read=maybe"], "invalid boolean"),
     ],
@@ -98,3 +101,28 @@ def test_busy_port_is_a_failure(
 ) -> None:
     server = serve("-s", made[0], "--skip-verify-read")
     one_error(run(env, "chunk-server", "-s", made[0], "-l", f"127.0.0.1:{server.port}"), 1, "cannot listen")
+
+
+def test_skip_verify_write_is_accepted_and_puts_are_still_verified(
+    tmp_path: os.PathLike[str], serve: Callable[..., Server]
+) -> None:
+    """desync's --skip-verify-write (its default) is accepted; a PUT that does not match its id is refused."""
+    store = os.path.join(tmp_path, "store")
+    os.makedirs(store)
+    server = serve("-s", store, "-w", "--skip-verify-write")
+    data = os.urandom(5000)
+    cid = SHA512_256(data).hex()
+    target = f"/{cid[:4]}/{cid}.cacnk"
+
+    def put(body: bytes) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            conn.request("PUT", target, body=body)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert put(chunk_codec.encode(data + b"!")) == 400
+    assert chunk_files(store) == []
+    assert put(chunk_codec.encode(data)) == 200
+    assert len(chunk_files(store)) == 1
