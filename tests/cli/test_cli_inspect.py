@@ -194,7 +194,9 @@ def test_verify_digest(env: dict[str, str], tmp_path: Path) -> None:
         proc = run(env, *args)
         lines = proc.stderr.decode().splitlines()
         assert proc.returncode == 1 and lines[-1].startswith(f"pycasync: error: {count} invalid chunk")
-        assert len(lines) == count + 1 and count  # each listed, none removed
+        listed = [line for line in lines if line.startswith("chunk ") and line.endswith(" is invalid")]
+        assert len(listed) == count and count  # each listed, none removed
+        assert lines[-2] == f"pycasync verify: checked {count} chunks of store {args[-1]}: {count} invalid"
     assert chunk_files(str(store))
     helptext = ok(env, "verify", "--help").stdout.decode()
     assert "either digest" in helptext and "--digest ALG only" in " ".join(helptext.split())
