@@ -4,12 +4,11 @@
 field names and meanings: chunk counts (total, unique), how many unique
 chunks the given stores, seed indexes and cache hold, the blob size, the
 deduplicated sizes not available from seeds (and cache; compressed, given
-desync's per-chunk infos of ``inspect-chunks``, else from the stores), and
-the chunk size limits from the index header. With stores, their byte fields
-too: the size of the unique chunks they hold and lack, and the stored
-(compressed) sizes where the stores tell them (local stores: the chunk
-files' sizes; others: unknown, so ``null``, and desync's ``...-compressed``
-estimate stays 0). :func:`list_chunks` yields an index's chunk ids as
+desync's per-chunk infos of ``inspect-chunks``, as in desync), and the chunk
+size limits from the index header. With stores, our byte fields after
+desync's: the size of the unique chunks they hold and lack, and their stored
+(compressed) size where the stores tell it (local stores: the chunk files'
+sizes; HTTP: Content-Length of HEAD; others: unknown, so ``null``). :func:`list_chunks` yields an index's chunk ids as
 ``desync list-chunks`` prints them, :func:`chunk_file` the chunks a file
 would be cut into, like ``desync chunk``.
 """
@@ -46,7 +45,7 @@ class InfoStats:
     size: int = 0  # blob size
     dedup_size_not_in_seed: int = 0  # bytes of unique chunks not in a seed
     dedup_size_not_in_seed_nor_cache: int = 0  # ... nor in the cache
-    dedup_size_not_in_seed_nor_cache_compressed: int = 0  # chunks infos, else stores; 0 when unknown
+    dedup_size_not_in_seed_nor_cache_compressed: int = 0  # from --chunks-info only (desync); 0 when unknown
     chunk_size_min: int = 0
     chunk_size_avg: int = 0
     chunk_size_max: int = 0
@@ -176,9 +175,6 @@ def _count_stores(
             info.dedup_size_in_store += unique[chunk_id]
     known = all(size >= 0 for size in stored.values())
     info.dedup_size_in_store_compressed = sum(stored.values()) if known else None
-    # desync's estimate of what an extract downloads: 0 unless every such chunk's size is known.
-    sizes = [stored.get(chunk_id, -1) for chunk_id in wanted]
-    info.dedup_size_not_in_seed_nor_cache_compressed = sum(sizes) if all(n >= 0 for n in sizes) else 0
 
 
 def list_chunks(index: Index) -> Iterator[str]:

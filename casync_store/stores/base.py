@@ -98,9 +98,12 @@ class Store(ABC):
         crossed the network for a remote store; 0 when not known). Costs
         nothing over :meth:`get_chunk`.
         """
-        if type(self).get_chunk is not Store.get_chunk:  # a store with its own read path
-            return self.get_chunk(chunk_id, digest, size, max_size), self, 0
-        return self.fetch_stored(chunk_id, digest, size, max_size)
+        if type(self).get_chunk is Store.get_chunk:
+            return self.fetch_stored(chunk_id, digest, size, max_size)
+        if type(self).fetch_chunk is not Store.fetch_chunk:  # its own read path, stored bytes too (S3)
+            blob, data = self.fetch_chunk(chunk_id, digest, size, max_size)
+            return data, self, len(blob)
+        return self.get_chunk(chunk_id, digest, size, max_size), self, 0  # its own read path
 
     def fetch_stored(
         self, chunk_id: bytes, digest: Digest, size: int | None, max_size: int

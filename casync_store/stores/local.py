@@ -66,7 +66,7 @@ from casync_format.digest import Digest
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing, StoreError
 
 from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
-from .base import PruneStore
+from .base import PruneStore, Store
 from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, chunk_suffix, is_chunk_dir, parse_chunk_file
 
 _log = logging.getLogger(__name__)
@@ -147,6 +147,19 @@ class LocalStore(PruneStore):
         if self.verify:
             chunk_codec.verify(chunk_id, data, digest, self)
         return data
+
+    def fetch(
+        self,
+        chunk_id: bytes,
+        digest: Digest,
+        size: int | None = None,
+        max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
+    ) -> tuple[bytes, Store, int]:
+        """:meth:`get_chunk`, this store named as the source, with the bytes its file held."""
+        if not self.uncompressed:
+            return self.fetch_stored(chunk_id, digest, size, max_size)
+        data = self.get_chunk(chunk_id, digest, size, max_size)
+        return data, self, len(data)
 
     def _read_chunk(self, chunk_id: bytes, limit: int) -> bytes:
         """The bytes of the chunk's file, if it is a regular file of at most ``limit`` bytes."""

@@ -152,7 +152,8 @@ INFO = [
 
 @pytest.mark.parametrize("name, args, expected", INFO, ids=[row[0] for row in INFO])
 def test_info(env: dict[str, str], name: str, args: list[str], expected: dict) -> None:
-    assert json.loads(passed(desync_run(env, ["info", *args])).stdout) == expected
+    got = json.loads(passed(desync_run(env, ["info", *args])).stdout)
+    assert {key: got.get(key) for key in expected} == expected  # (ours may follow: -s adds store sizes)
 
 
 # --------------------------------------------------------------------------- inspectchunks_test.go
