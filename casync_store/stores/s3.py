@@ -1,57 +1,47 @@
 """S3 chunk and index stores (``s3+http(s)://host[:port]/bucket[/prefix]``) in desync's layout, over boto3.
 
-A location names an S3-compatible endpoint, a bucket and an optional key
-prefix; ``?lookup=path|dns|auto`` picks path-style, virtual-host ("dns") or
-boto's automatic addressing (path style: the endpoint is always explicit). Chunks
-are the objects ``<prefix>/xxxx/<id>.cacnk`` (as in local stores and desync),
-indexes the objects ``<prefix>/<name>``; listings stream one
-ListObjectsV2 page at a time, prune deletes in batches, and
-:func:`upgrade_s3` moves desync's old flat layout. One thread-safe boto3
-client per store carries every request but the fast path's (below), both
-within ``options.concurrency`` connections in use (``-n``, default 10; more
-threads wait for one),
-``options.timeout`` for connecting and each read
-(desync's one minute when unset, negative = no limit), ``options.error_retry``
-retries with botocore's "standard" backoff on throttling, 5xx and connection
-errors (botocore picks the delays; ``error_retry_base_interval`` only spaces
-the retries of short chunk bodies), TLS verification per ``trust_insecure``
-and ``ca_cert`` and a client certificate. Credentials are chosen as desync
-chooses them: ``S3_ACCESS_KEY``/``S3_SECRET_KEY``/``S3_SESSION_TOKEN``, else
-``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, else
-the config file's ``s3-credentials`` entry (``options.s3_credentials``: keys,
-or an AWS shared credentials file and profile), else boto3's standard chain,
-and unsigned (anonymous) requests when that finds nothing. The region is
-``S3_REGION``, else the entry's ``aws-region``, else the chain's, else
-``us-east-1``. Messages name the store location and never a key or token.
-boto3 is imported only when a store is opened (extra ``s3``). The client
-and the fast path are built by :mod:`._s3client` (which never imports this
-module); this module holds the locations, the stores and their error
-handling. A missing object is :class:`._s3client.NoSuchObject` from the
-bucket wrapper to the stores, which alone turn it into ChunkMissing,
-IndexNotFound or ``False``; a stray KeyError is never taken for one.
+A location names an S3-compatible endpoint, a bucket and an optional key prefix;
+``?lookup=path|dns|auto`` picks path-style, virtual-host ("dns") or boto's automatic addressing
+(path style: the endpoint is always explicit). Chunks are the objects
+``<prefix>/xxxx/<id>.cacnk`` (as in local stores and desync), indexes the objects
+``<prefix>/<name>``; listings stream one ListObjectsV2 page at a time, prune deletes in batches,
+and :func:`upgrade_s3` moves desync's old flat layout. One thread-safe boto3 client per store
+carries every request but the fast path's (below), both within ``options.concurrency``
+connections in use (``-n``, default 10; more threads wait for one), ``options.timeout`` for
+connecting and each read (desync's one minute when unset, negative = no limit),
+``options.error_retry`` retries with botocore's "standard" backoff on throttling, 5xx and
+connection errors (botocore picks the delays; ``error_retry_base_interval`` only spaces the
+retries of short chunk bodies), TLS verification per ``trust_insecure`` and ``ca_cert`` and a
+client certificate. Credentials are chosen as desync chooses them:
+``S3_ACCESS_KEY``/``S3_SECRET_KEY``/``S3_SESSION_TOKEN``, else
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, else the config file's
+``s3-credentials`` entry (``options.s3_credentials``: keys, or an AWS shared credentials file
+and profile), else boto3's standard chain, and unsigned (anonymous) requests when that finds
+nothing. The region is ``S3_REGION``, else the entry's ``aws-region``, else the chain's, else
+``us-east-1``. Messages name the store location and never a key or token. boto3 is imported only
+when a store is opened (extra ``s3``). The client and the fast path are built by
+:mod:`._s3client` (which never imports this module); this module holds the locations, the stores
+and their error handling. A missing object is :class:`._s3client.NoSuchObject` from the bucket
+wrapper to the stores, which alone turn it into ChunkMissing, IndexNotFound or ``False``; a
+stray KeyError is never taken for one.
 
-The per-chunk requests (GET, HEAD and PUT of one object; HEAD of an index)
-take a fast path: botocore spends milliseconds of CPU on each call, so they
-are signed here with AWS Signature V4 (:mod:`._sigv4`; GET and HEAD with
-``UNSIGNED-PAYLOAD``, PUT with the body's SHA-256, which every S3-compatible
-server accepts and which protects bodies sent over plain HTTP) and sent over
-:mod:`.http`'s pooled request loop, with its TLS context (``trust_insecure``,
-``ca_cert``, client certificate), proxies (loopback hosts go direct),
-timeouts and retries: 5xx, connection errors, timeouts and short bodies
-are retried ``error_retry`` times, ``attempt * error_retry_base_interval``
-apart. boto3 still picks the credentials (each request asks botocore's
-credentials object afresh, so refreshed ones are used), and the URL and
-signing region come from botocore itself: one HeadObject request is made
-by the client when the store opens and answered in-process, never sent,
-showing where botocore sends this bucket's requests (path style, virtual
-host, or what ``lookup=auto`` means to it) and for which region it signs.
-A 200 (2xx for PUT) is the answer, 404 a missing object (or a missing
-bucket, when S3 says NoSuchBucket), 403 with a credentials error code is
-"access denied"; any other status goes to boto3 for that request (a 301
-or 400, e.g. a bucket in another region, switches the fast path off for
-good, so botocore's redirect handling takes over). ARN and S3 Express
-buckets, or a fast path that cannot be set up (e.g. an https proxy), use
-boto3 throughout.
+The per-chunk requests (GET, HEAD and PUT of one object; HEAD of an index) take a fast path:
+botocore spends milliseconds of CPU on each call, so they are signed here with AWS Signature V4
+(:mod:`._sigv4`; GET and HEAD with ``UNSIGNED-PAYLOAD``, PUT with the body's SHA-256, which
+every S3-compatible server accepts and which protects bodies sent over plain HTTP) and sent over
+:mod:`.http`'s pooled request loop, with its TLS context (``trust_insecure``, ``ca_cert``,
+client certificate), proxies (loopback hosts go direct), timeouts and retries: 5xx, connection
+errors, timeouts and short bodies are retried ``error_retry`` times, ``attempt *
+error_retry_base_interval`` apart. boto3 still picks the credentials (each request asks
+botocore's credentials object afresh, so refreshed ones are used), and the URL and signing
+region come from botocore itself: one HeadObject request is made by the client when the store
+opens and answered in-process, never sent, showing where botocore sends this bucket's requests
+(path style, virtual host, or what ``lookup=auto`` means to it) and for which region it signs. A
+200 (2xx for PUT) is the answer, 404 a missing object (or a missing bucket, when S3 says
+NoSuchBucket), 403 with a credentials error code is "access denied"; any other status goes to
+boto3 for that request (a 301 or 400, e.g. a bucket in another region, switches the fast path
+off for good, so botocore's redirect handling takes over). ARN and S3 Express buckets, or a fast
+path that cannot be set up (e.g. an https proxy), use boto3 throughout.
 """
 
 from __future__ import annotations
