@@ -8,9 +8,10 @@ desync's per-chunk infos of ``inspect-chunks``, as in desync), and the chunk
 size limits from the index header. With stores, our byte fields after
 desync's: the size of the unique chunks they hold and lack, and their stored
 (compressed) size where the stores tell it (local stores: the chunk files'
-sizes; HTTP: Content-Length of HEAD; others: unknown, so ``null``). :func:`list_chunks` yields an index's chunk ids as
-``desync list-chunks`` prints them, :func:`chunk_file` the chunks a file
-would be cut into, like ``desync chunk``.
+sizes; HTTP: Content-Length of HEAD; others: unknown, so ``null``).
+:func:`list_chunks` yields an index's chunk ids as ``desync list-chunks``
+prints them, :func:`chunk_file` the chunks a file would be cut into, like
+``desync chunk``.
 """
 
 from __future__ import annotations
