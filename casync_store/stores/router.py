@@ -14,7 +14,8 @@ operation never knows what it talks to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
@@ -22,6 +23,8 @@ from casync_format.digest import Digest
 from casync_format.errors import ChunkInvalid, ChunkMissing, StoreError
 
 from .base import Store, WriteStore
+
+T = TypeVar("T")
 
 __all__ = ["StoreRouter", "CachedStore", "combine", "sources"]
 
@@ -42,9 +45,13 @@ class StoreRouter(Store):
 
     def first(self, chunk_id: bytes) -> tuple[Store, bytes]:
         """The first member that holds the chunk, and its stored bytes (ChunkMissing: none does)."""
+        return self._ask(chunk_id, lambda store: (store, store.get_raw(chunk_id)))
+
+    def _ask(self, chunk_id: bytes, call: Callable[[Store], T]) -> T:
+        """``call(member)`` of the first member that does not raise ChunkMissing (else ChunkMissing)."""
         for store in self.stores:
             try:
-                return store, store.get_raw(chunk_id)
+                return call(store)
             except ChunkMissing:
                 continue
         raise ChunkMissing(chunk_id, self)
@@ -58,12 +65,7 @@ class StoreRouter(Store):
     ) -> bytes:
         # Each member reads (an uncompressed store its data as it is, S3 again after a
         # short body) and decodes with its own verify setting, and is named on error.
-        for store in self.stores:
-            try:
-                return store.get_chunk(chunk_id, digest, size, max_size)
-            except ChunkMissing:
-                continue
-        raise ChunkMissing(chunk_id, self)
+        return self._ask(chunk_id, lambda store: store.get_chunk(chunk_id, digest, size, max_size))
 
     def fetch_chunk(
         self,
@@ -72,12 +74,7 @@ class StoreRouter(Store):
         size: int | None = None,
         max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
     ) -> tuple[bytes, bytes]:
-        for store in self.stores:
-            try:
-                return store.fetch_chunk(chunk_id, digest, size, max_size)
-            except ChunkMissing:
-                continue
-        raise ChunkMissing(chunk_id, self)
+        return self._ask(chunk_id, lambda store: store.fetch_chunk(chunk_id, digest, size, max_size))
 
     def fetch(
         self,
@@ -87,12 +84,7 @@ class StoreRouter(Store):
         max_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
     ) -> tuple[bytes, Store, int]:
         """The first member's fetch that holds the chunk (that member named as the source)."""
-        for store in self.stores:
-            try:
-                return store.fetch(chunk_id, digest, size, max_size)
-            except ChunkMissing:
-                continue
-        raise ChunkMissing(chunk_id, self)
+        return self._ask(chunk_id, lambda store: store.fetch(chunk_id, digest, size, max_size))
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
