@@ -181,7 +181,7 @@ class StoreOnce:
     Calling it with a chunk's id and data returns ``(outcome, stored bytes)``:
     REPEAT for a chunk met earlier in this run (decided by :class:`Claims`),
     PRESENT when the store holds it already (and its copy was refreshed, see
-    :meth:`~.stores.base.WriteStore.refresh_chunk`), STORED when it was compressed and
+    :meth:`~.stores.base.WriteStore.holds_chunk`), STORED when it was compressed and
     written, HASHED when there is no store. ``compression`` None means the
     store's own (``store.compression``). Thread-safe.
     """
@@ -198,7 +198,7 @@ class StoreOnce:
             store = self.store
             if store is None:
                 return Outcome.HASHED, 0
-            if store.has_chunk(cid) and store.refresh_chunk(cid):  # refreshed: a prune keeps it
+            if store.holds_chunk(cid):  # refreshed: a prune keeps it
                 return Outcome.PRESENT, 0
             blob = chunk_codec.encode(data, self.compression or store.compression)
             store.store_chunk(cid, data, blob)

@@ -24,7 +24,7 @@ from casync_format.index import Index, IndexChunk
 
 from ..pipeline import Outcome, StoreOnce
 from ..plumbing.fileio import pread
-from ..plumbing.pool import ThreadMap, io_workers
+from ..plumbing.pool import ThreadMap
 from ..plumbing.progress import Progress, phase
 from ..stores.base import WriteStore, require_writable
 
@@ -119,7 +119,7 @@ def chop(
     input_path = os.fspath(input_path)
     store = require_writable(store)
     stats = ChopStats()
-    threads = io_workers(concurrency)  # per-chunk fsyncs want extra threads
+    threads = store.write_workers(concurrency)
     fd = os.open(input_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         work = _Chopper(fd, input_path, store, index)

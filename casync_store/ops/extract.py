@@ -35,7 +35,6 @@ import errno
 import os
 import stat
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
@@ -47,6 +46,7 @@ from ..plumbing.clone import block_size, can_clone, copy_range
 from ..plumbing.fileio import fdatasync, pread, pwrite_all
 from ..plumbing.pool import ThreadMap, default_workers
 from ..plumbing.progress import Progress, phase
+from ..plumbing.writeback import Writeback
 from ..stores.base import Store
 from ..stores.indexio import STDIO
 from ._extractstats import ExtractStats, SourceStats
@@ -58,56 +58,6 @@ __all__ = ["ExtractStats", "SourceStats", "extract"]
 
 _BATCH = 4  # chunks a worker takes at a time
 _FLUSH_EVERY = 128 * 1024 * 1024  # start writeback after this many bytes, so the last fsync is short
-
-
-class _Flusher:
-    """Writes the output back to disk in the background while it is assembled.
-
-    Every ``_FLUSH_EVERY`` bytes a thread runs ``fdatasync``, so the disk works
-    while the CPUs fetch and verify, and the final fsync finds little left to
-    do. Only started for outputs larger than one step.
-    """
-
-    def __init__(self, fd: int, total: int) -> None:
-        self._fd = fd
-        self._pending = 0
-        self._wake = threading.Event()
-        self._stop = False
-        self._error: OSError | None = None
-        self._thread: threading.Thread | None = None
-        if total > _FLUSH_EVERY:
-            self._thread = threading.Thread(target=self._loop, name="pycasync-flusher", daemon=True)
-            self._thread.start()
-
-    def __enter__(self) -> _Flusher:
-        return self
-
-    def __exit__(self, kind: object, *exc: object) -> None:
-        if self._thread is not None:
-            self._stop = True
-            self._wake.set()
-            self._thread.join()
-        if kind is None and self._error is not None:
-            raise self._error
-
-    def add(self, n: int) -> None:
-        """Count ``n`` more bytes done; wake the thread every step."""
-        self._pending += n
-        if self._pending >= _FLUSH_EVERY and self._thread is not None:
-            self._pending = 0
-            self._wake.set()
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop:
-                return
-            try:
-                fdatasync(self._fd)
-            except OSError as exc:  # raised by __exit__ (the final fsync would fail too)
-                self._error = exc
-                return
 
 
 def extract(
@@ -167,7 +117,7 @@ def _run(
 ) -> None:
     threads = default_workers(concurrency)
     stats.blocksize = block_size(fd)
-    with _Flusher(fd, index.blob_size) as flusher, ThreadMap(
+    with Writeback(lambda: fdatasync(fd), _FLUSH_EVERY) as flusher, ThreadMap(
         work, work.jobs(index), threads, in_flight=4 * _BATCH * threads, ordered=False, batch=_BATCH
     ) as results:
         try:

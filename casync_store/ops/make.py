@@ -38,7 +38,7 @@ from casync_format.index import IndexHeader
 from ..pipeline import ChunkWorker, Span, StoreStats
 from ..plumbing.config import StoreOptions
 from ..plumbing.fileio import pread, same_file
-from ..plumbing.pool import ThreadMap, default_workers, io_workers
+from ..plumbing.pool import ThreadMap, default_workers
 from ..plumbing.progress import Progress, counted, format_bytes, phase, timed
 from ..stores.base import WriteStore, require_writable
 from ..stores.indexio import STDIO, index_writer
@@ -123,9 +123,9 @@ def make(
         source = stack.enter_context(_open_input(input_path))
         spans = source.spans(params, workers)
         work = ChunkWorker(None, store, digest, compression, source.read)
-        # Hashing is CPU-bound (one thread per CPU); storing waits on fsync, so a
-        # store gets more threads, and smaller batches keep them all busy.
-        threads, batch = (workers, 4) if store is None else (io_workers(workers), 2)
+        # Hashing is CPU-bound (one thread per CPU); a store that waits on each write
+        # gets more threads (its own count), and smaller batches keep them all busy.
+        threads, batch = (workers, 4) if store is None else (store.write_workers(workers), 2)
         stack.enter_context(phase(progress, "Chunking" if store is None else "Storing", source.size))
         writer = stack.enter_context(index_writer(index_path, header, options_for))
         with ThreadMap(work, spans, threads, 4 * batch * threads, batch=batch) as results:
@@ -135,6 +135,8 @@ def make(
                 if progress is not None:
                     progress.add(size)
         source.check()  # before the index is committed: a changed input leaves none
+        if store is not None:
+            store.flush()  # no index names a chunk that is not on disk
         stats.chunks_unique = stats.chunks_total - stats.chunks_duplicate
     stats.seconds = time.monotonic() - began
     return stats

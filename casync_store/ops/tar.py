@@ -57,7 +57,7 @@ from casync_format.index import IndexHeader
 from ..pipeline import ChunkWorker, StoreStats
 from ..plumbing.atomic import atomic_write
 from ..plumbing.config import StoreOptions
-from ..plumbing.pool import ThreadMap, default_workers, io_workers
+from ..plumbing.pool import ThreadMap, default_workers
 from ..plumbing.progress import Progress, phase
 from ..stores.base import WriteStore, require_writable
 from ..stores.indexio import STDIO, index_writer
@@ -522,7 +522,7 @@ def index_events(
     flags = index_flags(feature_flags, digest)
     header = IndexHeader(flags, params.min_size, params.avg_size, params.max_size)
     workers = default_workers(concurrency)
-    threads, batch = (workers + 1, 4) if store is None else (io_workers(workers), 2)
+    threads, batch = (workers + 1, 4) if store is None else (store.write_workers(workers), 2)
     chunks = StoreStats()
     result: list[TarStats] = []
     spans = _archive_chunks(events, flags, params, result)
@@ -541,6 +541,8 @@ def index_events(
                     progress.add(size)
         if not result:
             raise RuntimeError("tar: the archive ended without its statistics")
+        if store is not None:
+            store.flush()  # no index names a chunk that is not on disk
     stats = result[0]
     chunks.chunks_unique = chunks.chunks_total - chunks.chunks_duplicate
     stats.chunks = chunks

@@ -4,17 +4,20 @@
 and write one file at once) and ``os.fdatasync`` exist on Linux and macOS but
 not everywhere: on Windows, :func:`pread` and :func:`pwrite_all` fall back to
 ``lseek`` plus ``read``/``write`` under one process-wide lock, and
-:data:`fdatasync` to ``os.fsync``. Operations import these instead of calling
-the platform functions directly.
+:data:`fdatasync` to ``os.fsync``; :func:`sync_filesystem` is Linux's
+``syncfs`` where libc has it, else ``os.sync``. Operations import these
+instead of calling the platform functions directly.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
+from typing import Any, Callable
 
-__all__ = ["pread", "pwrite_all", "fdatasync", "same_file"]
+__all__ = ["pread", "pwrite_all", "fdatasync", "same_file", "sync_filesystem"]
 
 fdatasync = getattr(os, "fdatasync", os.fsync)
 
@@ -83,3 +86,47 @@ def same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one does not exist (yet): compare where they would be
         return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # imported only when a flush is due
+
+    try:
+        func: Any = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+
+    def call(fd: int) -> int:
+        if func(fd) == 0:
+            return 0
+        return ctypes.get_errno() or errno.EIO
+
+    return call
+
+
+_syncfs: list[Callable[[int], int] | None] = []  # looked up on first use
+
+
+def sync_filesystem(path: str) -> None:
+    """Make everything written to the filesystem holding ``path`` durable (data and renames).
+
+    One ``syncfs`` on Linux (the whole filesystem, also what other processes
+    wrote to it), ``os.sync`` elsewhere. Raises OSError if the flush fails.
+    """
+    if not _syncfs:
+        _syncfs.append(_load_syncfs())
+    syncfs = _syncfs[0]
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        err = syncfs(fd)
+        if err:
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)

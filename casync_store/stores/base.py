@@ -35,6 +35,8 @@ from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import Digest
 from casync_format.errors import StoreError
 
+from ..plumbing.pool import io_workers
+
 __all__ = ["Store", "WriteStore", "PruneStore", "require_writable", "require_prunable"]
 
 
@@ -200,13 +202,36 @@ class WriteStore(Store):
         """
         return True
 
+    def holds_chunk(self, chunk_id: bytes) -> bool:
+        """Whether a writer may skip storing the chunk: it is here, and refreshed.
+
+        A local store answers with one look at the file (a regular, non-empty
+        file of a plausible size, its mtime set to now; see
+        :meth:`refresh_chunk`); other stores ask :meth:`has_chunk`.
+        """
+        return self.has_chunk(chunk_id) and self.refresh_chunk(chunk_id)
+
     def writing(self) -> contextlib.AbstractContextManager[None]:
         """A block in which this process writes chunks here (make, chop, tar -i, cache).
 
         A local store registers the writer, so a prune of the same store
-        meanwhile keeps what it writes or refreshes; other stores do nothing.
+        meanwhile keeps what it writes or refreshes, and writes the block's
+        chunks without a flush each, making them durable together at
+        :meth:`flush` and at the end of the block; other stores do nothing.
         """
         return contextlib.nullcontext()
+
+    def write_workers(self, concurrency: int | None = None) -> int:
+        """Worker threads for writing here: more than the CPUs, as each write waits (on a
+        network, on an fsync)."""
+        return io_workers(concurrency)
+
+    def flush(self) -> None:
+        """Make every chunk written so far durable; called before an index naming them is written.
+
+        A no-op where each write is durable when it returns (every store but
+        a local one inside :meth:`writing`).
+        """
 
 
 class PruneStore(WriteStore):

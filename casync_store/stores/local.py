@@ -6,9 +6,18 @@ Store contract all the same (``get_raw`` returns encoded bytes, ``put_raw``
 takes them), so ``cache`` and ``chop`` convert between the two kinds.
 
 Chunks are filed under the first four hex digits of their id. Writes go to a
-temporary file in the chunk's directory, are fsynced and then renamed, so a
-chunk is visible under its final name only when it is complete, and any
-number of processes may write the same store at once. Reads of a store used as
+temporary file in the chunk's directory and are renamed, so a chunk is
+visible under its final name only when it is complete, and any number of
+processes may write the same store at once. Durability: outside
+:meth:`LocalStore.writing` each chunk is fsynced before its rename; inside it
+(make, chop, tar -i, cache) the chunks are written without a flush each and
+made durable together by one ``syncfs`` of the store's filesystem
+(:meth:`LocalStore.flush`), which make and tar -i call before their index is
+written and every writer at the end of its block. A crash in between can
+leave chunk files that lost their data (empty, as ext4, XFS and btrfs leave a
+renamed file whose data never reached the disk): such a file does not count
+as present (:meth:`LocalStore.holds_chunk`), so the next writer stores the
+chunk again, and no index names it before it was flushed. Reads of a store used as
 a cache refresh the chunk's mtime (:meth:`LocalStore.touch`), so age-based
 cache cleaning keeps what is in use.
 
@@ -46,18 +55,12 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
 import shutil
 import stat
 import threading
 import time
 from collections.abc import Iterator
 from typing import Callable
-
-try:
-    import fcntl
-except ImportError:  # no flock (not POSIX): writers are not registered
-    fcntl = None  # type: ignore[assignment]
 
 from casync_format import chunk as chunk_codec
 from casync_format.chunk import max_encoded_size
@@ -66,6 +69,10 @@ from casync_format.digest import Digest
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing, StoreError
 
 from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
+from ..plumbing.fileio import sync_filesystem
+from ..plumbing.pool import default_workers
+from ..plumbing.writeback import Writeback
+from ._writers import LOCK_NAME, PRUNE_SLACK, WRITERS_DIR, prune_cutoff, register_writer, release_writer
 from .base import PruneStore, Store
 from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, chunk_suffix, is_chunk_dir, parse_chunk_file
 
@@ -74,10 +81,7 @@ _log = logging.getLogger(__name__)
 __all__ = ["LocalStore", "CHUNK_SUFFIX", "LOCK_NAME", "WRITERS_DIR", "PRUNE_SLACK"]
 
 STALE_TEMP_AGE = 3600.0  # seconds after which an unfinished chunk write is abandoned
-WRITERS_DIR = ".pycasync-writers"  # one flocked registration file per running writer
-LOCK_NAME = WRITERS_DIR  # the store lock (its flock): shared to register a writer, exclusive to read them
-PRUNE_SLACK = 1.0  # seconds kept before a live writer's registration (for a clock set back a little)
-LOCK_WAIT = 30.0  # seconds a registration or a prune's snapshot waits for the store lock at most
+EARLY_FLUSH = 64 << 20  # bytes of deferred chunks between background flushes
 _PRUNE_ASIDE = TEMP_PREFIX + "prune-"  # a chunk prune is about to remove (stale: removed like a temp)
 MAX_CHUNK_FILE = max_encoded_size(CA_CHUNK_SIZE_LIMIT_MAX)  # no chunk file can be bigger
 # Never follow a link out of the store, never block on a FIFO (it is refused after fstat).
@@ -115,6 +119,8 @@ class LocalStore(PruneStore):
         self._writers = 0
         self._registration: tuple[str, int] | None = None
         self._register_later = False
+        self._unflushed = False  # chunks written inside writing() since the last flush
+        self._early = Writeback(lambda: sync_filesystem(self.path), EARLY_FLUSH)
 
     def __str__(self) -> str:
         return self.path
@@ -226,7 +232,15 @@ class LocalStore(PruneStore):
             st = os.lstat(path)
         except OSError:
             return False
-        return stat.S_ISREG(st.st_mode) and st.st_size <= self._max_file
+        return self._plausible(st)
+
+    def _plausible(self, st: os.stat_result) -> bool:
+        """A regular file of a size a chunk file can have (never empty: chunks are not)."""
+        return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= self._max_file
+
+    def holds_chunk(self, chunk_id: bytes) -> bool:
+        """:meth:`has_chunk` and :meth:`refresh_chunk` in one look (four system calls)."""
+        return self._refresh(chunk_id, self._plausible)
 
     def check(self) -> None:
         if not os.path.isdir(self.path):
@@ -245,6 +259,10 @@ class LocalStore(PruneStore):
         name being there afterwards means the prune's recheck came later (and
         keeps it) or the chunk was put back or stored anew.
         """
+        return self._refresh(chunk_id, lambda st: stat.S_ISREG(st.st_mode))
+
+    def _refresh(self, chunk_id: bytes, accept: Callable[[os.stat_result], bool]) -> bool:
+        """Set the chunk's mtime, look its name up again and ``accept`` what is there."""
         name = self._file(chunk_id)
         try:
             dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
@@ -254,7 +272,7 @@ class LocalStore(PruneStore):
             return exc.errno not in (errno.ELOOP, errno.ENOTDIR)
         try:
             os.utime(name, dir_fd=dir_fd, follow_symlinks=False)
-            return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+            return accept(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
         except FileNotFoundError:
             return False
         except OSError:
@@ -275,11 +293,12 @@ class LocalStore(PruneStore):
             self._writers += 1
             if self._writers == 1:
                 if os.path.isdir(self.path):
-                    self._registration = self._register()
+                    self._registration = register_writer(self.path, str(self))
                 else:  # created by the first chunk written (put_raw), registered then
                     self._register_later = True
         try:
             yield
+            self.flush()
         finally:
             with self._writers_lock:
                 self._writers -= 1
@@ -287,10 +306,7 @@ class LocalStore(PruneStore):
                     self._register_later = False
                     registration, self._registration = self._registration, None
                     if registration is not None:
-                        path, fd = registration
-                        with contextlib.suppress(OSError):
-                            os.unlink(path)
-                        os.close(fd)  # drops the flock
+                        release_writer(registration)
 
     def _register_now(self) -> None:
         """Register a writer whose store did not exist when it began (the first chunk creates it)."""
@@ -298,91 +314,13 @@ class LocalStore(PruneStore):
             if self._register_later:
                 self._register_later = False
                 os.makedirs(self.path, exist_ok=True)
-                self._registration = self._register()
-
-    def _register(self) -> tuple[str, int] | None:
-        if fcntl is None:
-            return None
-        directory = os.path.join(self.path, WRITERS_DIR)
-        try:
-            os.makedirs(directory, exist_ok=True)
-            lock_fd = self._open_lock()
-        except OSError:
-            return None
-        try:
-            self._flock(lock_fd, fcntl.LOCK_SH, "register a writer")
-            path = os.path.join(directory, f"w-{os.getpid()}-{secrets.token_hex(4)}")
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            except OSError:
-                return None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
-                os.write(fd, f"{time.time()!r}\n".encode("ascii"))
-            except BaseException:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                raise
-            return path, fd
-        finally:
-            os.close(lock_fd)  # drops the shared lock: registered
-
-    def _open_lock(self) -> int:
-        return os.open(os.path.join(self.path, WRITERS_DIR), _OPEN_DIR)
-
-    def _flock(self, fd: int, mode: int, what: str) -> None:
-        """flock ``fd``; a holder for longer than LOCK_WAIT is a StoreError (never a hang)."""
-        deadline = time.monotonic() + LOCK_WAIT
-        delay = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreError(
-                        f"store {self}: cannot {what}: {LOCK_NAME} is held by another process"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+                self._registration = register_writer(self.path, str(self))
 
     def prune_cutoff(self) -> int:
-        """The mtime (ns) from which on an unreferenced chunk is kept (see the module's notes).
-
-        Times are the file system's own clock: the store lock's mtime is
-        set to now until it moves past its first value (at most one clock
-        tick), and that later value is the cutoff, so every chunk written
-        before the prune began is older, and everything done after this
-        returns is not. Then the lock is taken exclusively for a moment to
-        read the live writers (each registration's mtime, set when it
-        registered) and remove the registrations no process holds.
-        """
+        """The mtime (ns) from which on an unreferenced chunk is kept (:func:`~._writers.prune_cutoff`)."""
         if not os.path.isdir(self.path):
             raise StoreError(f"store {self} does not exist")
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(os.path.join(self.path, WRITERS_DIR))
-            lock_fd = self._open_lock()
-        except OSError as exc:
-            raise StoreError(f"store {self}: cannot open {WRITERS_DIR}: {exc.strerror}") from None
-        try:
-            cutoff = _next_tick(lock_fd)
-            if fcntl is None:
-                return cutoff
-            self._flock(lock_fd, fcntl.LOCK_EX, "prune")
-            directory = os.path.join(self.path, WRITERS_DIR)
-            try:
-                names = [e.name for e in os.scandir(directory) if e.name.startswith("w-")]
-            except FileNotFoundError:
-                names = []
-            for name in names:
-                start = _live_writer_start(os.path.join(directory, name))
-                if start is not None:
-                    cutoff = min(cutoff, start - int(PRUNE_SLACK * 1e9))
-            return cutoff
-        finally:
-            os.close(lock_fd)
+        return prune_cutoff(self.path, str(self))
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
         """Store encoded bytes (decoded to the data first for an uncompressed store)."""
@@ -401,15 +339,42 @@ class LocalStore(PruneStore):
         if self._register_later:
             self._register_now()
         path = self.chunk_path(chunk_id)
+        # Inside writing() the block's flush makes the chunks durable together.
+        deferred = self.sync and self._writers > 0
+        sync = self.sync and not deferred
         try:
             try:
                 # No directory fsync: a lost rename loses the chunk, never shows garbage.
-                write_file_atomic(path, blob, sync=self.sync, sync_dir=False)
+                write_file_atomic(path, blob, sync=sync, sync_dir=False)
             except FileNotFoundError:  # the first chunk of its prefix directory
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                write_file_atomic(path, blob, sync=self.sync, sync_dir=False)
+                write_file_atomic(path, blob, sync=sync, sync_dir=False)
         except OSError as exc:
             raise StoreError(f"store {self}: cannot write chunk {chunk_id.hex()}: {exc.strerror}") from None
+        if deferred:
+            self._unflushed = True
+            self._early.add(len(blob))
+
+    def write_workers(self, concurrency: int | None = None) -> int:
+        """One thread more than the CPUs: inside :meth:`writing` no write waits for the disk."""
+        return default_workers(concurrency) + 1 if self.sync else super().write_workers(concurrency)
+
+    def flush(self) -> None:
+        """Make the chunks written inside :meth:`writing` durable: one ``syncfs`` of the store.
+
+        Raises :class:`StoreError` naming the store if the flush fails.
+        """
+        error = self._early.wait()
+        if not self._unflushed:
+            return
+        self._unflushed = False
+        try:
+            if error is not None:
+                raise error
+            sync_filesystem(self.path)
+        except OSError as exc:
+            self._unflushed = True
+            raise StoreError(f"store {self}: cannot flush chunks to disk: {exc.strerror}") from None
 
     def iter_chunk_ids(self) -> Iterator[bytes]:
         try:
@@ -555,34 +520,3 @@ class LocalStore(PruneStore):
             pass
         except OSError as exc:
             raise StoreError(f"store {self}: cannot remove chunk {chunk_id.hex()}: {exc.strerror}") from None
-
-
-def _next_tick(fd: int) -> int:
-    """Set ``fd``'s mtime to now until the file system's clock moves on; return that new mtime (ns)."""
-    os.utime(fd)
-    first = os.fstat(fd).st_mtime_ns
-    deadline = time.monotonic() + 1.0
-    while True:
-        os.utime(fd)
-        now = os.fstat(fd).st_mtime_ns
-        if now != first or time.monotonic() > deadline:
-            return max(now, first)
-        time.sleep(0.001)
-
-
-def _live_writer_start(path: str) -> int | None:
-    """A registration's mtime (ns) if a live process holds it; else remove it and return None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:  # held: the writer runs
-            return os.fstat(fd).st_mtime_ns
-        with contextlib.suppress(OSError):  # nobody holds it: its writer died (kill -9)
-            os.unlink(path)
-        return None
-    finally:
-        os.close(fd)

@@ -198,3 +198,8 @@ class SwapWriteStore(SwapStore, WriteStore):
         with self._use() as store:
             assert isinstance(store, WriteStore)
             return store.refresh_chunk(chunk_id)
+
+    def holds_chunk(self, chunk_id: bytes) -> bool:
+        with self._use() as store:
+            assert isinstance(store, WriteStore)
+            return store.holds_chunk(chunk_id)
