@@ -193,17 +193,23 @@ class LocalStore(PruneStore):
             os.close(fd)
 
     def _read_fd(self, chunk_id: bytes, fd: int, expected: int, limit: int) -> bytes:
-        """Read to the end, at most ``limit`` bytes (a file may grow after fstat)."""
+        """Read to the end, at most ``limit`` bytes (a file may grow after fstat).
+
+        A regular file's read returns fewer bytes than asked only at its end,
+        so asking one byte more than fstat said ends the loop in one call.
+        """
         parts: list[bytes] = []
         total = 0
         while True:
-            part = os.read(fd, min(max(expected + 1 - total, 65536), limit + 1 - total))
-            if not part:
+            want = min(max(expected + 1 - total, 65536), limit + 1 - total)
+            part = os.read(fd, want)
+            if part:
+                parts.append(part)
+                total += len(part)
+                if total > limit:
+                    raise self._too_big(chunk_id, total, limit)
+            if len(part) < want:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
-            parts.append(part)
-            total += len(part)
-            if total > limit:
-                raise self._too_big(chunk_id, total, limit)
 
     def _too_big(self, chunk_id: bytes, size: int, limit: int) -> ChunkInvalid:
         cause = f"it is a file of {size} bytes, more than a chunk can be ({limit})"
