@@ -32,6 +32,7 @@ KEY_SIZE = 32
 TAG_SIZE = 16
 _NONCE_SIZE = {"xchacha20-poly1305": 24, "aes-256-gcm": 12}
 _MASK = 0xFFFFFFFF
+_NAMES = " or ".join(ALGORITHMS)
 
 
 def _quarter(s: list[int], a: int, b: int, c: int, d: int) -> None:
@@ -84,7 +85,7 @@ class ChunkCipher:
 
     def __init__(self, algorithm: str, key: bytes) -> None:
         if algorithm not in ALGORITHMS:
-            raise ParameterError(f"unsupported encryption algorithm {algorithm!r}: use {' or '.join(ALGORITHMS)}")
+            raise ParameterError(f"unsupported encryption algorithm {algorithm!r}: use {_NAMES}")
         if len(key) != KEY_SIZE:
             raise ParameterError(f"encryption key must be {KEY_SIZE} bytes, got {len(key)}")
         self.algorithm = algorithm
@@ -156,11 +157,11 @@ def make_cipher(enabled: bool, key: str = "", algorithm: str = "") -> ChunkCiphe
         raise ParameterError("no encryption key configured (set encryption-key or DESYNC_ENCRYPTION_KEY)")
     algorithm = algorithm or DEFAULT_ALGORITHM
     if algorithm not in ALGORITHMS:
-        raise ParameterError(f"unsupported encryption algorithm {algorithm!r}: use {' or '.join(ALGORITHMS)}")
+        raise ParameterError(f"unsupported encryption algorithm {algorithm!r}: use {_NAMES}")
     try:
         raw = bytes.fromhex(key)
     except ValueError:
         raise ParameterError("invalid encryption key, expected hex-encoded 256-bit key") from None
     if len(raw) != KEY_SIZE:
-        raise ParameterError(f"invalid encryption key, expected hex-encoded 256-bit key, got {len(raw)} bytes")
+        raise ParameterError(f"invalid encryption key, expected 256 bits, not {len(raw)} bytes")
     return ChunkCipher(algorithm, raw)

@@ -270,8 +270,12 @@ def test_failover_group_and_bad_locations(tmp_path: os.PathLike[str]) -> None:
 
 def test_store_options_refused_by_local(tmp_path: os.PathLike[str]) -> None:
     assert open_store(str(tmp_path), StoreOptions(uncompressed=True)).uncompressed  # type: ignore[attr-defined]
-    with pytest.raises(StoreError, match="encrypted"):
+    with pytest.raises(StoreError, match="no encryption key configured"):
         open_store(str(tmp_path), StoreOptions(encryption=True))
+    with pytest.raises(StoreError, match="without setting encryption to true"):
+        open_store(str(tmp_path), StoreOptions(encryption_key="00" * 32))
+    with pytest.raises(StoreError, match=r"casync protocol \(ssh://\)"):
+        open_store("ssh://host/store", StoreOptions(encryption=True, encryption_key="00" * 32))
 
 
 def test_local_path_that_is_a_file(tmp_path: os.PathLike[str]) -> None:
