@@ -70,7 +70,7 @@ def hchacha20(key: bytes, nonce16: bytes) -> bytes:
 
 def _aead_module() -> Any:
     try:
-        from cryptography.hazmat.primitives.ciphers import aead
+        import cryptography.hazmat.primitives.ciphers.aead as aead
     except ImportError:
         raise MissingDependency("crypt", "cryptography", purpose="chunk encryption") from None
     return aead

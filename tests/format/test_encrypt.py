@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -93,3 +94,13 @@ def test_equality_and_repr() -> None:
     a, b = make_cipher(True, KEY, "aes-256-gcm"), make_cipher(True, KEY, "aes-256-gcm")
     assert a == b and a != make_cipher(True, OTHER, "aes-256-gcm") and a != make_cipher(True, KEY)
     assert KEY not in repr(a) and make_cipher(False) is None
+
+
+def test_missing_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
+    from casync_format.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+    with pytest.raises(MissingDependency) as exc:
+        make_cipher(True, KEY)
+    assert exc.value.extra == "crypt" and "pip install 'pycasync[crypt]'" in str(exc.value)
+    assert "\n" not in str(exc.value) and KEY not in str(exc.value)
