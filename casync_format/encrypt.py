@@ -24,12 +24,16 @@ from typing import Any
 
 from .errors import ChunkInvalid, MissingDependency, ParameterError
 
-__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "KEY_SIZE", "ChunkCipher", "hchacha20", "make_cipher"]
+__all__ = [
+    "ALGORITHMS", "DEFAULT_ALGORITHM", "KEY_SIZE", "MAX_OVERHEAD", "ChunkCipher", "hchacha20", "make_cipher",
+]  # fmt: skip
 
 ALGORITHMS = ("xchacha20-poly1305", "aes-256-gcm")
 DEFAULT_ALGORITHM = "xchacha20-poly1305"
 KEY_SIZE = 32
 TAG_SIZE = 16
+#: The most bytes encryption adds to a stored chunk (a 24-byte nonce and the tag).
+MAX_OVERHEAD = 24 + TAG_SIZE
 _NONCE_SIZE = {"xchacha20-poly1305": 24, "aes-256-gcm": 12}
 _MASK = 0xFFFFFFFF
 _NAMES = " or ".join(ALGORITHMS)

@@ -64,7 +64,7 @@ def open_local(location: str, options: StoreOptions) -> Store:
 
 
 #: The schemes whose stores can be encrypted (desync's converters; "" is a local path).
-ENCRYPTING_SCHEMES = ("", "file", "http", "https")
+ENCRYPTING_SCHEMES = ("", "file", "http", "https", "sftp", "s3+http", "s3+https")
 
 
 def check_encryption(loc: Location, options: StoreOptions) -> None:
