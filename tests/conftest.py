@@ -127,7 +127,7 @@ def env(tmp_path: os.PathLike[str]) -> dict[str, str]:
     """An environment with its own HOME (so no real config file is read)."""
     home = os.path.join(tmp_path, "home")
     os.makedirs(home, exist_ok=True)
-    unwanted = ("DESYNC_PROGRESSBAR_ENABLED", "DESYNC_ENABLE_PARSABLE_PROGRESS")
+    unwanted = ("DESYNC_PROGRESSBAR_ENABLED", "DESYNC_ENABLE_PARSABLE_PROGRESS", "DESYNC_ENCRYPTION_KEY")
     out = {k: v for k, v in os.environ.items() if k not in unwanted}
     out["HOME"] = home
     return out

@@ -28,6 +28,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ZSTD_BINDINGS = {"zstandard", "pyzstd", "compression"}  # compression.zstd: stdlib from 3.14
+CRYPT_BINDINGS = {"cryptography"}  # the crypt extra: only casync_format/encrypt.py imports it (lazily)
 FORMAT_FORBIDDEN = {
     "socket", "http", "urllib", "ssl", "subprocess", "asyncio", "ftplib", "smtplib",
     "boto3", "botocore", "paramiko", "fuse", "requests", "urllib3",
@@ -128,6 +129,9 @@ def test_casync_format_imports_only_stdlib(rel: str) -> None:
         elif name in ZSTD_BINDINGS:
             if os.path.basename(rel) != "compress.py":
                 bad.append(f"{name} (zstd bindings only in compress.py)")
+        elif name in CRYPT_BINDINGS:
+            if os.path.basename(rel) != "encrypt.py":
+                bad.append(f"{name} (crypto bindings only in encrypt.py)")
         elif name != "casync_format" and not _is_stdlib(name):
             bad.append(f"{name} (not in the standard library)")
     assert not bad, f"{rel} imports: " + ", ".join(bad)

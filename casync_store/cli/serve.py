@@ -14,10 +14,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from casync_format.encrypt import ChunkCipher, make_cipher
 from casync_format.errors import ParameterError
 
 from ._common import Command, Context, add_store_flags, add_stores, require
-from ._parser import PROG, NotSupported, Parser, nonnegative_int, positive_duration, positive_int
+from ._parser import PROG, Parser, nonnegative_int, positive_duration, positive_int
 from ._storefile import add_store_file_flag, check_store_file_flags, open_store_file
 
 __all__ = [
@@ -261,8 +262,13 @@ class ChunkServer(Command):
         p.add_argument("--skip-verify-write", action="store_true", default=None,
                        help="accepted for desync (whose default it is); a PUT (-w) is always "
                        "verified against its id here, whatever this says")
-        for flag in ("--encryption", "--encryption-key", "--encryption-algorithm"):  # desync's
-            p.add_argument(flag, nargs="?", action=NotSupported, help=argparse.SUPPRESS)
+        p.add_argument("--encryption", action="store_true",
+                       help="serve (and accept) chunks encrypted, whatever the stores hold; the key is "
+                       "$DESYNC_ENCRYPTION_KEY unless --encryption-key is given (needs pycasync[crypt])")
+        p.add_argument("--encryption-key", metavar="HEX", default="",
+                       help="hex-encoded 256-bit key (e.g. openssl rand -hex 32); implies --encryption")
+        p.add_argument("--encryption-algorithm", metavar="NAME", default="",
+                       help="xchacha20-poly1305 (default) or aes-256-gcm; implies --encryption")
         add_store_flags(p)
 
     def run(self, ctx: Context) -> int:
@@ -275,6 +281,7 @@ class ChunkServer(Command):
         if a.writable and (len(a.store or ()) > 1 or a.cache):
             raise ParameterError("-w needs exactly one store and no cache")
         tls = server_tls(a)
+        cipher = wire_cipher(a.encryption, a.encryption_key, a.encryption_algorithm)  # before any store
         if a.skip_verify_read is not None:
             ctx.skip_verify = a.skip_verify_read
         with contextlib.ExitStack() as stack:
@@ -284,12 +291,22 @@ class ChunkServer(Command):
             else:
                 store = ctx.open_cached(stack, a.store, a.cache, writable=a.writable, must_exist=True)
             mode = ("writable" if a.writable else "read-only") + (", uncompressed" if a.uncompressed else "")
+            mode += f", encrypted ({cipher.algorithm}, key id {cipher.key_id})" if cipher else ""
             ready = announce(self.name, store, tls is not None, mode)
             serve_chunks(store, a.listen or [":http"], digest=ctx.digest, writable=a.writable,
                          uncompressed=a.uncompressed, tls=tls, authorization=_authorization(a), log=a.log,
                          ready=ready, verify=a.skip_verify_read is False, limits=server_limits(a),
-                         hangup=hangup)
+                         hangup=hangup, cipher=cipher)
         return 0
+
+
+def wire_cipher(encryption: bool, key: str, algorithm: str) -> ChunkCipher | None:
+    """The chunk server's wire cipher: any of the three flags enables it (the key
+    from ``DESYNC_ENCRYPTION_KEY`` unless given); the variable alone does not."""
+    enabled = encryption or bool(key or algorithm)
+    if enabled and not key:
+        key = os.environ.get("DESYNC_ENCRYPTION_KEY", "")
+    return make_cipher(enabled, key, algorithm)
 
 
 class IndexServer(Command):

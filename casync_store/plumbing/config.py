@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from casync_format.encrypt import ChunkCipher, make_cipher
 from casync_format.errors import ParameterError
 
 from .locparse import Location, redact, split_url
@@ -105,14 +106,16 @@ def _seconds_to_ns(seconds: float) -> int:
 REDACTED = "***"
 
 #: Keys that hold a secret, in desync's files (store-options, s3-credentials).
-_SECRET_KEYS = frozenset({"http-auth", "http-cookie", "access-key", "secret-key", "session-token"})
+_SECRET_KEYS = frozenset(
+    {"http-auth", "http-cookie", "encryption-key", "access-key", "secret-key", "session-token"})
 #: Keys pycasync does not model but that are named like a secret (desync's or
 #: another tool's: encryption-password, oci-credentials passwords, tokens).
 _SECRET_NAME = re.compile(r"auth|cookie|secret|token|passw|passphrase|private|api-?key", re.IGNORECASE)
 #: Keys whose values hold no secret and are shown in type errors to help fix them.
 _SHOWN_KEYS = frozenset({
     "timeout", "error-retry", "error-retry-base-interval", "trust-insecure", "ca-cert", "client-cert",
-    "client-key", "skip-verify", "uncompressed", "encryption", "n", "http-timeout", "http-error-retry",
+    "client-key", "skip-verify", "uncompressed", "encryption", "encryption-algorithm", "n", "http-timeout",
+    "http-error-retry",
     "aws-credentials-file", "aws-profile", "aws-region",
 })
 
@@ -246,14 +249,31 @@ class StoreOptions:
     #: Secrets: kept out of ``repr`` so a logged StoreOptions cannot leak them.
     http_auth: str = field(default="", repr=False)
     http_cookie: str = field(default="", repr=False)
-    #: desync's chunk encryption; pycasync refuses such a store rather than write plaintext.
+    #: desync's chunk encryption (:func:`casync_format.encrypt.make_cipher`); the key is hex.
     encryption: bool = False
+    encryption_key: str = field(default="", repr=False)
+    encryption_algorithm: str = ""
     #: Parallel connections/sessions a network store may open (``-n``); 0 = the
     #: backend's default. Set from the command line, never read from or written to the file.
     concurrency: int = 0
     #: The ``s3-credentials`` entry for an ``s3+http(s)://`` store, filled by
     #: :meth:`Config.store_options_for`; never part of the ``store-options`` JSON.
     s3_credentials: S3Credentials | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def encryption_configured(self) -> bool:
+        """Whether any encryption option is set (valid or not), as desync's EncryptionConfigured."""
+        return self.encryption or bool(self.encryption_key or self.encryption_algorithm)
+
+    def with_env_key(self) -> StoreOptions:
+        """The key from ``DESYNC_ENCRYPTION_KEY`` if encryption is on and has no key (never enables it)."""
+        if self.encryption and not self.encryption_key:
+            return self.replace(encryption_key=os.environ.get("DESYNC_ENCRYPTION_KEY", ""))
+        return self
+
+    def chunk_cipher(self) -> ChunkCipher | None:
+        """The cipher these options ask for (None: unencrypted); ParameterError for a bad combination."""
+        return make_cipher(self.encryption, self.encryption_key, self.encryption_algorithm)
 
     def replace(self, **changes: Any) -> StoreOptions:
         """A copy with some fields changed (command-line flags over the config)."""
@@ -267,7 +287,7 @@ class StoreOptions:
         out["error-retry"] = self.error_retry
         out["error-retry-base-interval"] = _seconds_to_ns(self.error_retry_base_interval)
         for name in ("trust_insecure", "ca_cert", "client_cert", "client_key", "skip_verify",
-                     "http_auth", "http_cookie", "encryption"):
+                     "http_auth", "http_cookie", "encryption", "encryption_key", "encryption_algorithm"):
             value = getattr(self, name)
             if value:
                 out[name.replace("_", "-")] = value
@@ -287,7 +307,8 @@ class StoreOptions:
         for key in ("trust-insecure", "skip-verify", "uncompressed", "encryption"):
             if reader.has(key):
                 values[key.replace("-", "_")] = reader.boolean(key)
-        for key in ("ca-cert", "client-cert", "client-key", "http-auth", "http-cookie"):
+        for key in ("ca-cert", "client-cert", "client-key", "http-auth", "http-cookie", "encryption-key",
+                    "encryption-algorithm"):
             if reader.has(key):
                 values[key.replace("-", "_")] = reader.string(key)
         reader.unknown(_STORE_KEYS)
@@ -297,7 +318,7 @@ class StoreOptions:
 _STORE_KEYS = {
     "timeout", "error-retry", "error-retry-base-interval", "trust-insecure", "ca-cert",
     "client-cert", "client-key", "skip-verify", "uncompressed", "http-auth", "http-cookie",
-    "encryption", "n",
+    "encryption", "encryption-key", "encryption-algorithm", "n",
 }
 
 
@@ -427,6 +448,7 @@ class Config:
                 + ", ".join(repr(redact(k)) for k in found)
             )
         options = self.store_options[found[0]] if found else self.default_store_options()
+        options = options.with_env_key()
         if Location.parse(location).scheme in ("s3+http", "s3+https"):
             options = options.replace(s3_credentials=self.s3_credentials_for(location))
         return options

@@ -21,6 +21,9 @@ link, is never served). Concurrent GETs of one chunk are served by a single stor
 and a store may do more for a server through :meth:`~.base.Store.serve_raw`:
 behind a cache (:class:`~.router.CachedStore`) a chunk fetched upstream is
 verified with the server's digest and stored in the cache (a caching proxy).
+With a ``cipher`` (desync's ``--encryption``) every path takes its suffix
+after ``.cacnk`` (or the bare id) and every body is sealed on the wire,
+whatever the store holds: GETs encrypt, PUTs decrypt before checking.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Callable
 from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import SHA512_256, Digest
+from casync_format.encrypt import ChunkCipher
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing
 
 from ..plumbing.singleflight import SingleFlight
@@ -57,14 +61,17 @@ _OCTETS = ("Content-Type", "application/octet-stream")
 _BODY_BUDGET = 1 << 30  # bytes of PUT bodies held in memory at once, over all connections
 
 
-def chunk_id_from_target(target: str, uncompressed: bool = False) -> bytes | None:
-    """The chunk id a request target names, or None unless it is well-formed (see the module doc)."""
+def chunk_id_from_target(target: str, uncompressed: bool = False, suffix: str | None = None) -> bytes | None:
+    """The chunk id a request target names, or None unless it is well-formed (see the module doc).
+
+    ``suffix`` (an encrypting server's) replaces the one ``uncompressed`` implies.
+    """
     absolute = _ABSOLUTE.match(target)
     if absolute:
         target = target[absolute.end():]
     if not target.startswith("/"):
         return None
-    return parse_chunk_path(target, chunk_suffix(uncompressed), start=1)
+    return parse_chunk_path(target, chunk_suffix(uncompressed) if suffix is None else suffix, start=1)
 
 
 def max_body_size(max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX) -> int:
@@ -99,8 +106,9 @@ class ChunkRoutes(ResourceRoutes):
 
     def __init__(self, store: Store, *, digest: Digest = SHA512_256, writable: bool = False,
                  uncompressed: bool = False, max_chunk_size: int = CA_CHUNK_SIZE_LIMIT_MAX,
-                 verify: bool = False) -> None:
+                 verify: bool = False, cipher: ChunkCipher | None = None) -> None:
         self.store = store
+        self.cipher = cipher  # desync's --encryption: bodies sealed on the wire, whatever the store holds
         self.digest = digest
         self.verify = verify  # check compressed chunks before serving them
         self.writable = writable
@@ -110,10 +118,11 @@ class ChunkRoutes(ResourceRoutes):
             require_writable(store)
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._budget = _Budget(_BODY_BUDGET)
-        self._suffix = chunk_suffix(uncompressed)
+        self._suffix = chunk_suffix(uncompressed) + (cipher.suffix if cipher else "")
+        self._overhead = cipher.overhead if cipher else 0
 
     def key(self, target: str) -> bytes | None:
-        return chunk_id_from_target(target, self.uncompressed)
+        return chunk_id_from_target(target, self.uncompressed, self._suffix)
 
     def bad_target(self) -> str:
         return f"expected /<prefix>/<chunkid>{self._suffix}"
@@ -131,7 +140,7 @@ class ChunkRoutes(ResourceRoutes):
             return text_response(404, f"chunk {chunk_id.hex()} not found")
         except (CasyncError, OSError) as exc:
             return self._failed("read", chunk_id.hex(), exc)
-        return Response(200, body, [_OCTETS])
+        return Response(200, body if self.cipher is None else self.cipher.encrypt(body), [_OCTETS])
 
     def _get_raw(self, chunk_id: bytes) -> bytes:
         """The stored bytes (checked with ``verify``), as the store serves them
@@ -147,13 +156,14 @@ class ChunkRoutes(ResourceRoutes):
         if found is None:
             return text_response(404, f"chunk {chunk_id.hex()} not found")
         # The size a GET would send, where the store tells it (a local store: the file's size).
-        known = found >= 0 and not self.uncompressed
+        known = found >= 0 and not self.uncompressed and self.cipher is None
         return Response(200, b"", [_OCTETS, *([("Content-Length", str(found))] if known else [])])
 
     def _put(self, chunk_id: bytes, request: Request) -> Response:
         if not self.writable:
             return text_response(400, "writing to upstream chunk store is not enabled")
         limit = self.max_chunk_size if self.uncompressed else max_body_size(self.max_chunk_size)
+        limit += self._overhead
         declared = request.content_length
         if declared is None or declared > limit:
             request.read_body(limit)  # raises the 411 / 413 it deserves
@@ -161,6 +171,8 @@ class ChunkRoutes(ResourceRoutes):
         try:
             body = request.read_body(limit)
             try:
+                if self.cipher is not None:
+                    body = self.cipher.decrypt(body, chunk_id)
                 self._check(chunk_id, body)
             except ChunkInvalid as exc:
                 raise HTTPError(400, f"chunk {chunk_id.hex()} rejected: {exc.cause}") from None
@@ -198,10 +210,11 @@ class ChunkServer(Server):
     def __init__(self, store: Store, listen: Sequence[str] = ("127.0.0.1:0",), *,
                  digest: Digest = SHA512_256, writable: bool = False, uncompressed: bool = False,
                  tls: TLSOptions | None = None, authorization: str | None = None,
-                 log: str | None = None, verify: bool = False, limits: Limits | None = None) -> None:
+                 log: str | None = None, verify: bool = False, limits: Limits | None = None,
+                 cipher: ChunkCipher | None = None) -> None:
         self.store = store
         self.routes = ChunkRoutes(store, digest=digest, writable=writable, uncompressed=uncompressed,
-                                  verify=verify)
+                                  verify=verify, cipher=cipher)
         super().__init__(self.routes, listen, tls=tls, authorization=authorization, log=log, limits=limits)
 
 
@@ -219,16 +232,19 @@ def serve_chunks(
     verify: bool = False,
     limits: Limits | None = None,
     hangup: Callable[[], None] | None = None,
+    cipher: ChunkCipher | None = None,
 ) -> None:
     """Serve ``store`` on ``listen`` until SIGTERM or SIGINT, then return after a graceful stop.
 
     ``ready`` is called with the bound addresses once every listener is up;
     ``hangup`` on each SIGHUP (e.g. to swap a :class:`~..stores.swap.SwapStore`'s store);
     ``verify`` checks each compressed chunk before it is served; ``limits``
-    bounds connections and slow clients (:class:`~.httpserver.Limits`).
+    bounds connections and slow clients (:class:`~.httpserver.Limits`); ``cipher``
+    serves and accepts chunks encrypted (desync's ``--encryption``).
     Raises ParameterError for an unusable address, certificate or log file
     and StoreError when ``writable`` is asked of a read-only store.
     """
     server = ChunkServer(store, listen, digest=digest, writable=writable, uncompressed=uncompressed,
-                         tls=tls, authorization=authorization, log=log, verify=verify, limits=limits)
+                         tls=tls, authorization=authorization, log=log, verify=verify, limits=limits,
+                         cipher=cipher)
     server.serve_until_signal(ready, hangup=hangup)

@@ -29,10 +29,11 @@ credentials and never show header values. Redirects are not followed.
 
 An uncompressed store keeps the Store contract (``get_raw`` returns stored,
 compressed bytes): ``get_raw`` encodes the data it receives with the store's
-compression, so a cache or a chunk server in front of it sees a normal
-``.cacnk`` blob; ``get_chunk`` uses the body as the data directly (checked
-against the index size and the id); ``put_raw`` decodes the blob and sends
-the data.
+compression, so a cache or a chunk server in front sees a ``.cacnk`` blob;
+``get_chunk`` uses the body as the data (checked against the index size and
+the id); ``put_raw`` decodes the blob and sends the data. An encrypted store
+(desync's ``encryption`` options) seals bodies as desync does, one layer
+below all that, under ``<id>.cacnk<cipher.suffix>``.
 
 An :class:`HTTPIndexStore` holds index files under a base URL: ``GET
 <base>/<name>`` (the name percent-encoded) streams an index to the caller
@@ -82,15 +83,9 @@ from .indexstore import WriteIndexStore, check_index_name
 from .layout import chunk_path, chunk_suffix
 
 __all__ = [
-    "HTTPStore",
-    "HTTPIndexStore",
-    "open_http",
-    "open_http_index_store",
-    "DEFAULT_TIMEOUT",
-    "DEFAULT_CONCURRENCY",
-    "MAX_RETRY_DELAY",
-    "MAX_BLOB_SIZE",
-]
+    "HTTPStore", "HTTPIndexStore", "open_http", "open_http_index_store",
+    "DEFAULT_TIMEOUT", "DEFAULT_CONCURRENCY", "MAX_RETRY_DELAY", "MAX_BLOB_SIZE",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -432,10 +427,12 @@ class HTTPStore(_HTTPBase, WriteStore):
         super().__init__(location, options)
         self.verify = not self.options.skip_verify
         self.uncompressed = self.options.uncompressed
+        self.cipher = self.options.chunk_cipher()  # desync's encryption: bodies sealed, suffix extended
+        self._suffix = chunk_suffix(self.uncompressed) + (self.cipher.suffix if self.cipher else "")
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """The request path of a chunk (base path included)."""
-        return self.base_path + chunk_path(chunk_id, chunk_suffix(self.uncompressed))
+        return self.base_path + chunk_path(chunk_id, self._suffix)
 
     # ------------------------------------------------------------------ the Store API
 
@@ -492,7 +489,7 @@ class HTTPStore(_HTTPBase, WriteStore):
             return None
         if status != 200:
             raise self._status_error("HEAD", chunk_id, status, reason, body)
-        return int(body) if body.isdigit() and not self.uncompressed else -1
+        return int(body) if body.isdigit() and not (self.uncompressed or self.cipher) else -1
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
         """PUT the blob (decoded to raw data first for an uncompressed store)."""
@@ -510,6 +507,7 @@ class HTTPStore(_HTTPBase, WriteStore):
     # ------------------------------------------------------------------ requests
 
     def _get(self, chunk_id: bytes, limit: int, invalid: bool = False) -> bytes:
+        limit += self.cipher.overhead if self.cipher else 0
         try:
             status, reason, body = self._request("GET", chunk_id, limit=limit)
         except TooLarge as exc:
@@ -521,11 +519,12 @@ class HTTPStore(_HTTPBase, WriteStore):
                 f"more than a chunk can be ({limit} bytes)"
             ) from None
         if status == 200:
-            return body
+            return body if self.cipher is None else self.cipher.decrypt(body, chunk_id, self)
         raise self._status_error("GET", chunk_id, status, reason, body)
 
     def _put(self, chunk_id: bytes, body: bytes | memoryview) -> None:
-        status, reason, answer = self._request("PUT", chunk_id, body=bytes(body))
+        sealed = bytes(body) if self.cipher is None else self.cipher.encrypt(body)
+        status, reason, answer = self._request("PUT", chunk_id, body=sealed)
         if not 200 <= status < 300:
             raise self._status_error("PUT", chunk_id, status, reason, answer)
 

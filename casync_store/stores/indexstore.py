@@ -208,6 +208,8 @@ def open_index_store(
         raise StoreError(f"index location {loc}: scheme {scheme!r} cannot hold indexes")
     factory = load_factory(backend.index, f"index location {loc}")
     options = options_for(location) if options_for else StoreOptions()
+    if options.encryption_configured:  # as desync: indexes are never encrypted, nor silently plain
+        raise StoreError(f"store options for {loc}: encryption is not supported by index stores")
     store: IndexStore = factory(location, options)
     if must_exist and isinstance(store, LocalIndexStore) and not os.path.isdir(store.path):
         store.close()

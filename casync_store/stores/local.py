@@ -3,7 +3,9 @@
 An ``uncompressed`` store (desync's store option) keeps each chunk's data as
 it is, at ``<dir>/xxxx/<id>`` (:func:`~.layout.chunk_suffix`); it keeps the
 Store contract all the same (``get_raw`` returns encoded bytes, ``put_raw``
-takes them), so ``cache`` and ``chop`` convert between the two kinds.
+takes them), so ``cache`` and ``chop`` convert between the two kinds. An
+encrypted store (a ``cipher``) seals each file as desync does, named
+``<id>.cacnk<cipher.suffix>``; files under other suffixes are not its chunks.
 
 Chunks are filed under the first four hex digits of their id. Writes go to a
 temporary file in the chunk's directory and are renamed, so a chunk is
@@ -66,6 +68,7 @@ from casync_format import chunk as chunk_codec
 from casync_format.chunk import max_encoded_size
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import Digest
+from casync_format.encrypt import ChunkCipher
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing, StoreError
 
 from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
@@ -103,7 +106,7 @@ class LocalStore(PruneStore):
 
     def __init__(
         self, path: str | os.PathLike[str], verify: bool = True, sync: bool = True, compression: str = "zstd",
-        uncompressed: bool = False,
+        uncompressed: bool = False, cipher: ChunkCipher | None = None,
     ) -> None:
         self.path = path = os.fspath(path)
         self.verify = verify
@@ -111,8 +114,10 @@ class LocalStore(PruneStore):
         self.compression = compression
         #: chunks kept as plain data at ``xxxx/<id>`` (desync's ``uncompressed`` store option)
         self.uncompressed = uncompressed
-        self._suffix = chunk_suffix(uncompressed)
+        self.cipher = cipher  #: desync's encryption: each file sealed, named ``...<cipher.suffix>``
+        self._suffix = chunk_suffix(uncompressed) + (cipher.suffix if cipher else "")
         self._max_file = CA_CHUNK_SIZE_LIMIT_MAX if uncompressed else MAX_CHUNK_FILE
+        self._max_file += cipher.overhead if cipher else 0
         if os.path.exists(path) and not os.path.isdir(path):
             raise StoreError(f"store {path} is not a directory")
         self._writers_lock = threading.Lock()  # writing(): one registration per store object
@@ -147,7 +152,8 @@ class LocalStore(PruneStore):
         """The chunk's verified data; an uncompressed store's file is the data itself."""
         if not self.uncompressed:
             return super().get_chunk(chunk_id, digest, size, max_size)
-        data = self._read_chunk(chunk_id, size if size is not None else max_size)
+        limit = (size if size is not None else max_size) + (self.cipher.overhead if self.cipher else 0)
+        data = self._read_chunk(chunk_id, limit)
         if size is not None and len(data) != size:
             raise ChunkInvalid(chunk_id, None, f"has {len(data)} bytes, index says {size}", self)
         if self.verify:
@@ -186,7 +192,8 @@ class LocalStore(PruneStore):
                 raise ChunkInvalid(chunk_id, None, f"it is {_kind(st.st_mode)}, not a chunk file", self)
             if st.st_size > limit:
                 raise self._too_big(chunk_id, st.st_size, limit)
-            return self._read_fd(chunk_id, fd, st.st_size, limit)
+            blob = self._read_fd(chunk_id, fd, st.st_size, limit)
+            return blob if self.cipher is None else self.cipher.decrypt(blob, chunk_id, self)
         except OSError as exc:
             raise StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
         finally:
@@ -348,6 +355,8 @@ class LocalStore(PruneStore):
         # Inside writing() the block's flush makes the chunks durable together.
         deferred = self.sync and self._writers > 0
         sync = self.sync and not deferred
+        if self.cipher is not None:
+            blob = self.cipher.encrypt(blob)
         try:
             try:
                 # No directory fsync: a lost rename loses the chunk, never shows garbage.

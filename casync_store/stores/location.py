@@ -30,7 +30,7 @@ from .local import LocalStore
 
 __all__ = [
     "BACKENDS", "KNOWN_SCHEMES", "FAILOVER", "Location", "redact",
-    "open_store", "open_local", "split_location",
+    "open_store", "open_local", "split_location", "check_encryption", "ENCRYPTING_SCHEMES",
 ]  # fmt: skip
 
 
@@ -59,7 +59,26 @@ def open_local(location: str, options: StoreOptions) -> Store:
         path = urllib.parse.unquote(loc.path)
     if not path:
         raise ParameterError("empty store location")
-    return LocalStore(path, verify=not options.skip_verify, uncompressed=options.uncompressed)
+    return LocalStore(path, verify=not options.skip_verify, uncompressed=options.uncompressed,
+                      cipher=options.chunk_cipher())
+
+
+#: The schemes whose stores can be encrypted (desync's converters; "" is a local path).
+ENCRYPTING_SCHEMES = ("", "file", "http", "https", "sftp", "s3+http", "s3+https")
+
+
+def check_encryption(loc: Location, options: StoreOptions) -> None:
+    """Refuse bad encryption options, or encryption where this store cannot do it (never plaintext)."""
+    if not options.encryption_configured:
+        return
+    if loc.scheme == "ssh":
+        raise StoreError(f"store {loc}: encryption is not supported by casync protocol (ssh://) stores")
+    if loc.scheme not in ENCRYPTING_SCHEMES:
+        raise StoreError(f"store {loc}: encrypted {loc.scheme}:// stores are not supported in this version")
+    try:
+        options.chunk_cipher()
+    except ParameterError as exc:
+        raise StoreError(f"store {loc}: {exc}") from None
 
 
 def _open_one(location: str, options: StoreOptions, must_exist: bool = False) -> Store:
@@ -68,8 +87,7 @@ def _open_one(location: str, options: StoreOptions, must_exist: bool = False) ->
     if scheme and scheme not in BACKENDS and scheme not in KNOWN_SCHEMES:
         raise StoreError(f"store {loc}: unknown location scheme {scheme!r}")
     factory = _factory(scheme, f"store {loc}: scheme {scheme!r}")
-    if options.encryption:
-        raise StoreError(f"store {loc}: encrypted stores are not supported in this version")
+    check_encryption(loc, options)
     store = factory(location, options)
     if must_exist:
         try:

@@ -1,47 +1,42 @@
 """S3 chunk and index stores (``s3+http(s)://host[:port]/bucket[/prefix]``) in desync's layout, over boto3.
 
-A location names an S3-compatible endpoint, a bucket and an optional key prefix;
-``?lookup=path|dns|auto`` picks path-style, virtual-host ("dns") or boto's automatic addressing
-(path style: the endpoint is always explicit). Chunks are the objects
-``<prefix>/xxxx/<id>.cacnk`` (as in local stores and desync), indexes the objects
-``<prefix>/<name>``; listings stream one ListObjectsV2 page at a time, prune deletes in batches,
-and :func:`upgrade_s3` moves desync's old flat layout. One thread-safe boto3 client per store
-carries every request but the fast path's (below), both within ``options.concurrency``
-connections in use (``-n``, default 10; more threads wait for one), ``options.timeout`` for
-connecting and each read (desync's one minute when unset, negative = no limit),
-``options.error_retry`` retries with botocore's "standard" backoff on throttling, 5xx and
-connection errors (botocore picks the delays; ``error_retry_base_interval`` only spaces the
-retries of short chunk bodies), TLS verification per ``trust_insecure`` and ``ca_cert`` and a
-client certificate. Credentials are chosen as desync chooses them:
+A location names an S3-compatible endpoint, a bucket and an optional key prefix; ``?lookup=path|dns|auto``
+picks path-style, virtual-host ("dns") or boto's automatic addressing (path style: the endpoint is always
+explicit). Chunks are the objects ``<prefix>/xxxx/<id>.cacnk`` (as in local stores and desync), indexes the
+objects ``<prefix>/<name>``; listings stream one ListObjectsV2 page at a time, prune deletes in batches, and
+:func:`upgrade_s3` moves desync's old flat layout. One thread-safe boto3 client per store carries every
+request but the fast path's (below), both within ``options.concurrency`` connections in use (``-n``, default
+10; more threads wait for one), ``options.timeout`` for connecting and each read (desync's one minute when
+unset, negative = no limit), ``options.error_retry`` retries with botocore's "standard" backoff on
+throttling, 5xx and connection errors (botocore picks the delays; ``error_retry_base_interval`` only spaces
+the retries of short chunk bodies), TLS verification per ``trust_insecure`` and ``ca_cert`` and a client
+certificate. Credentials are chosen as desync chooses them:
 ``S3_ACCESS_KEY``/``S3_SECRET_KEY``/``S3_SESSION_TOKEN``, else
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, else the config file's
-``s3-credentials`` entry (``options.s3_credentials``: keys, or an AWS shared credentials file
-and profile), else boto3's standard chain, and unsigned (anonymous) requests when that finds
-nothing. The region is ``S3_REGION``, else the entry's ``aws-region``, else the chain's, else
-``us-east-1``. Messages name the store location and never a key or token. boto3 is imported only
-when a store is opened (extra ``s3``). The client and the fast path are built by
-:mod:`._s3client` (which never imports this module); this module holds the locations, the stores
-and their error handling. A missing object is :class:`._s3client.NoSuchObject` from the bucket
-wrapper to the stores, which alone turn it into ChunkMissing, IndexNotFound or ``False``; a
+``s3-credentials`` entry (``options.s3_credentials``: keys, or an AWS shared credentials file and profile),
+else boto3's standard chain, and unsigned (anonymous) requests when that finds nothing. The region is
+``S3_REGION``, else the entry's ``aws-region``, else the chain's, else ``us-east-1``. Messages name the
+store location and never a key or token. boto3 is imported only when a store is opened (extra ``s3``). The
+client and the fast path are built by :mod:`._s3client` (which never imports this module); this module holds
+the locations, the stores and their error handling. A missing object is :class:`._s3client.NoSuchObject`
+from the bucket wrapper to the stores, which alone turn it into ChunkMissing, IndexNotFound or ``False``; a
 stray KeyError is never taken for one.
 
-The per-chunk requests (GET, HEAD and PUT of one object; HEAD of an index) take a fast path:
-botocore spends milliseconds of CPU on each call, so they are signed here with AWS Signature V4
-(:mod:`._sigv4`; GET and HEAD with ``UNSIGNED-PAYLOAD``, PUT with the body's SHA-256, which
-every S3-compatible server accepts and which protects bodies sent over plain HTTP) and sent over
-:mod:`.http`'s pooled request loop, with its TLS context (``trust_insecure``, ``ca_cert``,
-client certificate), proxies (loopback hosts go direct), timeouts and retries: 5xx, connection
-errors, timeouts and short bodies are retried ``error_retry`` times, ``attempt *
-error_retry_base_interval`` apart. boto3 still picks the credentials (each request asks
-botocore's credentials object afresh, so refreshed ones are used), and the URL and signing
-region come from botocore itself: one HeadObject request is made by the client when the store
-opens and answered in-process, never sent, showing where botocore sends this bucket's requests
-(path style, virtual host, or what ``lookup=auto`` means to it) and for which region it signs. A
-200 (2xx for PUT) is the answer, 404 a missing object (or a missing bucket, when S3 says
-NoSuchBucket), 403 with a credentials error code is "access denied"; any other status goes to
-boto3 for that request (a 301 or 400, e.g. a bucket in another region, switches the fast path
-off for good, so botocore's redirect handling takes over). ARN and S3 Express buckets, or a fast
-path that cannot be set up (e.g. an https proxy), use boto3 throughout.
+The per-chunk requests (GET, HEAD and PUT of one object; HEAD of an index) take a fast path: botocore spends
+milliseconds of CPU on each call, so they are signed here with AWS Signature V4 (:mod:`._sigv4`; GET and
+HEAD with ``UNSIGNED-PAYLOAD``, PUT with the body's SHA-256, which every S3-compatible server accepts and
+which protects bodies sent over plain HTTP) and sent over :mod:`.http`'s pooled request loop, with its TLS
+context (``trust_insecure``, ``ca_cert``, client certificate), proxies (loopback hosts go direct), timeouts
+and retries: 5xx, connection errors, timeouts and short bodies are retried ``error_retry`` times, ``attempt
+* error_retry_base_interval`` apart. boto3 still picks the credentials (each request asks botocore's
+credentials object afresh, so refreshed ones are used), and the URL and signing region come from botocore
+itself: one HeadObject request is made by the client when the store opens and answered in-process, never
+sent, showing where botocore sends this bucket's requests (path style, virtual host, or what ``lookup=auto``
+means to it) and for which region it signs. A 200 (2xx for PUT) is the answer, 404 a missing object (or a
+missing bucket, when S3 says NoSuchBucket), 403 with a credentials error code is "access denied"; any other
+status goes to boto3 for that request (a 301 or 400, e.g. a bucket in another region, switches the fast path
+off for good, so botocore's redirect handling takes over). ARN and S3 Express buckets, or a fast path that
+cannot be set up (e.g. an https proxy), use boto3 throughout.
 """
 
 from __future__ import annotations
@@ -70,7 +65,7 @@ from ._s3client import DEFAULT_CONCURRENCY, DEFAULT_REGION, NoSuchObject, fast_p
 from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name
-from .layout import chunk_path, parse_chunk_path
+from .layout import CHUNK_SUFFIX, chunk_path, parse_chunk_path
 
 __all__ = [
     "S3Store",
@@ -348,6 +343,8 @@ class S3Store(PruneStore):
             raise StoreError(f"store {location}: uncompressed stores are not supported in this version")
         self.where = parse_s3_location(location)
         self.verify = not options.skip_verify
+        self.cipher = options.chunk_cipher()  # desync's encryption: objects sealed, keys ``...<suffix>``
+        self._suffix = CHUNK_SUFFIX + (self.cipher.suffix if self.cipher else "")
         self._s3 = _Bucket(self.where, options)
         #: Where the credentials came from (e.g. "environment S3_ACCESS_KEY"), never their values.
         self.credentials_source = self._s3.credentials_source
@@ -366,13 +363,15 @@ class S3Store(PruneStore):
 
     def chunk_key(self, chunk_id: bytes) -> str:
         """The object key of a chunk."""
-        return self.where.prefix + chunk_path(chunk_id)
+        return self.where.prefix + chunk_path(chunk_id, self._suffix)
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         try:
-            return self._s3.read(self.chunk_key(chunk_id), MAX_BLOB_SIZE, f"chunk {chunk_id.hex()}")
+            limit = MAX_BLOB_SIZE + (self.cipher.overhead if self.cipher else 0)
+            blob = self._s3.read(self.chunk_key(chunk_id), limit, f"chunk {chunk_id.hex()}")
         except NoSuchObject:
             raise ChunkMissing(chunk_id, self) from None
+        return blob if self.cipher is None else self.cipher.decrypt(blob, chunk_id, self)
 
     def get_chunk(
         self,
@@ -408,12 +407,13 @@ class S3Store(PruneStore):
         return self._s3.exists(self.chunk_key(chunk_id), f"chunk {chunk_id.hex()}")
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
-        self._s3.put(self.chunk_key(chunk_id), bytes(blob), f"chunk {chunk_id.hex()}")
+        sealed = bytes(blob) if self.cipher is None else self.cipher.encrypt(blob)
+        self._s3.put(self.chunk_key(chunk_id), sealed, f"chunk {chunk_id.hex()}")
 
     def iter_chunk_ids(self) -> Iterator[bytes]:
         start = len(self.where.prefix)
         for key in self._s3.keys(self.where.prefix):
-            chunk_id = parse_chunk_path(key, start=start)
+            chunk_id = parse_chunk_path(key, self._suffix, start=start)
             if chunk_id is not None:
                 yield chunk_id
 
@@ -459,8 +459,7 @@ class S3Store(PruneStore):
         self._s3.close()
 
 
-def open_s3(location: str, options: StoreOptions) -> S3Store:
-    """The :data:`~casync_store.stores.backends.BACKENDS` factory for ``s3+http(s)://``."""
+def open_s3(location: str, options: StoreOptions) -> S3Store:  # the BACKENDS factory for s3+http(s)://
     return S3Store(location, options)
 
 
@@ -469,8 +468,10 @@ def upgrade_s3(store: S3Store, progress: Progress | None = None) -> int:
 
     Each old object is copied to its new key, then deleted; the listing is
     streamed, and running it again (also after an interruption) converts
-    what is left. Returns the number of objects converted.
+    what is left. Returns the number of objects converted. Refused for an encrypted store.
     """
+    if store.cipher is not None:  # the old objects are plain: a copy would not seal them
+        raise StoreError(f"store {store}: upgrade-s3 does not apply to encrypted stores")
     s3 = store._s3
     moved = 0
     with phase(progress, "Upgrading", 0, "chunks"):

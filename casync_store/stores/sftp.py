@@ -87,7 +87,7 @@ from ._sshconnect import (
 from .base import PruneStore
 from .http import MAX_BLOB_SIZE
 from .indexstore import WriteIndexStore, check_index_name, copy_exactly
-from .layout import chunk_path, is_chunk_dir, parse_chunk_file
+from .layout import CHUNK_SUFFIX, chunk_path, is_chunk_dir, parse_chunk_file
 from .local import STALE_TEMP_AGE
 
 __all__ = [
@@ -359,6 +359,9 @@ class SFTPStore(_SFTPBase, PruneStore):
             raise StoreError(f"store {location}: uncompressed stores are not supported in this version")
         _SFTPBase.__init__(self, location, options, ssh_config)
         self.verify = not options.skip_verify
+        self.cipher = options.chunk_cipher()  # desync's encryption: files sealed, named ``...<suffix>``
+        self._suffix = CHUNK_SUFFIX + (self.cipher.suffix if self.cipher else "")
+        self._max_file = MAX_BLOB_SIZE + (self.cipher.overhead if self.cipher else 0)
 
     def check(self) -> None:
         if not self._run("check the store", lambda sftp: _exists(sftp, self.path)):
@@ -366,7 +369,7 @@ class SFTPStore(_SFTPBase, PruneStore):
 
     def chunk_path(self, chunk_id: bytes) -> str:
         """Where the chunk's file lives on the server."""
-        return posixpath.join(self.path, chunk_path(chunk_id))
+        return posixpath.join(self.path, chunk_path(chunk_id, self._suffix))
 
     def get_raw(self, chunk_id: bytes) -> bytes:
         path = self.chunk_path(chunk_id)
@@ -374,22 +377,22 @@ class SFTPStore(_SFTPBase, PruneStore):
         def read(sftp: Any) -> bytes | None:
             try:
                 with sftp.open(path, "rb") as f:
-                    return _read_all(f, MAX_BLOB_SIZE, f"store {self}: chunk {chunk_id.hex()}")
+                    return _read_all(f, self._max_file, f"store {self}: chunk {chunk_id.hex()}")
             except FileNotFoundError:
                 return None
 
         blob = self._run(f"read chunk {chunk_id.hex()}", read)
         if blob is None:
             raise ChunkMissing(chunk_id, self)
-        return blob
+        return blob if self.cipher is None else self.cipher.decrypt(blob, chunk_id, self)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         path = self.chunk_path(chunk_id)
         return self._run(f"look up chunk {chunk_id.hex()}", lambda sftp: _exists(sftp, path))
 
     def put_raw(self, chunk_id: bytes, blob: bytes) -> None:
-        path = self.chunk_path(chunk_id)
-        self._run(f"write chunk {chunk_id.hex()}", lambda c: self._upload(c, path, lambda f: f.write(blob)))
+        path, sealed = self.chunk_path(chunk_id), blob if self.cipher is None else self.cipher.encrypt(blob)
+        self._run(f"write chunk {chunk_id.hex()}", lambda c: self._upload(c, path, lambda f: f.write(sealed)))
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         path = self.chunk_path(chunk_id)
@@ -423,7 +426,7 @@ class SFTPStore(_SFTPBase, PruneStore):
         for prefix in self._prefix_dirs():
             for entry in sorted(self._list(posixpath.join(self.path, prefix), missing_ok=True),
                                 key=lambda e: e.filename):  # fmt: skip
-                chunk_id = parse_chunk_file(entry.filename, prefix)
+                chunk_id = parse_chunk_file(entry.filename, prefix, self._suffix)
                 if chunk_id is not None and stat.S_ISREG(entry.st_mode or 0):
                     yield chunk_id
 
@@ -437,7 +440,7 @@ class SFTPStore(_SFTPBase, PruneStore):
         for prefix in self._prefix_dirs():
             directory = posixpath.join(self.path, prefix)
             for entry in self._list(directory, missing_ok=True):
-                chunk_id = parse_chunk_file(entry.filename, prefix)
+                chunk_id = parse_chunk_file(entry.filename, prefix, self._suffix)
                 if chunk_id is not None and chunk_id not in keep:
                     self.remove_chunk(chunk_id)
                     count += 1

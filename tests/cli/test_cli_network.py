@@ -81,8 +81,9 @@ def test_failover_and_proxy_cache(
         (["-s", "/x", "--mutual-tls"], "--mutual-tls needs"),
         (["-l", ":1"], "no store given"),
         (["-s", ".", "-l", "nonsense"], "nonsense"),
-        (["-s", "/x", "--encryption"], "--encryption is not supported"),
-        (["-s", "/x", "--encryption-key", "00"], "--encryption-key is not supported"),
+        (["-s", "/x", "--encryption"], "no encryption key configured"),
+        (["-s", "/x", "--encryption-key", "00"], "invalid encryption key"),
+        (["-s", "/x", "--encryption-key", "00" * 32, "--encryption-algorithm", "rot13"], "unsupported"),
         (["-s", "/x", "--skip-verify-read=maybe"], "invalid boolean"),
     ],
 )

@@ -239,15 +239,36 @@ def test_chunk_server_write(env: dict[str, str], tmp_path: Path, serve: Callable
     assert _status("PUT", server.url + "somefile", b"invalid") == 400
 
 
-@pytest.mark.xfail(reason="encrypted stores are not supported (no session owns them yet)", strict=True)
 def test_chunk_server_encryption(env: dict[str, str], tmp_path: Path) -> None:
+    # The client talks to the server compressed+encrypted (a config entry for the server's URL),
+    # the server keeps the chunks only compressed in its local store.
+    key = os.urandom(32).hex()
     store = tmp_path / "store"
     store.mkdir()
-    config = tmp_path / "config.json"
-    options = {"encryption": True, "encryption-key": "k"}
-    config.write_text(json.dumps({"store-options": {str(store): options}}))
-    passed(desync_run(env, ["--config", str(config), "chop", "-s", str(store),
-                            "testdata/blob1.caibx", "testdata/blob1"]))
+    server = Server(env, "-s", str(store), "-w", "--skip-verify-read=false", "--skip-verify-write=false",
+                    "--encryption-key", key)
+    try:
+        config = tmp_path / "config.json"
+        options = {"encryption": True, "encryption-key": key}
+        config.write_text(json.dumps({"store-options": {server.url: options}}))
+        passed(desync_run(env, ["--config", str(config), "chop", "-s", server.url,
+                                "testdata/blob1.caibx", "testdata/blob1"]))
+        out = tmp_path / "blob1"
+        passed(desync_run(env, ["--config", str(config), "extract", "-s", server.url,
+                                "testdata/blob1.caibx", str(out)]))
+        assert out.read_bytes() == BLOB1
+        # A plain client asks for .cacnk names the encrypting server does not serve.
+        proc = desync_run(env, ["extract", "-s", server.url, "testdata/blob1.caibx", str(tmp_path / "plain")])
+        assert proc.returncode == 1 and not (tmp_path / "plain").exists()
+    finally:
+        assert server.proc.stderr is not None
+        server.proc.send_signal(15)
+        log = server.proc.stderr.read()
+        server.stop()
+    names = [p.name for p in store.glob("*/*")]
+    assert names and all(name.endswith(".cacnk") for name in names)
+    assert {name[:64] for name in names} == ids_of(env, "blob1.caibx")
+    assert key.encode() not in log
 
 
 def test_index_server_read(env: dict[str, str], serve: Callable[..., Server]) -> None:
@@ -319,11 +340,12 @@ def test_chunk_server_env_key_does_not_enable_encryption(
 
 @pytest.mark.parametrize("args", [["--encryption"], ["--encryption-algorithm", "aes-256-gcm"]])
 def test_chunk_server_encryption_missing_key(env: dict[str, str], tmp_path: Path, args: list[str]) -> None:
-    # desync: "no encryption key configured"; pycasync refuses encryption flags altogether. Either
-    # way the server must not start serving plaintext.
+    # Encryption without a key (flag or environment) fails at startup, never serves plaintext.
     proc = desync_run(dict(env, DESYNC_ENCRYPTION_KEY=""),
                       ["chunk-server", *args, "-s", str(tmp_path), "-l", "127.0.0.1:0"])
-    assert proc.returncode != 0 and b"pycasync: error:" in proc.stderr and b"serving" not in proc.stderr
+    assert proc.returncode != 0 and b"serving" not in proc.stderr
+    assert proc.stderr.decode().splitlines() == [
+        "pycasync: error: no encryption key configured (set encryption-key or DESYNC_ENCRYPTION_KEY)"]
 
 
 def test_index_server_path_traversal(tmp_path: Path, serve: Callable[..., Server]) -> None:

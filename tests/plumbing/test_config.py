@@ -270,8 +270,12 @@ def test_failover_group_and_bad_locations(tmp_path: os.PathLike[str]) -> None:
 
 def test_store_options_refused_by_local(tmp_path: os.PathLike[str]) -> None:
     assert open_store(str(tmp_path), StoreOptions(uncompressed=True)).uncompressed  # type: ignore[attr-defined]
-    with pytest.raises(StoreError, match="encrypted"):
+    with pytest.raises(StoreError, match="no encryption key configured"):
         open_store(str(tmp_path), StoreOptions(encryption=True))
+    with pytest.raises(StoreError, match="without setting encryption to true"):
+        open_store(str(tmp_path), StoreOptions(encryption_key="00" * 32))
+    with pytest.raises(StoreError, match=r"casync protocol \(ssh://\)"):
+        open_store("ssh://host/store", StoreOptions(encryption=True, encryption_key="00" * 32))
 
 
 def test_local_path_that_is_a_file(tmp_path: os.PathLike[str]) -> None:
@@ -380,3 +384,22 @@ def test_s3_credentials_reach_store_options_only_for_s3(tmp_path: os.PathLike[st
     assert opts == opts.replace(s3_credentials=None)
     assert "s3_credentials" not in json.dumps(config.to_json()["store-options"])
     assert json.loads(config.dumps())["s3-credentials"]["http://*"]["secret-key"] == "s3cr3t"
+
+
+def test_encryption_options_and_env_key(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "ab" * 32
+    path = os.path.join(tmp_path, "c.json")
+    with open(path, "w") as f:
+        json.dump({"store-options": {
+            "/enc": {"encryption": True, "encryption-key": key, "encryption-algorithm": "aes-256-gcm"},
+            "/envkey": {"encryption": True}, "/plain": {}}}, f)
+    monkeypatch.setenv("DESYNC_ENCRYPTION_KEY", "cd" * 32)
+    config = load_config(path)
+    enc = config.store_options_for("/enc")
+    assert (enc.encryption, enc.encryption_key, enc.encryption_algorithm) == (True, key, "aes-256-gcm")
+    assert key not in repr(enc) and enc.to_json()["encryption-key"] == key
+    assert config.store_options_for("/envkey").encryption_key == "cd" * 32
+    plain = config.store_options_for("/plain")  # the variable alone never enables encryption
+    assert not plain.encryption_configured and plain.chunk_cipher() is None
+    shown = config.dumps(redact=True)
+    assert key not in shown and '"encryption-key": "***"' in shown and key in config.dumps()

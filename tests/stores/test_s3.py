@@ -355,3 +355,26 @@ def test_s3client_does_not_import_s3() -> None:
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
     assert not imported & {".s3", "casync_store.stores.s3", "casync_store.s3"}, imported
+
+
+def test_encrypted_store(moto_server: MotoServer, bucket: str) -> None:
+    key = "6368616e676520746869732070617373776f726420746f206120736563726574"
+    options = FAST.replace(encryption=True, encryption_key=key)
+    store = open_store(f"s3+{moto_server.endpoint}/{bucket}/enc", options, writable=True)
+    plain = open_store(f"s3+{moto_server.endpoint}/{bucket}/enc", FAST, writable=True)
+    assert isinstance(store, S3Store) and store.cipher is not None
+    chunks = [chunk(i) for i in range(3)]
+    for cid, _data, blob in chunks:
+        store.put_raw(cid, blob)
+    names = {f"enc/{c[0].hex()[:4]}/{c[0].hex()}.cacnk{store.cipher.suffix}" for c in chunks}
+    assert names <= set(keys(moto_server, bucket)) and list(plain.iter_chunk_ids()) == []
+    for cid, data, blob in chunks:
+        assert store.get_raw(cid) == blob and store.get_chunk(cid, SHA512_256, size=len(data)) == data
+    obj = client(moto_server.endpoint).get_object(Bucket=bucket, Key=sorted(names)[0])["Body"].read()
+    assert store.cipher.decrypt(obj, b"") in {c[2] for c in chunks}
+    assert sorted(store.iter_chunk_ids()) == sorted(c[0] for c in chunks)
+    with pytest.raises(StoreError, match="encrypted"):
+        upgrade_s3(store)
+    assert store.prune({chunks[0][0]}) == 2 and list(store.iter_chunk_ids()) == [chunks[0][0]]
+    store.close()
+    plain.close()

@@ -492,3 +492,22 @@ def test_proxy_command(server: SSHServer, tmp_path: os.PathLike[str]) -> None:
     with sftp_store(server, str(tmp_path), config=config) as store:
         store.put_raw(cid, blob)
         assert store.get_raw(cid) == blob
+
+
+def test_encrypted_store_is_a_local_encrypted_store(server: SSHServer, tmp_path: os.PathLike[str]) -> None:
+    key = "6368616e676520746869732070617373776f726420746f206120736563726574"
+    options = FAST.replace(encryption=True, encryption_key=key, encryption_algorithm="aes-256-gcm")
+    local = LocalStore(str(tmp_path), sync=False, cipher=options.chunk_cipher())
+    plain = LocalStore(str(tmp_path), sync=False)
+    with sftp_store(server, str(tmp_path), options) as store:
+        chunks = [chunk(i) for i in range(3)]
+        for cid, data, blob in chunks:
+            store.store_chunk(cid, data, blob)
+        cid, data, blob = chunks[0]
+        name = cid.hex() + ".cacnk.aes-256-gcm-50d64035"
+        assert os.path.isfile(os.path.join(str(tmp_path), cid.hex()[:4], name))
+        assert local.get_raw(cid) == blob and store.get_raw(cid) == blob
+        local.put_raw(chunk(7)[0], chunk(7)[2])
+        assert sorted(store.iter_chunk_ids()) == sorted(local.iter_chunk_ids()) and not plain.has_chunk(cid)
+        assert store.get_chunk(chunk(7)[0], SHA512_256) == chunk(7)[1]
+        assert store.prune({cid}) == 3 and list(local.iter_chunk_ids()) == [cid]
