@@ -11,7 +11,7 @@ from typing import Any
 from casync_format.errors import ParameterError
 
 from ._common import Command, Context, add_store_flags, add_stores, require
-from ._parser import PROG, NotSupported, Parser, positive_int
+from ._parser import PROG, Parser, positive_int
 from ._storefile import add_store_file_flag, check_store_file_flags, open_store_file
 
 __all__ = ["MountIndex"]
@@ -65,7 +65,6 @@ class MountIndex(Command):
         p.add_argument("--cor-init-n", type=positive_int, default=_COR_INIT_N, metavar="N",
                        help="threads filling the copy-on-read file from --cor-state-init "
                        f"(default {_COR_INIT_N})")
-        p.add_argument("--sparse-file", nargs="?", action=NotSupported, help=argparse.SUPPRESS)
         add_store_flags(p, cache_repair=True)
 
     def run(self, ctx: Context) -> int:

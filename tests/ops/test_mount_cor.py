@@ -219,6 +219,9 @@ def test_cor_flag_errors(env: dict[str, str], blob: Blob, tmp_path: os.PathLike[
                   f"{d}/bad.state", blob.index, mnt), 1, "does not match the index")  # fmt: skip
     one_error(run(env, "mount-index", "--store-file", f"{d}/none.json", blob.index, mnt), 2,
               "cannot read store")  # fmt: skip
+    # desync has no --sparse-file (its sparse copy-on-read file is --cor-file): an unknown option
+    one_error(run(env, "mount-index", "-s", blob.store, "--sparse-file", f"{d}/c", blob.index, mnt), 2,
+              "--sparse-file")  # fmt: skip
     assert not os.path.ismount(mnt)
 
 

@@ -131,7 +131,7 @@ def _write(path: str, text: str, mode: int = 0o600) -> None:
     os.chmod(path, mode)
 
 
-def _server_config(d: str, port: int, user: str) -> str:
+def _server_config(d: str, port: int, user: str, forwarding: bool, log_level: str) -> str:
     return f"""\
 Port {port}
 ListenAddress 127.0.0.1
@@ -147,9 +147,9 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitUserEnvironment no
 X11Forwarding no
-AllowTcpForwarding no
+AllowTcpForwarding {"local" if forwarding else "no"}
 PrintMotd no
-LogLevel ERROR
+LogLevel {log_level}
 Subsystem sftp internal-sftp
 """
 
@@ -186,8 +186,12 @@ def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: str, timeout: 
     raise RuntimeError(f"sshd did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
-def start_sshd(directory: str) -> SSHServer:
-    """Generate keys and configs in ``directory`` and start sshd there."""
+def start_sshd(directory: str, *, forwarding: bool = False, log_level: str = "ERROR") -> SSHServer:
+    """Generate keys and configs in ``directory`` and start sshd there.
+
+    ``forwarding`` lets clients open TCP connections through it (a ProxyJump
+    host: ``AllowTcpForwarding local``); ``log_level`` is sshd's ``LogLevel``.
+    """
     sshd_path = require_openssh()
     try:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
@@ -202,7 +206,7 @@ def start_sshd(directory: str) -> SSHServer:
     for attempt in range(3):
         port = free_port()
         cfg = os.path.join(d, "sshd_config")
-        _write(cfg, _server_config(d, port, user))
+        _write(cfg, _server_config(d, port, user, forwarding, log_level))
         subprocess.run([sshd_path, "-t", "-f", cfg], check=True, capture_output=True)
         log = os.path.join(d, "sshd.log")
         with open(log, "wb") as err:
