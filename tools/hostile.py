@@ -201,7 +201,10 @@ def writer_experiment(
     res = Result(name)
     os.makedirs(lab.path(f"{name}-out.d"))  # the output alone in its directory
     store, out = lab.path(f"{name}-store"), lab.path(f"{name}-out.d/out")
-    duration = timed(*argv(lab.path(f"{name}-probe-store"), lab.path(f"{name}-probe-out")))
+    probe = lab.path(f"{name}-probe-store")
+    for directory in (store, probe):  # chop, like desync's, writes only into a store that exists
+        os.makedirs(directory, exist_ok=True)
+    duration = timed(*argv(probe, lab.path(f"{name}-probe-out")))
     for _ in range(kills):
         kill_at_random(argv(store, out), duration, lab.rng)
         res.kills += 1
