@@ -33,7 +33,7 @@ from typing import Callable
 from casync_format import chunk as chunk_codec
 from casync_format.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from casync_format.digest import Digest
-from casync_format.errors import StoreError
+from casync_format.errors import ChunkInvalid, StoreError
 
 from ..plumbing.pool import io_workers
 
@@ -141,6 +141,15 @@ class Store(ABC):
             max_size=max_size,
             store=self,
         )
+
+    def check_plain(self, chunk_id: bytes, data: bytes, digest: Digest, size: int | None) -> bytes:
+        """Check chunk data an uncompressed store held as it is: the index's size, and its id
+        per the store's verify setting (the checks :meth:`decode` makes after decompressing)."""
+        if size is not None and len(data) != size:
+            raise ChunkInvalid(chunk_id, None, f"has {len(data)} bytes, index says {size}", self)
+        if self.verify:
+            chunk_codec.verify(chunk_id, data, digest, self)
+        return data
 
     def serve_raw(
         self, chunk_id: bytes, digest: Digest, max_size: int = CA_CHUNK_SIZE_LIMIT_MAX, verify: bool = False

@@ -453,12 +453,7 @@ class HTTPStore(_HTTPBase, WriteStore):
         if not self.uncompressed:
             return super().get_chunk(chunk_id, digest, size, max_size)
         bound = size if size is not None else max_size
-        data = self._get(chunk_id, bound, invalid=True)
-        if size is not None and len(data) != size:
-            raise ChunkInvalid(chunk_id, None, f"has {len(data)} bytes, index says {size}", self)
-        if self.verify:
-            chunk_codec.verify(chunk_id, data, digest, self)
-        return data
+        return self.check_plain(chunk_id, self._get(chunk_id, bound, invalid=True), digest, size)
 
     def fetch(
         self,

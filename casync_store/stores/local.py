@@ -153,12 +153,7 @@ class LocalStore(PruneStore):
         if not self.uncompressed:
             return super().get_chunk(chunk_id, digest, size, max_size)
         limit = (size if size is not None else max_size) + (self.cipher.overhead if self.cipher else 0)
-        data = self._read_chunk(chunk_id, limit)
-        if size is not None and len(data) != size:
-            raise ChunkInvalid(chunk_id, None, f"has {len(data)} bytes, index says {size}", self)
-        if self.verify:
-            chunk_codec.verify(chunk_id, data, digest, self)
-        return data
+        return self.check_plain(chunk_id, self._read_chunk(chunk_id, limit), digest, size)
 
     def fetch(
         self,
