@@ -366,8 +366,8 @@ class LocalStore(PruneStore):
             self._early.add(len(blob))
 
     def write_workers(self, concurrency: int | None = None) -> int:
-        """One thread more than the CPUs: inside :meth:`writing` no write waits for the disk."""
-        return default_workers(concurrency) + 1 if self.sync else super().write_workers(concurrency)
+        """One thread more than the CPUs: inside :meth:`writing` (or unsynced) no write waits for the disk."""
+        return default_workers(concurrency) + 1
 
     def flush(self) -> None:
         """Make the chunks written inside :meth:`writing` durable: one ``syncfs`` of the store.
