@@ -16,7 +16,7 @@ Layers, imports pointing down only (``tests/test_layering.py`` checks it)::
                                backends (the one table),
                                location/indexstore/indexio (strings -> stores)
       -> casync_store.plumbing atomic writes, dirfd, fileio, pool, singleflight,
-                               progress, config (desync's config file), locparse
+                               writeback, progress, config (desync's config file), locparse
                                (a Location parsed once; the one redact rule)
       -> casync_format         bytes only: digest, chunk, compress, chunker (+ C
                                accelerator via _accel), index, catar, protocol
@@ -26,7 +26,9 @@ make: a regular file or device is read by offset into reused buffers, where
 :class:`~.pipeline.ChunkWorker` on the pool (``plumbing.pool.ThreadMap``)
 reads and hashes each chunk and :class:`~.pipeline.StoreOnce`
 compresses and stores it unless this run or the store has it; ids go in order to
-``stores.indexio.index_writer``, which renames the index into place at the end.
+``stores.indexio.index_writer``, which renames the index into place at the end,
+after ``store.flush()`` made the run's chunks durable (one ``syncfs`` for a
+local store, whose writes inside ``store.writing()`` skip the per-chunk flush).
 
 extract: the index is read from wherever ``stores.indexio`` finds it; the pool
 maps each item through :class:`~.pipeline.ChunkReader` (all-zero chunk by id, else
