@@ -123,11 +123,14 @@ def test_kill_9_loop_leaves_no_pile_of_temporary_files(tmp_path, images):
     whole = time.monotonic() - began  # kill within one run's time, however fast the machine
     kills = most = left = 0
     for _ in range(30):
+        began = time.monotonic()
         proc = _start(store, image.index, out)
         time.sleep(rnd.uniform(0.0, whole))
         proc.send_signal(signal.SIGKILL)
         status, err = _finish(proc)
         kills += status == -signal.SIGKILL
+        if status == 0:  # runs got faster than the first (warm cache): aim within the faster time
+            whole = min(whole, 0.8 * (time.monotonic() - began))
         assert status in (0, -signal.SIGKILL), err
         temps = _temps(str(tmp_path))
         most, left = max(most, len(temps)), left + bool(temps)
