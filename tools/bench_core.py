@@ -8,6 +8,16 @@ result table, :class:`Case` a casync-vs-pycasync comparison (untimed
 ``prepare`` per tool, timed ``argv``, then ``check``). Case modules register
 their runners in :data:`CASES` (run order) and, when they need no generated
 input, in :data:`INPUT_FREE`; ``tools/bench.py`` imports them in order.
+
+Settle: every timed run starts right after its preparation, with the disk
+flushed before and after that preparation. On a VM that reports free memory
+back to its host (Firecracker's page reporting, here), a page the guest has
+not touched since costs a host fault of ~20 us when a write first fills it:
+writing 1 GiB into such pages takes ~6 s of system time instead of ~0.5 s.
+A preparation that removes the last output frees memory that the next run
+reuses only if it starts before the host takes that memory back (2 s), so a
+long flush between the two (casync leaves its output unflushed) would give
+one tool fresh memory and the other reused memory.
 """
 
 from __future__ import annotations
@@ -302,6 +312,10 @@ class Case:
         row = Row(self.name, self.size(ctx) if self.size else ctx.input_size)
         for _ in range(ctx.repeat):
             for tool in ctx.tools:
+                # The last run's dirty data goes to disk before this one's preparation, so the
+                # memory its preparation frees (a removed output) is still free when the tool
+                # starts: see ``settle`` in the module's notes.
+                os.sync()
                 self.prepare(ctx, tool)
                 os.sync()
                 m = run_command(self.argv(ctx, tool))
