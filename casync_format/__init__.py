@@ -46,7 +46,7 @@ def backends() -> dict[str, str]:
     """``{function: implementation}`` for every accelerated function, then ``"zstd"``.
 
     The accelerated functions (``chunker``, ``siphash24``, ``catar-goodbye``,
-    ``catar-entry``) are ``"c"`` or ``"python"``; ``zstd`` is the binding's module
+    ``catar-entry``, ``chunk-file``) are ``"c"`` or ``"python"``; ``zstd`` is the binding's module
     name, or ``"none"`` when no binding imports.
     """
     from . import _accel, compress

@@ -1,12 +1,15 @@
 """The one loader of the optional C extension ``casync_format._chunker``.
 
-Four functions of :mod:`casync_format` have a C implementation in that
-extension next to their pure-Python reference (same results, byte for byte):
+Five functions have a C implementation in that extension next to their
+pure-Python reference (same results, byte for byte):
 
 - ``chunker``: the cut search (``find_cut``/``find_cuts``, :mod:`._buzhash`);
 - ``siphash24``: the goodbye-table name hash (:mod:`._siphash`);
 - ``catar-goodbye``: a directory's GOODBYE record (:mod:`._catar_goodbye`);
-- ``catar-entry``: a plain child's FILENAME + ENTRY records (:mod:`.catar`).
+- ``catar-entry``: a plain child's FILENAME + ENTRY records (:mod:`.catar`);
+- ``chunk-file``: a local store's read, write and refresh of one chunk file,
+  each one call with the GIL released once (``_chunkfile.c``; the reference is
+  the system-call sequence in :mod:`casync_store.stores.local`).
 
 The extension is imported here, once, and every user asks this module which
 implementation to take (:func:`c_function`, :func:`backend`). Two environment
@@ -41,6 +44,7 @@ ACCELERATED: dict[str, tuple[str, ...]] = {
     "siphash24": ("siphash24",),
     "catar-goodbye": ("encode_goodbye",),
     "catar-entry": ("encode_child",),
+    "chunk-file": ("read_chunk_file", "write_chunk_file", "refresh_chunk_file"),
 }
 
 

@@ -718,6 +718,8 @@ static int intern_names(void)
     return 0;
 }
 
+extern PyMethodDef chunkfile_methods[]; /* _chunkfile.c: a local store's chunk file work */
+
 static PyMethodDef methods[] = {
     {"find_cut", (PyCFunction)(void (*)(void))find_cut, METH_VARARGS | METH_KEYWORDS,
      "find_cut(buf, start, end, min_size, max_size, discriminator) -> int\n\n"
@@ -759,6 +761,10 @@ PyMODINIT_FUNC PyInit__chunker(void)
     if (intern_names() < 0)
         return NULL;
     m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddFunctions(m, chunkfile_methods) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
 #ifdef Py_GIL_DISABLED
     if (m != NULL)
         PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED);

@@ -12,8 +12,9 @@ Layers, imports pointing down only (``tests/test_layering.py`` checks it)::
                                ChunkReader (where bytes come from), StoreOnce, ChunkWorker
       -> casync_store.stores   base (interfaces), local, http, ssh, sftp, s3, router
                                (chain, cache), failover, swap (reloadable; store
-                               files), layout (xxxx/<id>.cacnk),
-                               backends (the one table),
+                               files), layout (xxxx/<id>.cacnk), _chunkfile
+                               (a local chunk file's read/write/refresh, in C
+                               where built), backends (the one table),
                                location/indexstore/indexio (strings -> stores)
       -> casync_store.plumbing atomic writes, dirfd, fileio, pool, singleflight,
                                writeback, progress, config (desync's config file), locparse

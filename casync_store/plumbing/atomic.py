@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from .fileio import fdatasync
 
-__all__ = ["atomic_write", "write_file_atomic", "TEMP_PREFIX"]
+__all__ = ["atomic_write", "write_file_atomic", "temp_name", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".pycasync-tmp-"
 
@@ -41,6 +41,11 @@ _counter = itertools.count()
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
+def temp_name() -> str:
+    """A temporary file name unique per process and call (pid + counter)."""
+    return f"{TEMP_PREFIX}{os.getpid()}-{next(_counter)}"
+
+
 def _create_temp(directory: str, mode: int) -> tuple[int, str]:
     """Create a new, exclusive temporary file in ``directory``.
 
@@ -50,7 +55,7 @@ def _create_temp(directory: str, mode: int) -> tuple[int, str]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY
     while True:
-        tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{next(_counter)}")
+        tmp = os.path.join(directory, temp_name())
         try:
             return os.open(tmp, flags, mode), tmp
         except FileExistsError:  # left over by a crashed process with our pid

@@ -25,6 +25,8 @@ except ImportError:  # no flock (not POSIX): writers are not registered
 
 from casync_format.errors import StoreError
 
+from ._chunkfile import OPEN_DIR
+
 __all__ = ["WRITERS_DIR", "LOCK_NAME", "PRUNE_SLACK", "LOCK_WAIT", "register_writer", "release_writer",
            "prune_cutoff"]
 
@@ -32,7 +34,6 @@ WRITERS_DIR = ".pycasync-writers"  # one flocked registration file per running w
 LOCK_NAME = WRITERS_DIR  # the store lock (its flock): shared to register a writer, exclusive to read them
 PRUNE_SLACK = 1.0  # seconds kept before a live writer's registration (for a clock set back a little)
 LOCK_WAIT = 30.0  # seconds a registration or a prune's snapshot waits for the store lock at most
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def register_writer(root: str, name: str) -> tuple[str, int] | None:
@@ -47,7 +48,7 @@ def register_writer(root: str, name: str) -> tuple[str, int] | None:
     directory = os.path.join(root, WRITERS_DIR)
     try:
         os.makedirs(directory, exist_ok=True)
-        lock_fd = os.open(directory, _OPEN_DIR)
+        lock_fd = os.open(directory, OPEN_DIR)
     except OSError:
         return None
     try:
@@ -109,7 +110,7 @@ def prune_cutoff(root: str, name: str) -> int:
     try:
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
-        lock_fd = os.open(directory, _OPEN_DIR)
+        lock_fd = os.open(directory, OPEN_DIR)
     except OSError as exc:
         raise StoreError(f"store {name}: cannot open {WRITERS_DIR}: {exc.strerror}") from None
     try:

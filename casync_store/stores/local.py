@@ -71,10 +71,11 @@ from casync_format.digest import Digest
 from casync_format.encrypt import ChunkCipher
 from casync_format.errors import CasyncError, ChunkInvalid, ChunkMissing, StoreError
 
-from ..plumbing.atomic import TEMP_PREFIX, write_file_atomic
+from ..plumbing.atomic import TEMP_PREFIX, temp_name, write_file_atomic
 from ..plumbing.fileio import sync_filesystem
 from ..plumbing.pool import default_workers
 from ..plumbing.writeback import Writeback
+from . import _chunkfile as chunkfile
 from ._writers import LOCK_NAME, PRUNE_SLACK, WRITERS_DIR, prune_cutoff, register_writer, release_writer
 from .base import PruneStore, Store
 from .layout import CHUNK_SUFFIX, chunk_dir, chunk_file, chunk_suffix, is_chunk_dir, parse_chunk_file
@@ -87,12 +88,15 @@ STALE_TEMP_AGE = 3600.0  # seconds after which an unfinished chunk write is aban
 EARLY_FLUSH = 64 << 20  # bytes of deferred chunks between background flushes
 _PRUNE_ASIDE = TEMP_PREFIX + "prune-"  # a chunk prune is about to remove (stale: removed like a temp)
 MAX_CHUNK_FILE = max_encoded_size(CA_CHUNK_SIZE_LIMIT_MAX)  # no chunk file can be bigger
-# Never follow a link out of the store, never block on a FIFO (it is refused after fstat).
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+# What a name in the store turned out to be, for messages (chunkfile never follows a link out of
+# the store and never blocks on a FIFO: it opens O_NOFOLLOW|O_NONBLOCK and refuses after fstat).
 _KINDS = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"),
           (stat.S_ISREG, "a file")]
+
+
+def _os_error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
 
 
 def _kind(mode: int) -> str:
@@ -171,47 +175,18 @@ class LocalStore(PruneStore):
     def _read_chunk(self, chunk_id: bytes, limit: int) -> bytes:
         """The bytes of the chunk's file, if it is a regular file of at most ``limit`` bytes."""
         directory = chunk_dir(chunk_id)
-        try:
-            dir_fd = os.open(os.path.join(self.path, directory), _OPEN_DIR)
-        except OSError as exc:
-            raise self._open_error(chunk_id, exc, f"its directory {directory}") from None
-        try:
-            fd = os.open(self._file(chunk_id), _OPEN_FILE, dir_fd=dir_fd)
-        except OSError as exc:
-            raise self._open_error(chunk_id, exc, "it") from None
-        finally:
-            os.close(dir_fd)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ChunkInvalid(chunk_id, None, f"it is {_kind(st.st_mode)}, not a chunk file", self)
-            if st.st_size > limit:
-                raise self._too_big(chunk_id, st.st_size, limit)
-            blob = self._read_fd(chunk_id, fd, st.st_size, limit)
-            return blob if self.cipher is None else self.cipher.decrypt(blob, chunk_id, self)
-        except OSError as exc:
-            raise StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-
-    def _read_fd(self, chunk_id: bytes, fd: int, expected: int, limit: int) -> bytes:
-        """Read to the end, at most ``limit`` bytes (a file may grow after fstat).
-
-        A regular file's read returns fewer bytes than asked only at its end,
-        so asking one byte more than fstat said ends the loop in one call.
-        """
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            want = min(max(expected + 1 - total, 65536), limit + 1 - total)
-            part = os.read(fd, want)
-            if part:
-                parts.append(part)
-                total += len(part)
-                if total > limit:
-                    raise self._too_big(chunk_id, total, limit)
-            if len(part) < want:
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+        step, value = chunkfile.read(os.path.join(self.path, directory), self._file(chunk_id), limit)
+        if step == 0:
+            return value if self.cipher is None else self.cipher.decrypt(value, chunk_id, self)
+        if step == 1:
+            raise self._open_error(chunk_id, _os_error(value), f"its directory {directory}")
+        if step == 2:
+            raise self._open_error(chunk_id, _os_error(value), "it")
+        if step == 3:
+            raise ChunkInvalid(chunk_id, None, f"it is {_kind(value)}, not a chunk file", self)
+        if step == 4:
+            raise self._too_big(chunk_id, value, limit)
+        raise StoreError(f"store {self}: cannot read chunk {chunk_id.hex()}: {os.strerror(value)}")
 
     def _too_big(self, chunk_id: bytes, size: int, limit: int) -> ChunkInvalid:
         cause = f"it is a file of {size} bytes, more than a chunk can be ({limit})"
@@ -240,11 +215,11 @@ class LocalStore(PruneStore):
             st = os.lstat(path)
         except OSError:
             return False
-        return self._plausible(st)
+        return self._plausible(st.st_mode, st.st_size)
 
-    def _plausible(self, st: os.stat_result) -> bool:
+    def _plausible(self, mode: int, size: int) -> bool:
         """A regular file of a size a chunk file can have (never empty: chunks are not)."""
-        return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= self._max_file
+        return stat.S_ISREG(mode) and 0 < size <= self._max_file
 
     def holds_chunk(self, chunk_id: bytes) -> bool:
         """:meth:`has_chunk` and :meth:`refresh_chunk` in one look (four system calls)."""
@@ -267,26 +242,19 @@ class LocalStore(PruneStore):
         name being there afterwards means the prune's recheck came later (and
         keeps it) or the chunk was put back or stored anew.
         """
-        return self._refresh(chunk_id, lambda st: stat.S_ISREG(st.st_mode))
+        return self._refresh(chunk_id, lambda mode, _size: stat.S_ISREG(mode))
 
-    def _refresh(self, chunk_id: bytes, accept: Callable[[os.stat_result], bool]) -> bool:
-        """Set the chunk's mtime, look its name up again and ``accept`` what is there."""
-        name = self._file(chunk_id)
-        try:
-            dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
-        except FileNotFoundError:
+    def _refresh(self, chunk_id: bytes, accept: Callable[[int, int], bool]) -> bool:
+        """Set the chunk's mtime, look its name up again and ``accept(mode, size)`` what is there."""
+        directory = os.path.join(self.path, chunk_dir(chunk_id))
+        step, value, size = chunkfile.refresh(directory, self._file(chunk_id))
+        if step == 0:
+            return accept(value, size)
+        if value == errno.ENOENT:
             return False
-        except OSError as exc:
-            return exc.errno not in (errno.ELOOP, errno.ENOTDIR)
-        try:
-            os.utime(name, dir_fd=dir_fd, follow_symlinks=False)
-            return accept(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True
-        finally:
-            os.close(dir_fd)
+        # A link where the prefix directory should be is not the store's; any other
+        # failure (read-only store, another owner) still counts as holding the chunk.
+        return step != 1 or value not in (errno.ELOOP, errno.ENOTDIR)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -353,17 +321,35 @@ class LocalStore(PruneStore):
         if self.cipher is not None:
             blob = self.cipher.encrypt(blob)
         try:
-            try:
-                # No directory fsync: a lost rename loses the chunk, never shows garbage.
-                write_file_atomic(path, blob, sync=sync, sync_dir=False)
-            except FileNotFoundError:  # the first chunk of its prefix directory
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                write_file_atomic(path, blob, sync=sync, sync_dir=False)
+            if sync:  # No directory fsync: a lost rename loses the chunk, never shows garbage.
+                self._retry_in_new_dir(path, lambda: write_file_atomic(path, blob, sync=True, sync_dir=False))
+            else:
+                self._retry_in_new_dir(path, lambda: self._write_unsynced(path, blob))
         except OSError as exc:
             raise StoreError(f"store {self}: cannot write chunk {chunk_id.hex()}: {exc.strerror}") from None
         if deferred:
             self._unflushed = True
             self._early.add(len(blob))
+
+    @staticmethod
+    def _retry_in_new_dir(path: str, write: Callable[[], None]) -> None:
+        """``write()``, and again after creating the prefix directory if that is missing."""
+        try:
+            write()
+        except FileNotFoundError:  # the first chunk of its prefix directory
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write()
+
+    @staticmethod
+    def _write_unsynced(path: str, blob: bytes) -> None:
+        """Write ``blob`` to a temp file beside ``path`` and rename it over ``path``, in one call."""
+        directory, name = os.path.split(path)
+        while True:
+            step, code = chunkfile.write(directory, temp_name(), name, blob, 0o644)
+            if step == 0:
+                return
+            if step != 1 or code != errno.EEXIST:  # EEXIST: a dead process's temp with our pid
+                raise OSError(code, os.strerror(code), path)
 
     def write_workers(self, concurrency: int | None = None) -> int:
         """One thread more than the CPUs: inside :meth:`writing` (or unsynced) no write waits for the disk."""
@@ -448,7 +434,7 @@ class LocalStore(PruneStore):
         name = chunk_id.hex()
         file_name = self._file(chunk_id)
         try:
-            dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), _OPEN_DIR)
+            dir_fd = os.open(os.path.join(self.path, chunk_dir(chunk_id)), chunkfile.OPEN_DIR)
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -21,12 +21,13 @@ from tests.support import ROOT as SUPPORT_ROOT
 __all__: list[str] = []
 
 ROOT = SUPPORT_ROOT
-FUNCTIONS = ["chunker", "siphash24", "catar-goodbye", "catar-entry"]
+FUNCTIONS = ["chunker", "siphash24", "catar-goodbye", "catar-entry", "chunk-file"]
 
 # Exercises every accelerated function and prints the backends and a digest of the results.
 WORKLOAD = r"""
-import hashlib, io, json, random, stat
+import hashlib, io, json, os, random, stat, tempfile
 import casync_format
+from casync_store.stores import _chunkfile
 from casync_format import chunker, _buzhash
 from casync_format import catar
 from casync_format._siphash import siphash24, siphash24_py
@@ -54,6 +55,16 @@ for flags in (DESYNC_TAR_FLAGS, CA_FORMAT_DEFAULT):
     w.leave()
     w.finish()
     out.update(b"".join(parts))
+with tempfile.TemporaryDirectory() as tmp:
+    for i in range(5):
+        blob = bytes([i]) * (i * 40_000)
+        out.update(repr(_chunkfile.write(tmp, ".t%d" % i, "c%d" % i, blob, 0o600)).encode())
+        out.update(repr(_chunkfile.read(tmp, "c%d" % i, 1 << 20)).encode())
+        out.update(repr(_chunkfile.read(tmp, "c%d" % i, 50_000)).encode())
+        step, mode, size = _chunkfile.refresh(tmp, "c%d" % i)
+        out.update(repr((step, stat.S_IFMT(mode), size)).encode())
+    out.update(repr([_chunkfile.read(tmp, "none", 9), _chunkfile.refresh(tmp, "none"),
+                     _chunkfile.read(os.path.join(tmp, "c1"), "x", 9)]).encode())
 print(json.dumps({
     "backends": casync_format.backends(),
     "live": {
@@ -61,6 +72,7 @@ print(json.dumps({
         "siphash24": "python" if siphash24 is siphash24_py else "c",
         "catar-goodbye": "python" if encode_goodbye is encode_goodbye_py else "c",
         "catar-entry": "python" if catar._ENCODE_CHILD_C is None else "c",
+        "chunk-file": "python" if _chunkfile.read is _chunkfile.read_py else "c",
     },
     "digest": out.hexdigest(),
 }))
@@ -130,10 +142,11 @@ def test_incomplete_extension() -> None:
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     assert found["chunker"] == "c"
-    assert [found[name] for name in FUNCTIONS[1:]] == ["python"] * 3
+    assert [found[name] for name in FUNCTIONS[1:]] == ["python"] * 4
     proc = _run({"PYCASYNC_REQUIRE_C": "1"}, "import casync_format.chunker", fake)
     assert proc.returncode != 0
-    assert "lacks siphash24, encode_goodbye, encode_child" in proc.stderr
+    lacking = "siphash24, encode_goodbye, encode_child, read_chunk_file, write_chunk_file, refresh_chunk_file"
+    assert f"lacks {lacking} (rebuild it)" in proc.stderr
 
 
 @pytest.mark.parametrize("value", ["yes", "true", "2", " 1"])
@@ -191,4 +204,4 @@ def test_version_reports_every_backend() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pycasync", "--version"], env=env, cwd=ROOT, capture_output=True, text=True
     )
-    assert "(chunker: c, siphash24: c, catar-goodbye: c, catar-entry: c, zstd: " in proc.stdout
+    assert "(chunker: c, siphash24: c, catar-goodbye: c, catar-entry: c, chunk-file: c, zstd: " in proc.stdout
