@@ -1,6 +1,6 @@
 """The one loader of the optional C extension ``casync_format._chunker``.
 
-Five functions have a C implementation in that extension next to their
+Six functions have a C implementation in that extension next to their
 pure-Python reference (same results, byte for byte):
 
 - ``chunker``: the cut search (``find_cut``/``find_cuts``, :mod:`._buzhash`);
@@ -9,7 +9,11 @@ pure-Python reference (same results, byte for byte):
 - ``catar-entry``: a plain child's FILENAME + ENTRY records (:mod:`.catar`);
 - ``chunk-file``: a local store's read, write and refresh of one chunk file,
   each one call with the GIL released once (``_chunkfile.c``; the reference is
-  the system-call sequence in :mod:`casync_store.stores.local`).
+  the system-call sequence in :mod:`casync_store.stores.local`);
+- ``chunk-fetch``: a local store's read + zstd decompression + digest check +
+  ``pwrite`` of one chunk in one call (``fetch_chunk_file`` in
+  ``_chunkfile.c``, built only where libzstd's and OpenSSL's headers are; the
+  reference is extract's Python path, which it hands every case but success).
 
 The extension is imported here, once, and every user asks this module which
 implementation to take (:func:`c_function`, :func:`backend`). Two environment
@@ -45,6 +49,7 @@ ACCELERATED: dict[str, tuple[str, ...]] = {
     "catar-goodbye": ("encode_goodbye",),
     "catar-entry": ("encode_child",),
     "chunk-file": ("read_chunk_file", "write_chunk_file", "refresh_chunk_file"),
+    "chunk-fetch": ("fetch_chunk_file",),
 }
 
 
@@ -76,7 +81,8 @@ def _load() -> ModuleType | None:
     missing = [name for names in ACCELERATED.values() for name in names if not hasattr(module, name)]
     if missing and REQUIRE_C:
         raise ImportError(
-            f"PYCASYNC_REQUIRE_C=1 but casync_format._chunker lacks {', '.join(missing)} (rebuild it)"
+            f"PYCASYNC_REQUIRE_C=1 but casync_format._chunker lacks {', '.join(missing)} "
+            "(rebuild it; fetch_chunk_file needs libzstd-dev and libssl-dev)"
         )
     return module
 

@@ -719,6 +719,7 @@ static int intern_names(void)
 }
 
 extern PyMethodDef chunkfile_methods[]; /* _chunkfile.c: a local store's chunk file work */
+extern int chunkfile_init(void);
 
 static PyMethodDef methods[] = {
     {"find_cut", (PyCFunction)(void (*)(void))find_cut, METH_VARARGS | METH_KEYWORDS,
@@ -758,7 +759,7 @@ PyMODINIT_FUNC PyInit__chunker(void)
     if (__builtin_cpu_supports("bmi2"))
         roll = roll_bmi2;
 #endif
-    if (intern_names() < 0)
+    if (intern_names() < 0 || chunkfile_init() < 0)
         return NULL;
     m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddFunctions(m, chunkfile_methods) < 0) {

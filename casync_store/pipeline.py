@@ -170,6 +170,21 @@ class ChunkReader:
             data, source, stored = store.fetch(item.id, self.digest, item.size)
         return Outcome.FETCHED, data, source, stored
 
+    def fetch_into(
+        self, item: IndexChunk, fd: int, skip_zero: bool
+    ) -> tuple[Outcome, int, Store | None, int] | None:
+        """The store's shortcut for :meth:`fetch` plus writing the bytes at ``item.start`` in ``fd``.
+
+        ``(FETCHED, bytes written, source, stored bytes read)``, 0 written when
+        ``skip_zero`` and the chunk is all zero; None (nothing written) for the
+        zero chunk, a store with no shortcut, or anything but success: then
+        :meth:`fetch` it (see :meth:`~.stores.base.Store.fetch_into`).
+        """
+        if self.zero.matches(item):
+            return None
+        done = self.store.fetch_into(item.id, self.digest, item.size, fd, item.start, skip_zero)
+        return None if done is None else (Outcome.FETCHED, *done)
+
     def data(self, item: IndexChunk) -> bytes:
         """The verified bytes of ``item``."""
         return self.read(item)[1]

@@ -22,6 +22,18 @@ and give the same tuples:
 - ``refresh(dir, name)``: ``(0, st_mode, st_size)`` after setting ``name``'s
   times to now and looking it up again, never following a link;
   ``(step, errno, 0)`` with step 1 (directory), 2 (utime) or 3 (lstat).
+
+:data:`fetch` has no Python twin: it is C's ``fetch_chunk_file`` (built where
+libzstd's and OpenSSL's headers were found) or None.
+``fetch(dir, name, limit, size, id, algo, fd, offset, skip_zero)`` reads the
+file as ``read`` does, zstd-decompresses it into exactly ``size`` bytes,
+checks its digest (``algo`` 1 SHA-512/256, 2 SHA-256, 0 none) against ``id``
+and ``pwrite``s it to ``fd`` at ``offset`` (not when ``skip_zero`` and it is
+all zero), with the GIL released once: ``(0, bytes written, file size)``.
+Any other outcome is ``(step, 0, ...)`` with step 1-5 as ``read``, 6 (not a
+zstd frame of ``size`` bytes), 7 (digest differs, nothing written) or 8 (the
+write failed); the caller then takes its Python path, which raises the right
+error, so only a verified chunk is ever written here.
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ from typing import Any, Callable
 
 from casync_format._accel import c_module
 
-__all__ = ["BACKEND", "OPEN_DIR", "read", "refresh", "write"]
+__all__ = ["BACKEND", "DIGEST_ALGOS", "OPEN_DIR", "fetch", "read", "refresh", "write"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 #: How a chunk's prefix directory (or a store's root) is opened: never through a link.
@@ -153,3 +165,9 @@ write: Callable[[str, str, str, bytes, int], tuple[int, int]] = write_py
 refresh: Callable[[str, str], tuple[int, int, int]] = refresh_py
 if _C is not None:
     read, write, refresh = _C.read_chunk_file, _C.write_chunk_file, _C.refresh_chunk_file
+_FETCH = c_module("chunk-fetch")
+fetch: Callable[[str, str, int, int, bytes, int, int, int, bool], tuple[int, int, int]] | None = (
+    _FETCH.fetch_chunk_file if _FETCH is not None else None
+)
+#: ``fetch``'s ``algo`` for each digest name (casync_format.digest)
+DIGEST_ALGOS = {"sha512-256": 1, "sha256": 2}

@@ -107,6 +107,19 @@ class Store(ABC):
             return data, self, len(blob)
         return self.get_chunk(chunk_id, digest, size, max_size), self, 0  # its own read path
 
+    def fetch_into(
+        self, chunk_id: bytes, digest: Digest, size: int, fd: int, offset: int, skip_zero: bool
+    ) -> tuple[int, Store, int] | None:
+        """A shortcut for :meth:`fetch` plus a ``pwrite`` of the data to ``fd`` at ``offset``.
+
+        Returns ``(bytes written, source, stored bytes read)`` when it wrote
+        the verified chunk (0 written when ``skip_zero`` and it is all zero),
+        or None: then nothing was written and the caller takes the
+        :meth:`fetch` path, which raises what went wrong. The default is
+        None; a local store does it in one C call (:mod:`._chunkfile`).
+        """
+        return None
+
     def fetch_stored(
         self, chunk_id: bytes, digest: Digest, size: int | None, max_size: int
     ) -> tuple[bytes, Store, int]:

@@ -86,6 +86,12 @@ class StoreRouter(Store):
         """The first member's fetch that holds the chunk (that member named as the source)."""
         return self._ask(chunk_id, lambda store: store.fetch(chunk_id, digest, size, max_size))
 
+    def fetch_into(
+        self, chunk_id: bytes, digest: Digest, size: int, fd: int, offset: int, skip_zero: bool
+    ) -> tuple[int, Store, int] | None:
+        """The first member's shortcut (None, and :meth:`fetch` asks them all, when it has none)."""
+        return self.stores[0].fetch_into(chunk_id, digest, size, fd, offset, skip_zero)
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
 

@@ -21,7 +21,7 @@ from tests.support import ROOT as SUPPORT_ROOT
 __all__: list[str] = []
 
 ROOT = SUPPORT_ROOT
-FUNCTIONS = ["chunker", "siphash24", "catar-goodbye", "catar-entry", "chunk-file"]
+FUNCTIONS = ["chunker", "siphash24", "catar-goodbye", "catar-entry", "chunk-file", "chunk-fetch"]
 
 # Exercises every accelerated function and prints the backends and a digest of the results.
 WORKLOAD = r"""
@@ -73,6 +73,7 @@ print(json.dumps({
         "catar-goodbye": "python" if encode_goodbye is encode_goodbye_py else "c",
         "catar-entry": "python" if catar._ENCODE_CHILD_C is None else "c",
         "chunk-file": "python" if _chunkfile.read is _chunkfile.read_py else "c",
+        "chunk-fetch": "python" if _chunkfile.fetch is None else "c",
     },
     "digest": out.hexdigest(),
 }))
@@ -99,6 +100,10 @@ def _require_c() -> None:
         if os.environ.get("PYCASYNC_REQUIRE_C") == "1":
             pytest.fail("PYCASYNC_REQUIRE_C=1 but casync_format._chunker is not built")
         pytest.skip("the C extension casync_format._chunker is not built")
+    if _accel.c_module("chunk-fetch") is None and not _accel.FORCE_PYTHON:
+        if os.environ.get("PYCASYNC_REQUIRE_C") == "1":
+            pytest.fail("PYCASYNC_REQUIRE_C=1 but casync_format._chunker lacks fetch_chunk_file")
+        pytest.skip("casync_format._chunker was built without libzstd's and OpenSSL's headers")
 
 
 def test_backends_name_every_accelerated_function() -> None:
@@ -142,11 +147,12 @@ def test_incomplete_extension() -> None:
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     assert found["chunker"] == "c"
-    assert [found[name] for name in FUNCTIONS[1:]] == ["python"] * 4
+    assert [found[name] for name in FUNCTIONS[1:]] == ["python"] * (len(FUNCTIONS) - 1)
     proc = _run({"PYCASYNC_REQUIRE_C": "1"}, "import casync_format.chunker", fake)
     assert proc.returncode != 0
-    lacking = "siphash24, encode_goodbye, encode_child, read_chunk_file, write_chunk_file, refresh_chunk_file"
-    assert f"lacks {lacking} (rebuild it)" in proc.stderr
+    lacking = ("siphash24, encode_goodbye, encode_child, read_chunk_file, write_chunk_file, "
+               "refresh_chunk_file, fetch_chunk_file")
+    assert f"lacks {lacking} (rebuild it; fetch_chunk_file needs libzstd-dev and libssl-dev)" in proc.stderr
 
 
 @pytest.mark.parametrize("value", ["yes", "true", "2", " 1"])
@@ -204,4 +210,5 @@ def test_version_reports_every_backend() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pycasync", "--version"], env=env, cwd=ROOT, capture_output=True, text=True
     )
-    assert "(chunker: c, siphash24: c, catar-goodbye: c, catar-entry: c, chunk-file: c, zstd: " in proc.stdout
+    every = "chunker: c, siphash24: c, catar-goodbye: c, catar-entry: c, chunk-file: c, chunk-fetch: c"
+    assert f"({every}, zstd: " in proc.stdout
